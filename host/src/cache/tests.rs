@@ -1,0 +1,158 @@
+use super::*;
+use crate::framework::{ExtensionPoint, ObjectRef, PatchKind, Plugin};
+use serde_json::json;
+
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<ObjectEvent>>,
+}
+
+impl Plugin for Recorder {
+    fn name(&self) -> &str {
+        "Recorder"
+    }
+    fn extension_points(&self) -> Vec<ExtensionPoint> {
+        vec![]
+    }
+    fn subscriptions(&self) -> Vec<ResourceKind> {
+        vec![ResourceKind::resource_claim(), ResourceKind::pod()]
+    }
+    fn on_event(&self, event: &ObjectEvent) {
+        self.events.lock().push(event.clone());
+    }
+}
+
+#[derive(Default)]
+struct Handler {
+    log: Mutex<Vec<String>>,
+}
+
+impl CacheEvents for Handler {
+    fn pending_pod(&self, pod: Arc<PodInfo>, spec_changed: bool) {
+        self.log
+            .lock()
+            .push(format!("pending {} {spec_changed}", pod.key.name));
+    }
+    fn pod_gone(&self, uid: &str) {
+        self.log.lock().push(format!("gone {uid}"));
+    }
+    fn cluster_event(&self, resource: &ResourceKind, action: EventAction) {
+        self.log
+            .lock()
+            .push(format!("{} {action:?}", resource.kind));
+    }
+}
+
+fn claim(rv: u64) -> Value {
+    json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": "c", "namespace": "d", "uid": "cu", "resourceVersion": rv.to_string()},
+        "spec": {}
+    })
+}
+
+fn pod(name: &str, node: Option<&str>) -> Arc<Pod> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "d", "uid": name},
+            "spec": {"nodeName": node, "containers": [{"name": "c"}]}
+        }))
+        .unwrap(),
+    )
+}
+
+fn setup() -> (Arc<Cache>, Arc<Recorder>, Arc<Handler>) {
+    let cache = Cache::new();
+    let rec = Arc::new(Recorder::default());
+    let handler = Arc::new(Handler::default());
+    cache.set_subscribers(&[rec.clone() as PluginRef]);
+    cache.set_handler(handler.clone());
+    (cache, rec, handler)
+}
+
+#[test]
+fn subscribed_plugins_get_real_and_assumed_changes_in_order() {
+    let (cache, rec, _) = setup();
+    assert_eq!(cache.tracked_kinds(), vec![ResourceKind::resource_claim()]);
+    cache.apply_object(&ResourceKind::resource_claim(), "d/c".into(), claim(1));
+    let intent = PatchIntent {
+        target: ObjectRef {
+            resource: ResourceKind::resource_claim(),
+            namespace: Some("d".into()),
+            name: "c".into(),
+            uid: "cu".into(),
+        },
+        subresource: Some("status".into()),
+        patch_kind: PatchKind::Merge,
+        body: r#"{"status":{"allocation":{"devices":{"results":[]}}}}"#.into(),
+    };
+    let ids = cache
+        .assume_intents("pod-1", std::slice::from_ref(&intent))
+        .unwrap();
+    assert!(ids[0].is_some());
+    cache.forget_intents("pod-1");
+    let events = rec.events.lock();
+    let actions: Vec<(EventAction, bool)> = events
+        .iter()
+        .map(|e| (e.action, e.object.contains("allocation")))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (EventAction::Added, false),
+            (EventAction::Modified, true),
+            (EventAction::Modified, false)
+        ]
+    );
+    assert_eq!(cache.pending_work(), PendingWork::default());
+}
+
+#[test]
+fn an_intent_for_an_untracked_kind_is_only_applied_later() {
+    let (cache, _, _) = setup();
+    let intent = PatchIntent {
+        target: ObjectRef {
+            resource: ResourceKind::node(),
+            namespace: None,
+            name: "n".into(),
+            uid: "x".into(),
+        },
+        subresource: None,
+        patch_kind: PatchKind::Merge,
+        body: "{}".into(),
+    };
+    assert_eq!(cache.assume_intents("p", &[intent]).unwrap(), vec![None]);
+}
+
+#[test]
+fn pod_changes_reach_the_handler_as_pending_pods_and_cluster_events() {
+    let (cache, rec, handler) = setup();
+    cache.apply_pod(pod("a", None));
+    cache.apply_pod(pod("a", Some("n1")));
+    cache.delete_pod(&pod("a", Some("n1")));
+    assert_eq!(
+        *handler.log.lock(),
+        [
+            "pending a false",
+            "gone a",
+            "Pod Added",
+            "gone a",
+            "Pod Deleted"
+        ]
+    );
+    assert_eq!(rec.events.lock().len(), 3);
+}
+
+#[test]
+fn replay_includes_assumed_pods_on_their_node() {
+    let (cache, _, _) = setup();
+    cache.apply_pod(pod("a", None));
+    let info = Arc::new(PodInfo::new(pod("a", None)));
+    cache.assume_pod(&info, "n1").unwrap();
+    let events = cache.replay(&[ResourceKind::pod()]);
+    assert_eq!(events.len(), 1);
+    assert!(events[0].object.contains("\"nodeName\":\"n1\""));
+    assert_eq!(cache.pending_work().assumed_pods, 1);
+    cache.forget_pod("a");
+    assert_eq!(cache.pending_work().assumed_pods, 0);
+}

@@ -1,0 +1,203 @@
+//! The cache's writer: kube-runtime watchers for pods, nodes and the tracked generic kinds,
+//! merged into one stream and applied by one task, in arrival order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::stream::{BoxStream, SelectAll};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::DynamicObject;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Api, Client};
+use tokio::task::JoinHandle;
+
+use crate::framework::ResourceKind;
+
+use super::{Cache, api_resource, object_key};
+
+/// A watch failed (it is retried with backoff; the error is only logged).
+#[derive(Debug, thiserror::Error)]
+#[error("watch of {kind} failed: {source}")]
+pub struct WatchError {
+    /// The watched kind.
+    pub kind: String,
+    /// The watcher's error.
+    #[source]
+    pub source: watcher::Error,
+}
+
+enum Msg {
+    Pod(Event<Pod>),
+    Node(Event<Node>),
+    Object(usize, Event<DynamicObject>),
+    Failed(WatchError),
+}
+
+/// Which stream a message came from (for sync and relist bookkeeping).
+fn stream_index(msg: &Msg) -> usize {
+    match msg {
+        Msg::Pod(_) => 0,
+        Msg::Node(_) => 1,
+        Msg::Object(i, _) => 2 + i,
+        Msg::Failed(_) => usize::MAX,
+    }
+}
+
+impl Cache {
+    /// Starts watching pods, nodes and every tracked generic kind through `client`, in one
+    /// writer task. Await [`Cache::wait_synced`] before scheduling.
+    pub fn start(self: &Arc<Self>, client: Client) -> JoinHandle<()> {
+        let kinds = self.tracked_kinds();
+        let config = watcher::Config::default();
+        let mut streams: SelectAll<BoxStream<'static, Msg>> = SelectAll::new();
+        let failed = |kind: &str| {
+            let kind = kind.to_string();
+            move |source| {
+                Msg::Failed(WatchError {
+                    kind: kind.clone(),
+                    source,
+                })
+            }
+        };
+        let on_err = failed("Pod");
+        streams.push(
+            watcher(Api::<Pod>::all(client.clone()), config.clone())
+                .default_backoff()
+                .map_ok(Msg::Pod)
+                .map(move |r| r.unwrap_or_else(&on_err))
+                .boxed(),
+        );
+        let on_err = failed("Node");
+        streams.push(
+            watcher(Api::<Node>::all(client.clone()), config.clone())
+                .default_backoff()
+                .map_ok(Msg::Node)
+                .map(move |r| r.unwrap_or_else(&on_err))
+                .boxed(),
+        );
+        for (i, kind) in kinds.iter().enumerate() {
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(kind));
+            let on_err = failed(&kind.kind);
+            streams.push(
+                watcher(api, config.clone())
+                    .default_backoff()
+                    .map_ok(move |e| Msg::Object(i, e))
+                    .map(move |r| r.unwrap_or_else(&on_err))
+                    .boxed(),
+            );
+        }
+        let cache = self.clone();
+        let total = 2 + kinds.len();
+        tokio::spawn(async move { cache.write_loop(streams, kinds, total).await })
+    }
+
+    async fn write_loop(
+        &self,
+        mut streams: SelectAll<BoxStream<'static, Msg>>,
+        kinds: Vec<ResourceKind>,
+        total: usize,
+    ) {
+        let mut synced: HashSet<usize> = HashSet::new();
+        let mut relists: HashMap<usize, HashSet<String>> = HashMap::new();
+        while let Some(msg) = streams.next().await {
+            let idx = stream_index(&msg);
+            let kind = match idx {
+                0 => ResourceKind::pod(),
+                1 => ResourceKind::node(),
+                usize::MAX => ResourceKind::new("", ""),
+                i => kinds[i - 2].clone(),
+            };
+            match msg {
+                Msg::Failed(e) => {
+                    tracing::warn!(error = %e, "watch failed; retrying");
+                    continue;
+                }
+                Msg::Pod(ev) => match ev {
+                    Event::Init => {
+                        relists.insert(idx, HashSet::new());
+                    }
+                    Event::InitApply(pod) | Event::Apply(pod) => {
+                        if let Some(seen) = relists.get_mut(&idx) {
+                            seen.insert(pod.metadata.uid.clone().unwrap_or_default());
+                        }
+                        self.apply_pod(Arc::new(pod));
+                    }
+                    Event::Delete(pod) => self.delete_pod(&pod),
+                    Event::InitDone => {
+                        self.finish_relist(idx, &kind, &mut relists, &mut synced, total)
+                    }
+                },
+                Msg::Node(ev) => match ev {
+                    Event::Init => {
+                        relists.insert(idx, HashSet::new());
+                    }
+                    Event::InitApply(node) | Event::Apply(node) => {
+                        if let Some(seen) = relists.get_mut(&idx) {
+                            seen.insert(node.metadata.name.clone().unwrap_or_default());
+                        }
+                        self.apply_node(Arc::new(node));
+                    }
+                    Event::Delete(node) => {
+                        self.delete_node(node.metadata.name.as_deref().unwrap_or_default())
+                    }
+                    Event::InitDone => {
+                        self.finish_relist(idx, &kind, &mut relists, &mut synced, total)
+                    }
+                },
+                Msg::Object(_, ev) => match ev {
+                    Event::Init => {
+                        relists.insert(idx, HashSet::new());
+                    }
+                    Event::InitApply(obj) | Event::Apply(obj) => {
+                        let key = object_key(
+                            obj.metadata.namespace.as_deref(),
+                            obj.metadata.name.as_deref().unwrap_or(""),
+                        );
+                        if let Some(seen) = relists.get_mut(&idx) {
+                            seen.insert(key.clone());
+                        }
+                        let mut value = serde_json::to_value(&obj).unwrap_or_default();
+                        // List items may come without their type; plugins expect it.
+                        if let Some(map) = value.as_object_mut() {
+                            map.entry("apiVersion")
+                                .or_insert_with(|| kind.api_version.clone().into());
+                            map.entry("kind")
+                                .or_insert_with(|| kind.kind.clone().into());
+                        }
+                        self.apply_object(&kind, key, value);
+                    }
+                    Event::Delete(obj) => {
+                        let key = object_key(
+                            obj.metadata.namespace.as_deref(),
+                            obj.metadata.name.as_deref().unwrap_or(""),
+                        );
+                        self.delete_object(&kind, &key);
+                    }
+                    Event::InitDone => {
+                        self.finish_relist(idx, &kind, &mut relists, &mut synced, total)
+                    }
+                },
+            }
+        }
+    }
+
+    fn finish_relist(
+        &self,
+        idx: usize,
+        kind: &ResourceKind,
+        relists: &mut HashMap<usize, HashSet<String>>,
+        synced: &mut HashSet<usize>,
+        total: usize,
+    ) {
+        if let Some(seen) = relists.remove(&idx) {
+            self.retain_seen(kind, &seen);
+        }
+        synced.insert(idx);
+        if synced.len() == total && !self.is_synced() {
+            tracing::debug!("cache synced");
+            self.set_synced();
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The scheduling framework: the extension point interface ([`Plugin`]), the per-cycle state,
+//! and the node and pod views plugins decide on. Statuses, intents and the rest of the plugin
+//! vocabulary come from the SDK, so native and Wasm plugins speak the same types.
+//!
+//! [`Framework`] runs one profile's plugins at each extension point with upstream semantics.
+
+mod cycle_state;
+mod node_info;
+mod plugin;
+mod runtime;
+
+pub use cycle_state::CycleState;
+pub use node_info::{NodeInfo, PodInfo, Resource, Snapshot};
+pub use plugin::{BindContext, Plugin, PluginRef, StateReplay};
+pub use runtime::{
+    FilterVerdicts, Framework, MAX_NODE_SCORE, MAX_PERMIT_TIMEOUT, PermitOutcome, PluginFailure,
+    PluginIntents, PostFilterOutcome,
+};
+pub use wasm_scheduler_sdk::{
+    ClusterEvent, Code, EventAction, ExtensionPoint, Metadata, ObjectEvent, ObjectRef, PatchIntent,
+    PatchKind, PermitResult, PodRef, PostFilterResult, PreFilterResult, ResourceKind, Status,
+};

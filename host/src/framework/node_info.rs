@@ -1,0 +1,284 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+/// Resource amounts as the scheduler counts them (upstream `framework.Resource`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resource {
+    /// CPU in millicores.
+    pub milli_cpu: i64,
+    /// Memory in bytes.
+    pub memory: i64,
+    /// Ephemeral storage in bytes.
+    pub ephemeral_storage: i64,
+    /// Number of pods (for allocatable: the node's pod capacity).
+    pub allowed_pods: i64,
+    /// Extended and other scalar resources by name, e.g. `example.com/gpu`.
+    pub scalar: BTreeMap<String, i64>,
+}
+
+/// A pod with what the scheduler derives from it once: its effective resource requests.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    /// The pod as last seen (or as assumed by the scheduler).
+    pub pod: Arc<Pod>,
+    /// Namespace, name and uid.
+    pub key: wasm_scheduler_sdk::PodRef,
+    /// Effective requests: max(sum of containers, any init container) plus overhead.
+    pub requests: Resource,
+}
+
+/// A node with the pods assigned to it and the resources they request
+/// (upstream `framework.NodeInfo`).
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// The node object.
+    pub node: Arc<Node>,
+    /// The node's name.
+    pub name: String,
+    /// Pods bound or assumed on the node.
+    pub pods: Vec<Arc<PodInfo>>,
+    /// What the node offers.
+    pub allocatable: Resource,
+    /// What its pods request.
+    pub requested: Resource,
+    /// Bumped on every change, so snapshots can copy only changed nodes.
+    pub generation: u64,
+}
+
+/// A consistent view of all nodes for one scheduling cycle. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// All nodes, in a stable order.
+    pub nodes: Vec<Arc<NodeInfo>>,
+    /// Index into `nodes` by node name.
+    pub index: std::collections::HashMap<String, usize>,
+}
+
+impl Snapshot {
+    /// The node with this name, if it exists.
+    pub fn get(&self, name: &str) -> Option<&Arc<NodeInfo>> {
+        self.index.get(name).map(|&i| &self.nodes[i])
+    }
+}
+
+/// Resource names counted in dedicated fields of [`Resource`]; every other name is a scalar.
+const CPU: &str = "cpu";
+const MEMORY: &str = "memory";
+const EPHEMERAL_STORAGE: &str = "ephemeral-storage";
+const PODS: &str = "pods";
+
+impl Resource {
+    /// Adds `other` to `self`, field by field.
+    pub fn add(&mut self, other: &Resource) {
+        self.milli_cpu += other.milli_cpu;
+        self.memory += other.memory;
+        self.ephemeral_storage += other.ephemeral_storage;
+        self.allowed_pods += other.allowed_pods;
+        for (k, v) in &other.scalar {
+            *self.scalar.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Subtracts `other` from `self`, field by field.
+    pub fn sub(&mut self, other: &Resource) {
+        self.milli_cpu -= other.milli_cpu;
+        self.memory -= other.memory;
+        self.ephemeral_storage -= other.ephemeral_storage;
+        self.allowed_pods -= other.allowed_pods;
+        for (k, v) in &other.scalar {
+            *self.scalar.entry(k.clone()).or_default() -= v;
+        }
+    }
+
+    /// Field-wise maximum of `self` and `other`.
+    pub fn max_with(&mut self, other: &Resource) {
+        self.milli_cpu = self.milli_cpu.max(other.milli_cpu);
+        self.memory = self.memory.max(other.memory);
+        self.ephemeral_storage = self.ephemeral_storage.max(other.ephemeral_storage);
+        self.allowed_pods = self.allowed_pods.max(other.allowed_pods);
+        for (k, v) in &other.scalar {
+            let e = self.scalar.entry(k.clone()).or_default();
+            *e = (*e).max(*v);
+        }
+    }
+
+    /// The amount of a resource by its Kubernetes name (`cpu` in millicores).
+    pub fn get(&self, name: &str) -> i64 {
+        match name {
+            CPU => self.milli_cpu,
+            MEMORY => self.memory,
+            EPHEMERAL_STORAGE => self.ephemeral_storage,
+            PODS => self.allowed_pods,
+            _ => self.scalar.get(name).copied().unwrap_or(0),
+        }
+    }
+}
+
+impl PodInfo {
+    /// Derives the pod's key and effective requests once (counted as
+    /// [`crate::plugins::compute_pod_requests`] does, upstream `resourcehelper.PodRequests`).
+    pub fn new(pod: Arc<Pod>) -> Self {
+        let meta = &pod.metadata;
+        let key = wasm_scheduler_sdk::PodRef {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone().unwrap_or_default(),
+        };
+        let requests = crate::plugins::compute_pod_requests(&pod);
+        PodInfo { pod, key, requests }
+    }
+
+    /// `spec.priority`, 0 when unset.
+    pub fn priority(&self) -> i32 {
+        self.pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+    }
+
+    /// `spec.schedulerName`, `default-scheduler` when unset (the API server defaults it).
+    pub fn scheduler_name(&self) -> &str {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or("default-scheduler")
+    }
+
+    /// `spec.nodeName`, if the pod is bound.
+    pub fn node_name(&self) -> Option<&str> {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .filter(|n| !n.is_empty())
+    }
+}
+
+impl NodeInfo {
+    /// A node with no pods. Allocatable comes from `status.allocatable` (or `capacity`).
+    pub fn new(node: Arc<Node>) -> Self {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let allocatable = crate::plugins::node_allocatable(&node);
+        NodeInfo {
+            node,
+            name,
+            pods: Vec::new(),
+            allocatable,
+            requested: Resource::default(),
+            generation: 0,
+        }
+    }
+
+    /// Replaces the node object, keeping its pods.
+    pub fn set_node(&mut self, node: Arc<Node>) {
+        let fresh = NodeInfo::new(node);
+        self.node = fresh.node;
+        self.allocatable = fresh.allocatable;
+    }
+
+    /// Adds a pod and its requests.
+    pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
+        self.requested.add(&pod.requests);
+        self.pods.push(pod);
+    }
+
+    /// Removes the pod with this uid; returns whether it was there.
+    pub fn remove_pod(&mut self, uid: &str) -> bool {
+        let Some(i) = self.pods.iter().position(|p| p.key.uid == uid) else {
+            return false;
+        };
+        let p = self.pods.swap_remove(i);
+        self.requested.sub(&p.requests);
+        true
+    }
+
+    /// The node's taints.
+    pub fn taints(&self) -> &[k8s_openapi::api::core::v1::Taint] {
+        self.node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or(&[])
+    }
+}
+
+impl Snapshot {
+    /// A snapshot of these nodes, indexed by name.
+    pub fn from_nodes(nodes: Vec<Arc<NodeInfo>>) -> Self {
+        let index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        Snapshot { nodes, index }
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True when there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> Arc<PodInfo> {
+        Arc::new(PodInfo::new(Arc::new(
+            serde_yaml_ng::from_str(yaml).unwrap(),
+        )))
+    }
+
+    #[test]
+    fn requests_take_the_larger_of_containers_and_init_containers() {
+        let p = pod(r#"
+metadata: {name: p, namespace: d, uid: u1}
+spec:
+  containers:
+  - {name: a, resources: {requests: {cpu: 100m, memory: 1Gi}}}
+  - {name: b, resources: {requests: {cpu: 200m, example.com/gpu: "1"}}}
+  initContainers:
+  - {name: i, resources: {requests: {cpu: "1"}}}
+  overhead: {cpu: 10m}
+"#);
+        assert_eq!(p.requests.milli_cpu, 1010);
+        assert_eq!(p.requests.memory, 1 << 30);
+        assert_eq!(p.requests.scalar["example.com/gpu"], 1);
+        assert_eq!(p.key.uid, "u1");
+    }
+
+    #[test]
+    fn sidecars_add_to_the_pod_requests() {
+        let p = pod(r#"
+metadata: {name: p}
+spec:
+  containers: [{name: a, resources: {requests: {cpu: 100m}}}]
+  initContainers: [{name: s, restartPolicy: Always, resources: {requests: {cpu: 50m}}}]
+"#);
+        assert_eq!(p.requests.milli_cpu, 150);
+    }
+
+    #[test]
+    fn node_info_tracks_pods_and_requests() {
+        let node: Node = serde_yaml_ng::from_str(
+            "metadata: {name: n}\nstatus: {allocatable: {cpu: '2', memory: 4Gi, pods: '110'}}",
+        )
+        .unwrap();
+        let mut n = NodeInfo::new(Arc::new(node));
+        assert_eq!(n.allocatable.milli_cpu, 2000);
+        assert_eq!(n.allocatable.allowed_pods, 110);
+        let p = pod(
+            "metadata: {name: p, uid: u}\nspec: {containers: [{name: a, resources: {requests: {cpu: 500m}}}]}",
+        );
+        n.add_pod(p);
+        assert_eq!(n.requested.milli_cpu, 500);
+        assert_eq!(n.pods.len(), 1);
+        assert!(n.remove_pod("u"));
+        assert_eq!(n.requested, Resource::default());
+    }
+}

@@ -1,0 +1,157 @@
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use super::*;
+
+/// A plugin as the framework calls it. Native plugins implement it directly; SDK plugins (run
+/// natively) and Wasm components are adapted to it by the plugin runtime. Each method is one
+/// extension point; the framework only calls the points listed in [`Plugin::extension_points`].
+///
+/// Methods take `&self`: plugins that keep state lock it themselves. The scheduling cycle is
+/// serial, but binding-cycle points (PreBind, Unreserve, PostBind) of several pods run
+/// concurrently with it.
+pub trait Plugin: Send + Sync {
+    /// The plugin's name as used in the configuration.
+    fn name(&self) -> &str;
+
+    /// The extension points it implements.
+    fn extension_points(&self) -> Vec<ExtensionPoint>;
+
+    /// Cluster events that can make a pod it rejected schedulable (queueing hints).
+    fn requeue_on(&self) -> Vec<ClusterEvent> {
+        Vec::new()
+    }
+
+    /// Kinds of objects pushed to [`Plugin::on_event`].
+    fn subscriptions(&self) -> Vec<ResourceKind> {
+        Vec::new()
+    }
+
+    /// Kinds this plugin may patch through intents.
+    fn patchable_kinds(&self) -> Vec<ResourceKind> {
+        Vec::new()
+    }
+
+    /// Receives a change of a subscribed object (including assumed objects).
+    fn on_event(&self, _event: &ObjectEvent) {}
+
+    /// PreEnqueue. `Success`, or the pod stays out of the active queue until a cluster event.
+    fn pre_enqueue(&self, _pod: &PodInfo) -> Status {
+        Status::success()
+    }
+
+    /// PreFilter, once per cycle. `Skip` skips this plugin's Filter for the pod.
+    fn pre_filter(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _snapshot: &Snapshot,
+    ) -> PreFilterResult {
+        PreFilterResult::default()
+    }
+
+    /// Filter over a batch of nodes; one status per node, in order.
+    fn filter(&self, _state: &CycleState, _pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Vec<Status> {
+        vec![Status::success(); nodes.len()]
+    }
+
+    /// PostFilter, when no node passed Filter; `rejected` holds each node's failing status.
+    fn post_filter(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _rejected: &[(String, Status)],
+    ) -> PostFilterResult {
+        PostFilterResult {
+            status: Status::unschedulable("no change"),
+            ..Default::default()
+        }
+    }
+
+    /// PreScore, once per cycle with the feasible nodes. `Skip` skips this plugin's Score.
+    fn pre_score(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _nodes: &[Arc<NodeInfo>],
+    ) -> Status {
+        Status::success()
+    }
+
+    /// Score over a batch of nodes; one score per node, in order.
+    fn score(
+        &self,
+        _state: &CycleState,
+        _pod: &PodInfo,
+        nodes: &[Arc<NodeInfo>],
+    ) -> Result<Vec<i64>, Status> {
+        Ok(vec![0; nodes.len()])
+    }
+
+    /// NormalizeScore: rescale this plugin's scores to `0..=100` in place.
+    fn normalize_score(&self, _state: &CycleState, _pod: &PodInfo, _scores: &mut [i64]) -> Status {
+        Status::success()
+    }
+
+    /// Reserve: returns intents the host assumes at once and applies in PreBind.
+    fn reserve(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _node: &str,
+    ) -> Result<Vec<PatchIntent>, Status> {
+        Ok(Vec::new())
+    }
+
+    /// Unreserve: undo Reserve; returns compensating intents. Idempotent.
+    fn unreserve(&self, _state: &mut CycleState, _pod: &PodInfo, _node: &str) -> Vec<PatchIntent> {
+        Vec::new()
+    }
+
+    /// Permit: allow, reject, or wait with a timeout.
+    fn permit(&self, _state: &mut CycleState, _pod: &PodInfo, _node: &str) -> PermitResult {
+        PermitResult::default()
+    }
+
+    /// PreBind: more intents to apply before binding.
+    fn pre_bind(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _node: &str,
+    ) -> Result<Vec<PatchIntent>, Status> {
+        Ok(Vec::new())
+    }
+
+    /// Bind: `Skip` lets the next bind plugin try; only host-native plugins bind (they get an
+    /// API handle through `ctx`).
+    fn bind<'a>(
+        &'a self,
+        _ctx: &'a BindContext,
+        _pod: &'a PodInfo,
+        _node: &'a str,
+    ) -> BoxFuture<'a, Status> {
+        Box::pin(async { Status::skip() })
+    }
+
+    /// PostBind: informational.
+    fn post_bind(&self, _pod: &PodInfo, _node: &str) {}
+}
+
+/// A shared handle to a plugin.
+pub type PluginRef = Arc<dyn Plugin>;
+
+/// What a Bind plugin may use: the API client.
+pub struct BindContext {
+    /// Client for the cluster (or the embedded API server).
+    pub client: kube::Client,
+}
+
+/// Gives a new plugin instance the current state of the kinds it subscribes to, as `Added`
+/// events (including assumed objects). The cache implements it; the Wasm runtime uses it to
+/// feed a freshly loaded module before it is swapped in.
+pub trait StateReplay: Send + Sync {
+    /// One `Added` event per current object of each kind.
+    fn replay(&self, kinds: &[ResourceKind]) -> Vec<ObjectEvent>;
+}

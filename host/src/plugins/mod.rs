@@ -1,0 +1,42 @@
+//! Native plugins and the registry where they meet Wasm plugins.
+//!
+//! Each plugin lives in its own file, opening with its `NAME` and its user-facing reasons, and
+//! behaves as its upstream namesake in `kubernetes/pkg/scheduler/framework/plugins`:
+//!
+//! | plugin | points | what it does |
+//! |---|---|---|
+//! | [`SchedulingGates`] | PreEnqueue | holds pods with `spec.schedulingGates` |
+//! | [`NodeUnschedulable`] | Filter | keeps pods off cordoned nodes |
+//! | [`NodeName`] | Filter | honours `spec.nodeName` |
+//! | [`TaintToleration`] | Filter, PreScore, Score | taints and tolerations |
+//! | [`NodeAffinity`] | PreFilter, Filter, PreScore, Score | `nodeSelector` and node affinity |
+//! | [`NodeResourcesFit`] | PreFilter, Filter, PreScore, Score | requests vs allocatable; LeastAllocated |
+//! | [`DefaultBinder`] | Bind | `POST pods/{name}/binding` |
+//!
+//! Start with [`Registry`]: the configuration turns plugin names into instances through it.
+//! [`compute_pod_requests`] and [`node_allocatable`] are how the scheduler counts resources.
+
+pub mod default_binder;
+pub mod helpers;
+pub mod node_affinity;
+pub mod node_name;
+pub mod node_resources_fit;
+pub mod node_selector;
+pub mod node_unschedulable;
+pub mod quantity;
+pub mod registry;
+pub mod resources;
+pub mod scheduling_gates;
+pub mod taint_toleration;
+#[cfg(test)]
+mod testing;
+
+pub use default_binder::DefaultBinder;
+pub use node_affinity::NodeAffinity;
+pub use node_name::NodeName;
+pub use node_resources_fit::NodeResourcesFit;
+pub use node_unschedulable::NodeUnschedulable;
+pub use registry::{FactoryContext, PluginFactory, Registry, RegistryError};
+pub use resources::{compute_pod_non_zero_requests, compute_pod_requests, node_allocatable};
+pub use scheduling_gates::SchedulingGates;
+pub use taint_toleration::TaintToleration;

@@ -1,0 +1,112 @@
+//! Building a scheduler from a configuration: plugins (built-in, SDK plugins compiled in, Wasm
+//! modules) → profiles → a running [`Scheduler`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+
+use crate::cache::Cache;
+use crate::config::{ConfigError, SchedulerConfig, resolve_profile};
+use crate::framework::Framework;
+use crate::metrics::Metrics;
+use crate::plugins::{FactoryContext, Registry};
+use crate::queue::QueueConfig;
+use crate::wasm::{self, PluginSource, Settings, WasmError, WasmPlugins};
+
+use super::{Scheduler, SchedulerError, SchedulerOptions};
+
+/// Errors building a scheduler.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A Wasm module failed to load.
+    #[error("loading Wasm plugins: {0}")]
+    Wasm(#[from] WasmError),
+    /// A profile does not resolve (unknown plugin, bad args, ...).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The scheduler could not start.
+    #[error(transparent)]
+    Start(#[from] SchedulerError),
+}
+
+/// The scheduler options a configuration asks for.
+pub fn options(config: &SchedulerConfig) -> SchedulerOptions {
+    SchedulerOptions {
+        percentage_of_nodes_to_score: config.percentage_of_nodes_to_score,
+        queue: QueueConfig {
+            initial_backoff: Duration::from_secs(config.pod_initial_backoff_seconds),
+            max_backoff: Duration::from_secs(config.pod_max_backoff_seconds),
+            ..QueueConfig::default()
+        },
+        parallelism: config.parallelism,
+        bind_concurrency: config.bind_concurrency,
+        ..SchedulerOptions::default()
+    }
+}
+
+/// Loads the configured Wasm modules (none configured: `None`).
+///
+/// # Errors
+/// The first module that fails to load.
+pub fn load_wasm(config: &SchedulerConfig) -> Result<Option<WasmPlugins>, WasmError> {
+    if config.wasm.plugins.is_empty() {
+        return Ok(None);
+    }
+    let settings = Settings {
+        plugins: config
+            .wasm
+            .plugins
+            .iter()
+            .map(|p| PluginSource {
+                name: p.name.clone(),
+                path: p.path.clone(),
+                sha256: p.sha256.clone(),
+            })
+            .collect(),
+        call_timeout: Duration::from_millis(config.wasm.call_timeout_ms),
+        memory_limit_bytes: config.wasm.memory_limit_bytes as usize,
+        cache_dir: config.wasm.cache_dir.clone(),
+    };
+    WasmPlugins::load(&settings).map(Some)
+}
+
+/// Builds and starts a scheduler: registers the SDK plugins compiled into the host and the
+/// configured Wasm modules in `registry` (a Wasm module named like a built-in replaces it),
+/// resolves every profile with the cache as the plugins' state source, and starts watching
+/// and scheduling through `client`.
+///
+/// # Errors
+/// A Wasm module or a profile that does not load, or a scheduler that cannot start.
+pub async fn build(
+    client: Client,
+    config: &SchedulerConfig,
+    mut registry: Registry,
+    metrics: Arc<Metrics>,
+) -> Result<Scheduler, BuildError> {
+    wasm::register_native_sdk_plugins(&mut registry);
+    let wasm_plugins = load_wasm(config)?;
+    if let Some(w) = &wasm_plugins {
+        w.register_all(&mut registry);
+        metrics.register_more(|r| w.register_metrics(r));
+    }
+    let cache = Cache::new();
+    let ctx = FactoryContext {
+        client: Some(client.clone()),
+        state: cache.clone(),
+    };
+    let mut profiles = Vec::with_capacity(config.profiles.len());
+    for profile in &config.profiles {
+        let resolved = resolve_profile(profile, &registry, &ctx)?;
+        let framework = Framework::new(
+            resolved.scheduler_name,
+            &resolved.points,
+            Some(metrics.clone()),
+        )
+        .with_percentage_of_nodes_to_score(resolved.percentage_of_nodes_to_score);
+        profiles.push(Arc::new(framework));
+    }
+    let mut scheduler = Scheduler::start(client, cache, profiles, options(config), metrics)?;
+    scheduler.wasm = wasm_plugins;
+    Ok(scheduler)
+}

@@ -1,0 +1,165 @@
+//! The PreBind executor's unit of work: checking a plugin's patch intents against the kinds it
+//! declared, and applying one intent to the API server as a PATCH.
+
+use kube::Client;
+use kube::api::{Patch, PatchParams};
+use serde_json::Value;
+
+use crate::cache::dynamic_api;
+use crate::framework::{PatchIntent, PatchKind, Plugin, Status};
+
+/// Field manager of the scheduler's writes.
+pub const FIELD_MANAGER: &str = "wasm-scheduler";
+
+/// Errors applying an intent.
+#[derive(Debug, thiserror::Error)]
+pub enum IntentError {
+    /// The body is not valid for its patch kind.
+    #[error("patch intent for {target} has an invalid body: {message}")]
+    Body {
+        /// `kind namespace/name`.
+        target: String,
+        /// Why.
+        message: String,
+    },
+    /// The API server refused the patch.
+    #[error("patching {target} failed: {source}")]
+    Api {
+        /// `kind namespace/name`.
+        target: String,
+        /// The client error (a 422 names the invalid field).
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// `Kind namespace/name[/subresource]`, for messages.
+pub fn describe(intent: &PatchIntent) -> String {
+    let t = &intent.target;
+    let mut s = match &t.namespace {
+        Some(ns) => format!("{} {ns}/{}", t.resource.kind, t.name),
+        None => format!("{} {}", t.resource.kind, t.name),
+    };
+    if let Some(sub) = &intent.subresource {
+        s.push('/');
+        s.push_str(sub);
+    }
+    s
+}
+
+/// Refuses intents for kinds the plugin did not declare in `patchable_kinds()`.
+///
+/// # Errors
+/// An `Error` status naming the plugin, the kind, and what it may patch.
+pub fn check_kinds(plugin: &dyn Plugin, intents: &[PatchIntent]) -> Result<(), Status> {
+    let mut allowed = None;
+    for intent in intents {
+        let allowed = allowed.get_or_insert_with(|| plugin.patchable_kinds());
+        if !allowed.contains(&intent.target.resource) {
+            let may: Vec<String> = allowed
+                .iter()
+                .map(|k| format!("{}/{}", k.api_version, k.kind))
+                .collect();
+            return Err(Status::error(format!(
+                "plugin {} returned a patch intent for {} ({}/{}), but it may only patch [{}]",
+                plugin.name(),
+                describe(intent),
+                intent.target.resource.api_version,
+                intent.target.resource.kind,
+                may.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Applies one intent with its patch type. Returns the resourceVersion the server answered with.
+///
+/// # Errors
+/// A bad body, or the API server's refusal.
+pub async fn apply_intent(
+    client: &Client,
+    intent: &PatchIntent,
+) -> Result<Option<String>, IntentError> {
+    let target = || describe(intent);
+    let body: Value = serde_json::from_str(&intent.body).map_err(|e| IntentError::Body {
+        target: target(),
+        message: e.to_string(),
+    })?;
+    let patch: Patch<Value> = match intent.patch_kind {
+        PatchKind::Json => {
+            Patch::Json(serde_json::from_value(body).map_err(|e| IntentError::Body {
+                target: target(),
+                message: e.to_string(),
+            })?)
+        }
+        PatchKind::Merge => Patch::Merge(body),
+        PatchKind::StrategicMerge => Patch::Strategic(body),
+    };
+    let api = dynamic_api(
+        client.clone(),
+        &intent.target.resource,
+        intent.target.namespace.as_deref(),
+    );
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    let result = match intent.subresource.as_deref() {
+        Some(sub) => {
+            api.patch_subresource(sub, &intent.target.name, &params, &patch)
+                .await
+        }
+        None => api.patch(&intent.target.name, &params, &patch).await,
+    };
+    result
+        .map(|obj| obj.metadata.resource_version)
+        .map_err(|source| IntentError::Api {
+            target: target(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framework::{ExtensionPoint, ObjectRef, ResourceKind};
+
+    struct ClaimPatcher;
+    impl Plugin for ClaimPatcher {
+        fn name(&self) -> &str {
+            "ClaimPatcher"
+        }
+        fn extension_points(&self) -> Vec<ExtensionPoint> {
+            vec![ExtensionPoint::Reserve]
+        }
+        fn patchable_kinds(&self) -> Vec<ResourceKind> {
+            vec![ResourceKind::resource_claim()]
+        }
+    }
+
+    fn intent(kind: ResourceKind) -> PatchIntent {
+        PatchIntent {
+            target: ObjectRef {
+                resource: kind,
+                namespace: Some("d".into()),
+                name: "x".into(),
+                uid: "u".into(),
+            },
+            subresource: Some("status".into()),
+            patch_kind: PatchKind::StrategicMerge,
+            body: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn errors_when_a_plugin_patches_a_kind_it_did_not_declare() {
+        assert!(check_kinds(&ClaimPatcher, &[intent(ResourceKind::resource_claim())]).is_ok());
+        let err = check_kinds(&ClaimPatcher, &[intent(ResourceKind::node())]).unwrap_err();
+        assert_eq!(err.code, crate::framework::Code::Error);
+        assert_eq!(
+            err.message(),
+            "plugin ClaimPatcher returned a patch intent for Node d/x/status (v1/Node), but it may only patch [resource.k8s.io/v1/ResourceClaim]"
+        );
+    }
+}

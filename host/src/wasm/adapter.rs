@@ -1,0 +1,393 @@
+//! [`WasmPlugin`]: a Wasm component behind the framework's [`Plugin`] trait.
+//!
+//! Calls carry references only: the pod's namespace/name/uid and node names. Objects reach the
+//! guest through [`Plugin::on_event`] pushes. The instance a scheduling cycle starts with is
+//! pinned in its [`CycleState`] at PreFilter, and the instance that reserved a pod is kept until
+//! its binding cycle ends, so a hot swap never splits a cycle and in-flight bindings finish on
+//! the old instance.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+
+use super::bindings::wit;
+use super::convert;
+use super::instance::Instance;
+use super::limits;
+use super::slot::Slot;
+use crate::framework::{
+    ClusterEvent, CycleState, ExtensionPoint, NodeInfo, ObjectEvent, PatchIntent, PermitResult,
+    Plugin, PodInfo, PostFilterResult, PreFilterResult, ResourceKind, Snapshot, Status,
+};
+
+/// What a scheduling cycle pinned: the instance and the pod reference in WIT form.
+struct Pin {
+    instance: Arc<Instance>,
+    pod: wit::PodRef,
+}
+
+/// A Wasm plugin as the framework sees it.
+pub struct WasmPlugin {
+    slot: Arc<Slot>,
+    pin_key: &'static str,
+    points: Vec<ExtensionPoint>,
+    /// Pods between Reserve and the end of their binding cycle → the instance that reserved.
+    reserved: Mutex<HashMap<String, Arc<Instance>>>,
+}
+
+impl WasmPlugin {
+    /// Wraps a slot. The plugin takes part in PreFilter even if the guest does not implement it,
+    /// to pin its instance for the cycle.
+    pub fn new(slot: Arc<Slot>) -> Self {
+        let mut points: Vec<ExtensionPoint> = slot
+            .contract
+            .extension_points
+            .iter()
+            .copied()
+            .filter(|p| *p != ExtensionPoint::Bind)
+            .collect();
+        if !points.contains(&ExtensionPoint::PreFilter) {
+            points.push(ExtensionPoint::PreFilter);
+        }
+        points.sort();
+        points.dedup();
+        let pin_key = pin_key(slot.name());
+        WasmPlugin {
+            slot,
+            pin_key,
+            points,
+            reserved: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The slot serving this plugin (tests and status).
+    pub fn slot(&self) -> &Arc<Slot> {
+        &self.slot
+    }
+
+    fn implements(&self, p: ExtensionPoint) -> bool {
+        self.slot.contract.extension_points.contains(&p)
+    }
+
+    /// The pinned instance of this cycle (replaced if it trapped meanwhile), or the current one.
+    fn instance(&self, state: Option<&CycleState>) -> Arc<Instance> {
+        match state.and_then(|s| s.read::<Pin>(self.pin_key)) {
+            Some(pin) if !pin.instance.is_poisoned() => pin.instance.clone(),
+            _ => self.slot.current(),
+        }
+    }
+
+    fn pod_ref<'a>(
+        &self,
+        state: Option<&'a CycleState>,
+        pod: &PodInfo,
+    ) -> std::borrow::Cow<'a, wit::PodRef> {
+        match state.and_then(|s| s.read::<Pin>(self.pin_key)) {
+            Some(pin) if pin.pod.uid == pod.key.uid => std::borrow::Cow::Borrowed(&pin.pod),
+            _ => std::borrow::Cow::Owned(convert::pod_ref(&pod.key)),
+        }
+    }
+
+    fn call<R>(
+        &self,
+        inst: &Instance,
+        point: &'static str,
+        f: impl FnOnce(
+            &super::bindings::Guest,
+            &mut wasmtime::Store<super::sandbox::HostState>,
+        ) -> wasmtime::Result<R>,
+    ) -> Result<R, Status> {
+        match inst.call(f) {
+            Ok(r) => {
+                self.slot.succeeded();
+                Ok(r)
+            }
+            Err(e) => {
+                let status = self.slot.trapped(point, &e);
+                // Replace the poisoned instance now, so the next pod does not wait for it.
+                self.slot.current();
+                Err(status)
+            }
+        }
+    }
+
+    fn check(&self, point: &str, r: Result<(), String>) -> Result<(), Status> {
+        r.map_err(|m| self.slot.rejected_output(format!("{point}: {m}")))
+    }
+
+    fn intents(
+        &self,
+        inst: &Instance,
+        point: &'static str,
+        v: Vec<wit::PatchIntent>,
+    ) -> Result<Vec<PatchIntent>, Status> {
+        let v = convert::intents(v);
+        self.check(point, limits::intents(point, &v, &inst.metadata.patches))?;
+        Ok(v)
+    }
+}
+
+/// One `'static` CycleState key per plugin name, made once.
+fn pin_key(name: &str) -> &'static str {
+    static KEYS: OnceLock<Mutex<HashMap<String, &'static str>>> = OnceLock::new();
+    let mut keys = KEYS.get_or_init(Default::default).lock();
+    keys.entry(name.to_string())
+        .or_insert_with(|| Box::leak(format!("wasm-instance/{name}").into_boxed_str()))
+}
+
+fn node_names(nodes: &[Arc<NodeInfo>]) -> Vec<String> {
+    nodes.iter().map(|n| n.name.clone()).collect()
+}
+
+impl Plugin for WasmPlugin {
+    fn name(&self) -> &str {
+        self.slot.name()
+    }
+
+    fn extension_points(&self) -> Vec<ExtensionPoint> {
+        self.points.clone()
+    }
+
+    fn requeue_on(&self) -> Vec<ClusterEvent> {
+        self.slot.peek().metadata.requeue_on.clone()
+    }
+
+    fn subscriptions(&self) -> Vec<ResourceKind> {
+        self.slot.contract.subscriptions.clone()
+    }
+
+    fn patchable_kinds(&self) -> Vec<ResourceKind> {
+        self.slot.peek().metadata.patches.clone()
+    }
+
+    fn on_event(&self, event: &ObjectEvent) {
+        self.slot.on_event(event);
+    }
+
+    fn pre_enqueue(&self, pod: &PodInfo) -> Status {
+        if !self.implements(ExtensionPoint::PreEnqueue) {
+            return Status::success();
+        }
+        let inst = self.slot.current();
+        let pod = convert::pod_ref(&pod.key);
+        match self.call(&inst, "pre-enqueue", |g, s| g.call_pre_enqueue(s, &pod)) {
+            Ok(st) => convert::status(st),
+            Err(st) => st,
+        }
+    }
+
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        _snapshot: &Snapshot,
+    ) -> PreFilterResult {
+        let instance = self.slot.current();
+        let pin = Pin {
+            instance: instance.clone(),
+            pod: convert::pod_ref(&pod.key),
+        };
+        let result = if self.implements(ExtensionPoint::PreFilter) {
+            match self.call(&instance, "pre-filter", |g, s| {
+                g.call_pre_filter(s, &pin.pod)
+            }) {
+                Ok(r) => {
+                    let r = convert::pre_filter(r);
+                    match self.check(
+                        "pre-filter",
+                        limits::reasons("pre-filter", std::iter::once(&r.status)),
+                    ) {
+                        Ok(()) => r,
+                        Err(st) => PreFilterResult {
+                            status: st,
+                            node_names: None,
+                        },
+                    }
+                }
+                Err(st) => PreFilterResult {
+                    status: st,
+                    node_names: None,
+                },
+            }
+        } else {
+            PreFilterResult::default()
+        };
+        state.write(self.pin_key, pin);
+        result
+    }
+
+    fn filter(&self, state: &CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Vec<Status> {
+        if !self.implements(ExtensionPoint::Filter) {
+            return vec![Status::success(); nodes.len()];
+        }
+        let inst = self.instance(Some(state));
+        let pod = self.pod_ref(Some(state), pod);
+        let names = node_names(nodes);
+        let out = self
+            .call(&inst, "filter", |g, s| g.call_filter(s, &pod, &names))
+            .map(|v| v.into_iter().map(convert::status).collect::<Vec<_>>())
+            .and_then(|v| {
+                self.check("filter", limits::statuses("filter", &v, nodes.len()))
+                    .map(|()| v)
+            });
+        // One error status per node: the framework fails the cycle with its message.
+        out.unwrap_or_else(|st| vec![st; nodes.len()])
+    }
+
+    fn post_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        rejected: &[(String, Status)],
+    ) -> PostFilterResult {
+        if !self.implements(ExtensionPoint::PostFilter) {
+            return PostFilterResult {
+                status: Status::unschedulable("no change"),
+                ..Default::default()
+            };
+        }
+        let inst = self.instance(Some(state));
+        let pod = self.pod_ref(Some(state), pod);
+        let rejected: Vec<(String, wit::Status)> = rejected
+            .iter()
+            .map(|(n, s)| (n.clone(), convert::status_out(s)))
+            .collect();
+        let r = self
+            .call(&inst, "post-filter", |g, s| {
+                g.call_post_filter(s, &pod, &rejected)
+            })
+            .and_then(|r| {
+                let mut r = convert::post_filter(r);
+                let intents = std::mem::take(&mut r.intents);
+                self.check(
+                    "post-filter",
+                    limits::intents("post-filter", &intents, &inst.metadata.patches),
+                )?;
+                r.intents = intents;
+                Ok(r)
+            });
+        r.unwrap_or_else(|status| PostFilterResult {
+            status,
+            ..Default::default()
+        })
+    }
+
+    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Status {
+        if !self.implements(ExtensionPoint::PreScore) {
+            return Status::success();
+        }
+        let inst = self.instance(Some(state));
+        let pod = self.pod_ref(Some(state), pod);
+        let names = node_names(nodes);
+        match self.call(&inst, "pre-score", |g, s| g.call_pre_score(s, &pod, &names)) {
+            Ok(st) => convert::status(st),
+            Err(st) => st,
+        }
+    }
+
+    fn score(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        nodes: &[Arc<NodeInfo>],
+    ) -> Result<Vec<i64>, Status> {
+        if !self.implements(ExtensionPoint::Score) {
+            return Ok(vec![0; nodes.len()]);
+        }
+        let inst = self.instance(Some(state));
+        let pod = self.pod_ref(Some(state), pod);
+        let names = node_names(nodes);
+        let scores = self
+            .call(&inst, "score", |g, s| g.call_score(s, &pod, &names))?
+            .map_err(convert::status)?;
+        self.check("score", limits::scores("score", &scores, nodes.len()))?;
+        Ok(scores)
+    }
+
+    fn reserve(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        node: &str,
+    ) -> Result<Vec<PatchIntent>, Status> {
+        if !self.implements(ExtensionPoint::Reserve) {
+            return Ok(Vec::new());
+        }
+        let inst = self.instance(Some(state));
+        let pod_ref = self.pod_ref(Some(state), pod);
+        let out = self
+            .call(&inst, "reserve", |g, s| g.call_reserve(s, &pod_ref, node))?
+            .map_err(convert::status)?;
+        let intents = self.intents(&inst, "reserve", out)?;
+        self.reserved.lock().insert(pod.key.uid.clone(), inst);
+        Ok(intents)
+    }
+
+    fn unreserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str) -> Vec<PatchIntent> {
+        let reserved = self.reserved.lock().remove(&pod.key.uid);
+        if !self.implements(ExtensionPoint::Reserve) {
+            return Vec::new();
+        }
+        let inst = match reserved {
+            Some(i) if !i.is_poisoned() => i,
+            _ => self.instance(Some(state)),
+        };
+        let pod_ref = self.pod_ref(Some(state), pod);
+        // Unreserve cannot fail the pod further; a bad answer is logged and yields no intents.
+        self.call(&inst, "unreserve", |g, s| {
+            g.call_unreserve(s, &pod_ref, node)
+        })
+        .and_then(|v| self.intents(&inst, "unreserve", v))
+        .unwrap_or_default()
+    }
+
+    fn permit(&self, state: &mut CycleState, pod: &PodInfo, node: &str) -> PermitResult {
+        if !self.implements(ExtensionPoint::Permit) {
+            return PermitResult::default();
+        }
+        let inst = self.instance(Some(state));
+        let pod = self.pod_ref(Some(state), pod);
+        let r = self
+            .call(&inst, "permit", |g, s| g.call_permit(s, &pod, node))
+            .and_then(|r| {
+                let r = convert::permit(r);
+                self.check("permit", limits::permit_uids(r.allow.len(), r.reject.len()))?;
+                Ok(r)
+            });
+        r.unwrap_or_else(|status| PermitResult {
+            status,
+            ..Default::default()
+        })
+    }
+
+    fn pre_bind(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        node: &str,
+    ) -> Result<Vec<PatchIntent>, Status> {
+        if !self.implements(ExtensionPoint::PreBind) {
+            return Ok(Vec::new());
+        }
+        let inst = self.instance(Some(state));
+        let pod = self.pod_ref(Some(state), pod);
+        let out = self
+            .call(&inst, "pre-bind", |g, s| g.call_pre_bind(s, &pod, node))?
+            .map_err(convert::status)?;
+        self.intents(&inst, "pre-bind", out)
+    }
+
+    fn post_bind(&self, pod: &PodInfo, node: &str) {
+        let reserved = self.reserved.lock().remove(&pod.key.uid);
+        if !self.implements(ExtensionPoint::PostBind) {
+            return;
+        }
+        let inst = match reserved {
+            Some(i) if !i.is_poisoned() => i,
+            _ => self.slot.current(),
+        };
+        let pod = convert::pod_ref(&pod.key);
+        let _ = self.call(&inst, "post-bind", |g, s| g.call_post_bind(s, &pod, node));
+    }
+}

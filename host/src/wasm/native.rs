@@ -1,0 +1,257 @@
+//! [`NativeSdkPlugin`]: an SDK plugin compiled into the host, behind the same framework trait
+//! and the same output checks as its Wasm build. Comparing the two measures the Wasm boundary.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use wasm_scheduler_sdk as sdk;
+
+use super::limits;
+use crate::framework::PluginRef;
+use crate::framework::{
+    ClusterEvent, CycleState, ExtensionPoint, NodeInfo, ObjectEvent, PatchIntent, PermitResult,
+    Plugin, PodInfo, PostFilterResult, PreFilterResult, ResourceKind, Snapshot, Status,
+};
+use crate::plugins::{FactoryContext, PluginFactory, Registry, RegistryError};
+
+/// An SDK plugin running natively. Calls are serialized by a mutex, as the SDK promises.
+pub struct NativeSdkPlugin<P> {
+    name: String,
+    metadata: sdk::Metadata,
+    inner: Mutex<P>,
+}
+
+impl<P: sdk::Plugin> NativeSdkPlugin<P> {
+    /// Creates the plugin from its args (`null` means `{}`) and feeds it the current state.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidArgs`] with the plugin's own message.
+    pub fn new(
+        name: &str,
+        args: &serde_json::Value,
+        ctx: &FactoryContext,
+    ) -> Result<Self, RegistryError> {
+        let json = args_json(args);
+        let mut plugin = P::new(&json).map_err(|message| RegistryError::InvalidArgs {
+            plugin: name.to_string(),
+            message,
+        })?;
+        let metadata = plugin.metadata();
+        for event in ctx.state.replay(&metadata.subscriptions) {
+            plugin.on_event(&event);
+        }
+        Ok(NativeSdkPlugin {
+            name: name.to_string(),
+            metadata,
+            inner: Mutex::new(plugin),
+        })
+    }
+
+    /// A registry factory for `P` under `name`.
+    pub fn factory(name: &str) -> PluginFactory {
+        let name = name.to_string();
+        Arc::new(move |args, ctx| Ok(Arc::new(Self::new(&name, args, ctx)?) as PluginRef))
+    }
+
+    fn implements(&self, p: ExtensionPoint) -> bool {
+        self.metadata.extension_points.contains(&p)
+    }
+
+    fn checked(&self, point: &str, r: Result<(), String>) -> Result<(), Status> {
+        r.map_err(|m| {
+            let msg = format!("plugin {}: {point}: {m}", self.name);
+            tracing::warn!(plugin = %self.name, "{msg}");
+            Status::error(msg)
+        })
+    }
+}
+
+/// Plugin args as the JSON text the SDK takes: `null` (no pluginConfig) becomes `{}`.
+pub(crate) fn args_json(args: &serde_json::Value) -> String {
+    if args.is_null() {
+        "{}".to_string()
+    } else {
+        args.to_string()
+    }
+}
+
+fn names(nodes: &[Arc<NodeInfo>]) -> Vec<String> {
+    nodes.iter().map(|n| n.name.clone()).collect()
+}
+
+impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn extension_points(&self) -> Vec<ExtensionPoint> {
+        self.metadata
+            .extension_points
+            .iter()
+            .copied()
+            .filter(|p| *p != ExtensionPoint::Bind)
+            .collect()
+    }
+
+    fn requeue_on(&self) -> Vec<ClusterEvent> {
+        self.metadata.requeue_on.clone()
+    }
+
+    fn subscriptions(&self) -> Vec<ResourceKind> {
+        self.metadata.subscriptions.clone()
+    }
+
+    fn patchable_kinds(&self) -> Vec<ResourceKind> {
+        self.metadata.patches.clone()
+    }
+
+    fn on_event(&self, event: &ObjectEvent) {
+        if self.metadata.subscriptions.contains(&event.resource) {
+            self.inner.lock().on_event(event);
+        }
+    }
+
+    fn pre_enqueue(&self, pod: &PodInfo) -> Status {
+        self.inner.lock().pre_enqueue(&pod.key)
+    }
+
+    fn pre_filter(
+        &self,
+        _state: &mut CycleState,
+        pod: &PodInfo,
+        _snapshot: &Snapshot,
+    ) -> PreFilterResult {
+        self.inner.lock().pre_filter(&pod.key)
+    }
+
+    fn filter(&self, _state: &CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Vec<Status> {
+        let v = self.inner.lock().filter(&pod.key, &names(nodes));
+        match self.checked("filter", limits::statuses("filter", &v, nodes.len())) {
+            Ok(()) => v,
+            Err(st) => vec![st; nodes.len()],
+        }
+    }
+
+    fn post_filter(
+        &self,
+        _state: &mut CycleState,
+        pod: &PodInfo,
+        rejected: &[(String, Status)],
+    ) -> PostFilterResult {
+        if !self.implements(ExtensionPoint::PostFilter) {
+            return PostFilterResult {
+                status: Status::unschedulable("no change"),
+                ..Default::default()
+            };
+        }
+        let r = self.inner.lock().post_filter(&pod.key, rejected);
+        match self.checked(
+            "post-filter",
+            limits::intents("post-filter", &r.intents, &self.metadata.patches),
+        ) {
+            Ok(()) => r,
+            Err(status) => PostFilterResult {
+                status,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn pre_score(&self, _state: &mut CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Status {
+        self.inner.lock().pre_score(&pod.key, &names(nodes))
+    }
+
+    fn score(
+        &self,
+        _state: &CycleState,
+        pod: &PodInfo,
+        nodes: &[Arc<NodeInfo>],
+    ) -> Result<Vec<i64>, Status> {
+        let v = self.inner.lock().score(&pod.key, &names(nodes))?;
+        self.checked("score", limits::scores("score", &v, nodes.len()))?;
+        Ok(v)
+    }
+
+    fn reserve(
+        &self,
+        _state: &mut CycleState,
+        pod: &PodInfo,
+        node: &str,
+    ) -> Result<Vec<PatchIntent>, Status> {
+        let v = self.inner.lock().reserve(&pod.key, node)?;
+        self.checked(
+            "reserve",
+            limits::intents("reserve", &v, &self.metadata.patches),
+        )?;
+        Ok(v)
+    }
+
+    fn unreserve(&self, _state: &mut CycleState, pod: &PodInfo, node: &str) -> Vec<PatchIntent> {
+        let v = self.inner.lock().unreserve(&pod.key, node);
+        match self.checked(
+            "unreserve",
+            limits::intents("unreserve", &v, &self.metadata.patches),
+        ) {
+            Ok(()) => v,
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn permit(&self, _state: &mut CycleState, pod: &PodInfo, node: &str) -> PermitResult {
+        self.inner.lock().permit(&pod.key, node)
+    }
+
+    fn pre_bind(
+        &self,
+        _state: &mut CycleState,
+        pod: &PodInfo,
+        node: &str,
+    ) -> Result<Vec<PatchIntent>, Status> {
+        let v = self.inner.lock().pre_bind(&pod.key, node)?;
+        self.checked(
+            "pre-bind",
+            limits::intents("pre-bind", &v, &self.metadata.patches),
+        )?;
+        Ok(v)
+    }
+
+    fn post_bind(&self, pod: &PodInfo, node: &str) {
+        self.inner.lock().post_bind(&pod.key, node);
+    }
+}
+
+/// Registers the SDK plugins shipped with the project, compiled into the host:
+/// `DynamicResources` (the DRA plugin), `NodeLabel` and `GangPermit`. A name that is already taken is left alone (e.g. a Wasm build of the same
+/// plugin configured under that name wins).
+pub fn register_native_sdk_plugins(registry: &mut Registry) {
+    sdk::set_native_logger(log_native);
+    let plugins: [(&str, PluginFactory); 3] = [
+        (
+            dra_plugin::NAME,
+            NativeSdkPlugin::<dra_plugin::DraPlugin>::factory(dra_plugin::NAME),
+        ),
+        (
+            node_label_plugin::NAME,
+            NativeSdkPlugin::<node_label_plugin::NodeLabel>::factory(node_label_plugin::NAME),
+        ),
+        (
+            gang_permit_plugin::NAME,
+            NativeSdkPlugin::<gang_permit_plugin::GangPermit>::factory(gang_permit_plugin::NAME),
+        ),
+    ];
+    for (name, factory) in plugins {
+        if !registry.contains(name) {
+            let _ = registry.register(name, factory);
+        }
+    }
+}
+
+fn log_native(level: sdk::LogLevel, message: &str) {
+    match level {
+        sdk::LogLevel::Trace => tracing::trace!(target: "sdk_plugin", "{message}"),
+        sdk::LogLevel::Debug => tracing::debug!(target: "sdk_plugin", "{message}"),
+        sdk::LogLevel::Info => tracing::info!(target: "sdk_plugin", "{message}"),
+        sdk::LogLevel::Warn => tracing::warn!(target: "sdk_plugin", "{message}"),
+        sdk::LogLevel::Error => tracing::error!(target: "sdk_plugin", "{message}"),
+    }
+}

@@ -1,0 +1,413 @@
+//! [`WasmPlugins`]: the configured Wasm plugins, their factories for the registry, hot swap
+//! ([`WasmPlugins::reload`]), status and metrics.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use wasmtime::component::Linker;
+
+use super::adapter::WasmPlugin;
+use super::error::{WasmError, chain};
+use super::instance::Budget;
+use super::module::{Module, sha256_hex};
+use super::native::args_json;
+use super::sandbox::{self, HostState};
+use super::slot::{PluginStats, Slot, SlotConfig};
+use crate::framework::{PluginRef, StateReplay};
+use crate::plugins::{FactoryContext, PluginFactory, Registry, RegistryError};
+
+/// Default deadline of one plugin call.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(100);
+/// Default memory cap of one instance.
+pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
+/// Deadline of setup calls (init, state replay batches, health).
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One Wasm plugin to load.
+#[derive(Debug, Clone)]
+pub struct PluginSource {
+    /// The name the configuration uses for it.
+    pub name: String,
+    /// The component file.
+    pub path: PathBuf,
+    /// If set, the file's sha256 must be this (hex); otherwise it is refused.
+    pub sha256: Option<String>,
+}
+
+/// Settings of the Wasm runtime.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The plugins.
+    pub plugins: Vec<PluginSource>,
+    /// Deadline of one extension point call.
+    pub call_timeout: Duration,
+    /// Memory cap per instance, in bytes.
+    pub memory_limit_bytes: usize,
+    /// Where compiled components are cached; none: compile on every start.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            plugins: Vec::new(),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            memory_limit_bytes: DEFAULT_MEMORY_LIMIT,
+            cache_dir: None,
+        }
+    }
+}
+
+/// The result of a successful reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    /// The plugin.
+    pub plugin: String,
+    /// sha256 of the module now serving.
+    pub sha256: String,
+    /// sha256 of the module that served before.
+    pub previous_sha256: String,
+    /// False when the file had not changed (nothing was swapped).
+    pub swapped: bool,
+    /// Instances swapped (one per profile using the plugin).
+    pub instances: usize,
+    /// The version the new module reports.
+    pub version: String,
+}
+
+/// A snapshot of one plugin's state and counters.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginStatus {
+    /// The plugin.
+    pub name: String,
+    /// Its file.
+    pub path: PathBuf,
+    /// sha256 of the serving module.
+    pub sha256: String,
+    /// Calls that trapped, hit the deadline or the memory cap.
+    pub traps: u64,
+    /// Traps since the last successful call.
+    pub consecutive_traps: u64,
+    /// Instances replaced after a trap.
+    pub respawns: u64,
+    /// Outputs refused by the output limits.
+    pub rejected_outputs: u64,
+    /// Successful hot swaps.
+    pub reloads_ok: u64,
+    /// Rejected hot swaps.
+    pub reloads_failed: u64,
+    /// The last trap or reload error.
+    pub last_error: Option<String>,
+}
+
+struct Entry {
+    source: PluginSource,
+    module: ArcSwap<Module>,
+    slots: Mutex<Vec<Weak<Slot>>>,
+    stats: Arc<PluginStats>,
+    reload: Mutex<()>,
+}
+
+struct Inner {
+    linker: Linker<HostState>,
+    budget: Budget,
+    cache_dir: Option<PathBuf>,
+    entries: BTreeMap<String, Arc<Entry>>,
+}
+
+/// The configured Wasm plugins. Cheap to clone; all clones share the plugins.
+#[derive(Clone)]
+pub struct WasmPlugins {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for WasmPlugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.inner.entries.keys()).finish()
+    }
+}
+
+impl WasmPlugins {
+    /// Loads every configured module: read, check the pin, compile (or take it from the cache),
+    /// check the WIT version, link. Instances are created later, by the factories.
+    ///
+    /// # Errors
+    /// The first module that fails to load, naming the plugin and the step.
+    pub fn load(settings: &Settings) -> Result<WasmPlugins, WasmError> {
+        let linker = sandbox::base_linker().map_err(|e| WasmError::step("*", "link", chain(&e)))?;
+        let mut entries = BTreeMap::new();
+        for source in &settings.plugins {
+            let module = Module::load(
+                &source.name,
+                &source.path,
+                source.sha256.as_deref(),
+                settings.cache_dir.as_deref(),
+                &linker,
+            )?;
+            tracing::info!(plugin = %source.name, path = %source.path.display(), sha256 = %module.sha256, "loaded Wasm plugin");
+            let entry = Entry {
+                source: source.clone(),
+                module: ArcSwap::from_pointee(module),
+                slots: Mutex::new(Vec::new()),
+                stats: Arc::default(),
+                reload: Mutex::new(()),
+            };
+            entries.insert(source.name.clone(), Arc::new(entry));
+        }
+        let budget = Budget {
+            call: settings.call_timeout,
+            setup: SETUP_TIMEOUT.max(settings.call_timeout),
+            memory: settings.memory_limit_bytes,
+        };
+        Ok(WasmPlugins {
+            inner: Arc::new(Inner {
+                linker,
+                budget,
+                cache_dir: settings.cache_dir.clone(),
+                entries,
+            }),
+        })
+    }
+
+    /// The configured plugin names.
+    pub fn names(&self) -> Vec<String> {
+        self.inner.entries.keys().cloned().collect()
+    }
+
+    /// The files of the configured plugins, by name (for the file watcher).
+    pub fn paths(&self) -> Vec<(String, PathBuf)> {
+        self.inner
+            .entries
+            .iter()
+            .map(|(n, e)| (n.clone(), e.source.path.clone()))
+            .collect()
+    }
+
+    /// Creates an instance of a configured plugin with these args, fed from `state`.
+    ///
+    /// # Errors
+    /// [`WasmError::UnknownPlugin`], or the step that failed (instantiate, init, ...).
+    pub fn create(
+        &self,
+        name: &str,
+        args: &serde_json::Value,
+        state: Arc<dyn StateReplay>,
+    ) -> Result<WasmPlugin, WasmError> {
+        let entry = self.entry(name)?;
+        let module = entry.module.load_full();
+        let cfg = SlotConfig {
+            name: entry.source.name.as_str().into(),
+            args: args_json(args),
+            state,
+            budget: self.inner.budget,
+            stats: entry.stats.clone(),
+        };
+        let slot = Arc::new(Slot::new(&module, cfg)?);
+        let mut slots = entry.slots.lock();
+        slots.retain(|w| w.strong_count() > 0);
+        slots.push(Arc::downgrade(&slot));
+        Ok(WasmPlugin::new(slot))
+    }
+
+    /// A registry factory for a configured plugin.
+    pub fn factory(&self, name: &str) -> PluginFactory {
+        let this = self.clone();
+        let name = name.to_string();
+        Arc::new(move |args, ctx: &FactoryContext| {
+            let plugin = this
+                .create(&name, args, ctx.state.clone())
+                .map_err(|e| match e {
+                    WasmError::Step {
+                        step: "init",
+                        message,
+                        ..
+                    } => RegistryError::InvalidArgs {
+                        plugin: name.clone(),
+                        message,
+                    },
+                    e => RegistryError::Create {
+                        plugin: name.clone(),
+                        message: e.to_string(),
+                    },
+                })?;
+            Ok(Arc::new(plugin) as PluginRef)
+        })
+    }
+
+    /// Registers every configured plugin under its name. A name of a built-in plugin replaces
+    /// the built-in, on purpose (the operator configured the module under that name).
+    pub fn register_all(&self, registry: &mut Registry) {
+        for name in self.inner.entries.keys() {
+            if registry.replace(name, self.factory(name)).is_some() {
+                tracing::info!(plugin = %name, "Wasm plugin replaces the plugin registered under the same name");
+            }
+        }
+    }
+
+    /// Reloads a plugin from its file: read and hash → check the pin → compile → check the WIT
+    /// version → for every live instance: instantiate, init, replay state, health → swap all.
+    /// If the file did not change, nothing happens. If any step fails, the old module keeps
+    /// serving, the failure is counted and logged, and the error names the step.
+    ///
+    /// # Errors
+    /// The failed step, as a [`WasmError`].
+    pub fn reload(&self, name: &str) -> Result<ReloadOutcome, WasmError> {
+        let entry = self.entry(name)?;
+        let _one_at_a_time = entry.reload.lock();
+        let result = self.reload_entry(&entry);
+        match &result {
+            Ok(o) if o.swapped => {
+                entry.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(plugin = name, sha256 = %o.sha256, previous = %o.previous_sha256, version = %o.version, instances = o.instances, "hot-swapped Wasm plugin");
+            }
+            Ok(_) => tracing::debug!(plugin = name, "plugin file unchanged; nothing to reload"),
+            Err(e) => {
+                entry.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                *entry.stats.last_error.lock() = Some(e.to_string());
+                tracing::error!(plugin = name, step = e.step_name(), error = %e, "rejected Wasm plugin reload; the old module keeps serving");
+            }
+        }
+        result
+    }
+
+    fn reload_entry(&self, entry: &Entry) -> Result<ReloadOutcome, WasmError> {
+        let src = &entry.source;
+        let old = entry.module.load_full();
+        let bytes = std::fs::read(&src.path).map_err(|source| WasmError::Read {
+            plugin: src.name.clone(),
+            path: src.path.clone(),
+            source,
+        })?;
+        let mut outcome = ReloadOutcome {
+            plugin: src.name.clone(),
+            sha256: sha256_hex(&bytes),
+            previous_sha256: old.sha256.clone(),
+            swapped: false,
+            instances: 0,
+            version: String::new(),
+        };
+        if outcome.sha256 == old.sha256 {
+            return Ok(outcome);
+        }
+        let module = Arc::new(Module::from_bytes(
+            &src.name,
+            &src.path,
+            &bytes,
+            src.sha256.as_deref(),
+            self.inner.cache_dir.as_deref(),
+            &self.inner.linker,
+        )?);
+        let slots: Vec<Arc<Slot>> = entry
+            .slots
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        // Prepare every instance first, so either all of them switch or none does.
+        let prepared = slots
+            .iter()
+            .map(|s| s.prepare(&module))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(p) = prepared.first() {
+            outcome.version = p.metadata().version.clone();
+        }
+        for p in prepared {
+            p.commit()?;
+            outcome.instances += 1;
+        }
+        entry.module.store(module);
+        outcome.swapped = true;
+        Ok(outcome)
+    }
+
+    /// Reloads every plugin (SIGHUP); returns each result.
+    pub fn reload_all(&self) -> Vec<(String, Result<ReloadOutcome, WasmError>)> {
+        self.names()
+            .into_iter()
+            .map(|n| {
+                let r = self.reload(&n);
+                (n, r)
+            })
+            .collect()
+    }
+
+    /// Status and counters of a plugin.
+    pub fn status(&self, name: &str) -> Option<PluginStatus> {
+        let e = self.inner.entries.get(name)?;
+        let s = &e.stats;
+        Some(PluginStatus {
+            name: name.to_string(),
+            path: e.source.path.clone(),
+            sha256: e.module.load().sha256.clone(),
+            traps: s.traps.load(Ordering::Relaxed),
+            consecutive_traps: s.consecutive_traps.load(Ordering::Relaxed),
+            respawns: s.respawns.load(Ordering::Relaxed),
+            rejected_outputs: s.rejected_outputs.load(Ordering::Relaxed),
+            reloads_ok: s.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: s.reloads_failed.load(Ordering::Relaxed),
+            last_error: s.last_error.lock().clone(),
+        })
+    }
+
+    /// Status of every plugin.
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        self.inner
+            .entries
+            .keys()
+            .filter_map(|n| self.status(n))
+            .collect()
+    }
+
+    /// Adds `scheduler_wasm_plugin_*` counters (traps, respawns, rejected outputs, reloads by
+    /// result) to a Prometheus registry; they are read from the plugins at scrape time.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(super::metrics::WasmCollector::new(self.clone())));
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<Entry>, WasmError> {
+        self.inner
+            .entries
+            .get(name)
+            .cloned()
+            .ok_or_else(|| WasmError::UnknownPlugin(name.to_string()))
+    }
+}
+
+impl Settings {
+    /// The runtime settings of a scheduler configuration's `wasmPlugins` / `wasmRuntime`.
+    pub fn from_config(config: &crate::config::WasmConfig) -> Self {
+        Settings {
+            plugins: config
+                .plugins
+                .iter()
+                .map(|p| PluginSource {
+                    name: p.name.clone(),
+                    path: p.path.clone(),
+                    sha256: p.sha256.clone(),
+                })
+                .collect(),
+            call_timeout: Duration::from_millis(config.call_timeout_ms),
+            memory_limit_bytes: usize::try_from(config.memory_limit_bytes).unwrap_or(usize::MAX),
+            cache_dir: config.cache_dir.clone(),
+        }
+    }
+}
+
+/// Loads the configured Wasm plugins and registers each under its configured name (replacing a
+/// built-in of the same name). Keep the returned handle to reload them.
+///
+/// # Errors
+/// The first module that fails to load.
+pub fn register_plugins(
+    config: &crate::config::WasmConfig,
+    registry: &mut Registry,
+) -> Result<WasmPlugins, WasmError> {
+    let plugins = WasmPlugins::load(&Settings::from_config(config))?;
+    plugins.register_all(registry);
+    Ok(plugins)
+}

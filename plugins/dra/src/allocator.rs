@@ -1,0 +1,1070 @@
+//! The structured-parameters allocator: picks devices for a pod's unallocated claims on one node.
+//!
+//! It follows upstream `k8s.io/dynamic-resource-allocation/structured` (allocator.go) in what it
+//! accepts:
+//! - requests with `exactly` (device class selectors AND request selectors; `ExactCount` with
+//!   `count`, or `All` = every matching device, at least one, none of them in use) and
+//!   `firstAvailable` (subrequests tried in order; results are named `request/subrequest`);
+//! - `matchAttribute` and `distinctAttribute` constraints across the requests they name (all
+//!   requests when none are named; naming `req` covers its subrequests);
+//! - at most [`MAX_DEVICES_PER_CLAIM`] devices per claim;
+//! - devices of complete pools reachable from the node that are not allocated (or in flight) —
+//!   unless the request asks for `adminAccess` — and whose `NoSchedule`/`NoExecute` taints are
+//!   tolerated.
+//!
+//! The search is a depth-first backtracking over claims, requests, subrequests and devices in
+//! inventory order, so the same state always gives the same devices. It is bounded by
+//! [`SEARCH_BUDGET`] steps per node (upstream bounds it by a timeout instead).
+//!
+//! A CEL runtime error on a device (say, a missing attribute) makes that device not match; if
+//! the claims then cannot be allocated, the first such error is part of the reason. Upstream
+//! fails the whole Filter with an error instead; skipping the device keeps mixed fleets usable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorTerm};
+use k8s_openapi::api::resource::v1::{DeviceClaim, DeviceSelector, DeviceTaint, DeviceToleration};
+
+use crate::cel_env::{SelectorId, Selectors};
+use crate::inventory::{AttrValue, Inventory, Reach};
+use crate::node_selector;
+
+/// resource.k8s.io/v1 `AllocationResultsMaxSize`: devices one claim may get.
+pub const MAX_DEVICES_PER_CLAIM: usize = 32;
+
+/// Search steps allowed per node before giving up.
+pub const SEARCH_BUDGET: usize = 20_000;
+
+/// One allocated device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceResult {
+    /// The request name, `request/subrequest` for a `firstAvailable` request.
+    pub request: String,
+    /// Index into [`Inventory::devices`].
+    pub device: u32,
+    /// The request asked for admin access.
+    pub admin_access: bool,
+}
+
+/// The allocation of one claim on one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimAllocation {
+    /// Devices, grouped by request in spec order.
+    pub results: Vec<DeviceResult>,
+    /// Where the claim can be used; `None` for devices usable from all nodes.
+    pub node_selector: Option<NodeSelector>,
+    /// For each `firstAvailable` request: (chosen subrequest index, number of subrequests).
+    pub subrequest_choices: Vec<(usize, usize)>,
+}
+
+/// Why claims cannot be allocated on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocError {
+    /// Details for users (CEL errors, pools being updated, budget exhausted); may be empty.
+    pub details: Vec<String>,
+}
+
+/// A request alternative: an `exactly` request or one subrequest.
+struct Alt {
+    /// Name in results: `req` or `req/sub`.
+    name: String,
+    selectors: Vec<SelectorId>,
+    mode: Mode,
+    admin_access: bool,
+    tolerations: Vec<DeviceToleration>,
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Exact(usize),
+    All,
+}
+
+struct Request {
+    alts: Vec<Alt>,
+    first_available: bool,
+}
+
+enum ConstraintKind {
+    Match,
+    Distinct,
+}
+
+struct Constraint {
+    attribute: String,
+    requests: Vec<String>,
+    kind: ConstraintKind,
+    /// Match: the value and how many devices hold it; Distinct: the values taken.
+    values: Vec<AttrValue>,
+}
+
+struct ClaimPlan {
+    requests: Vec<Request>,
+    /// Per request index: the fewest devices requests from there on need.
+    min_rest: Vec<usize>,
+    constraints: Vec<Constraint>,
+}
+
+/// Compiles a claim's requests against the device classes, once per scheduling cycle.
+///
+/// # Errors
+/// As upstream PreFilter: "request X: device class Y does not exist", selector compilation
+/// errors, unsupported allocation modes.
+pub fn plan_claim(
+    spec: &DeviceClaim,
+    classes: &HashMap<String, Vec<String>>,
+    selectors: &mut Selectors,
+) -> Result<PlannedClaim, String> {
+    let mut requests = Vec::new();
+    for r in spec.requests.iter().flatten() {
+        let mut alts = Vec::new();
+        let first_available = r.first_available.is_some();
+        if let Some(e) = &r.exactly {
+            alts.push(make_alt(
+                &r.name,
+                None,
+                &e.device_class_name,
+                e.selectors.as_deref(),
+                e.allocation_mode.as_deref(),
+                e.count,
+                e.admin_access.unwrap_or(false),
+                e.tolerations.as_deref(),
+                classes,
+                selectors,
+            )?);
+        }
+        for s in r.first_available.iter().flatten() {
+            alts.push(make_alt(
+                &r.name,
+                Some(&s.name),
+                &s.device_class_name,
+                s.selectors.as_deref(),
+                s.allocation_mode.as_deref(),
+                s.count,
+                false,
+                s.tolerations.as_deref(),
+                classes,
+                selectors,
+            )?);
+        }
+        if alts.is_empty() {
+            return Err(format!(
+                "request {}: neither exactly nor firstAvailable is set",
+                r.name
+            ));
+        }
+        requests.push(Request {
+            alts,
+            first_available,
+        });
+    }
+    let constraints = spec
+        .constraints
+        .iter()
+        .flatten()
+        .filter_map(|c| {
+            let (attribute, kind) = match (&c.match_attribute, &c.distinct_attribute) {
+                (Some(a), _) => (a.clone(), ConstraintKind::Match),
+                (None, Some(a)) => (a.clone(), ConstraintKind::Distinct),
+                (None, None) => return None,
+            };
+            Some(Constraint {
+                attribute,
+                requests: c.requests.clone().unwrap_or_default(),
+                kind,
+                values: Vec::new(),
+            })
+        })
+        .collect();
+    let mut min_rest = vec![0; requests.len() + 1];
+    for (i, r) in requests.iter().enumerate().rev() {
+        let min = r.alts.iter().map(|a| match a.mode {
+            Mode::Exact(n) => n,
+            Mode::All => 1,
+        });
+        min_rest[i] = min_rest[i + 1] + min.min().unwrap_or(0);
+    }
+    Ok(PlannedClaim(ClaimPlan {
+        requests,
+        min_rest,
+        constraints,
+    }))
+}
+
+/// A claim compiled by [`plan_claim`], ready for [`allocate`].
+pub struct PlannedClaim(ClaimPlan);
+
+#[allow(clippy::too_many_arguments)]
+fn make_alt(
+    request: &str,
+    sub: Option<&str>,
+    class: &str,
+    request_selectors: Option<&[DeviceSelector]>,
+    mode: Option<&str>,
+    count: Option<i64>,
+    admin_access: bool,
+    tolerations: Option<&[DeviceToleration]>,
+    classes: &HashMap<String, Vec<String>>,
+    selectors: &mut Selectors,
+) -> Result<Alt, String> {
+    let name = match sub {
+        Some(s) => format!("{request}/{s}"),
+        None => request.to_owned(),
+    };
+    let class_selectors = classes
+        .get(class)
+        .ok_or_else(|| format!("request {name}: device class {class} does not exist"))?;
+    let mut ids = Vec::new();
+    for expr in class_selectors {
+        ids.push(
+            selectors
+                .compile(expr)
+                .map_err(|e| format!("class {class}: selector {expr:?}: {e}"))?,
+        );
+    }
+    for s in request_selectors.into_iter().flatten() {
+        if let Some(cel) = &s.cel {
+            ids.push(
+                selectors
+                    .compile(&cel.expression)
+                    .map_err(|e| format!("request {name}: selector {:?}: {e}", cel.expression))?,
+            );
+        }
+    }
+    let mode = match mode.unwrap_or("ExactCount") {
+        "ExactCount" => Mode::Exact(count.unwrap_or(1).max(1) as usize),
+        "All" => Mode::All,
+        other => {
+            return Err(format!(
+                "request {name}: unsupported allocation mode {other}"
+            ));
+        }
+    };
+    Ok(Alt {
+        name,
+        selectors: ids,
+        mode,
+        admin_access,
+        tolerations: tolerations.map(<[_]>::to_vec).unwrap_or_default(),
+    })
+}
+
+/// Allocates all `claims` together on `node` (no device twice), or says why not.
+///
+/// `in_use(key)` tells whether a device (by [`crate::inventory::Device::key`]) is allocated to
+/// some claim or in flight.
+///
+/// # Errors
+/// [`AllocError`] when no combination of devices satisfies every claim.
+pub fn allocate(
+    inv: &Inventory,
+    selectors: &mut Selectors,
+    node: &str,
+    labels: &BTreeMap<String, String>,
+    claims: &mut [&mut PlannedClaim],
+    in_use: &dyn Fn(&str) -> bool,
+) -> Result<Vec<ClaimAllocation>, AllocError> {
+    let reachable = reachable_devices(inv, node, labels);
+    let mut search = Search {
+        inv,
+        selectors,
+        reachable,
+        in_use,
+        candidates: HashMap::new(),
+        chosen: Vec::new(),
+        results: claims.iter().map(|_| Vec::new()).collect(),
+        choices: claims
+            .iter()
+            .map(|c| vec![(0, 0); c.0.requests.len()])
+            .collect(),
+        steps: 0,
+        errors: Vec::new(),
+    };
+    let plans: Vec<&mut ClaimPlan> = claims.iter_mut().map(|c| &mut c.0).collect();
+    let mut plans = plans;
+    for p in plans.iter_mut() {
+        for c in &mut p.constraints {
+            c.values.clear();
+        }
+    }
+    if search.solve_claim(&mut plans, 0) {
+        let Search {
+            results,
+            choices,
+            inv,
+            ..
+        } = search;
+        Ok(results
+            .into_iter()
+            .zip(choices)
+            .zip(plans.iter())
+            .map(|((results, choices), plan)| ClaimAllocation {
+                node_selector: allocation_node_selector(inv, &results),
+                subrequest_choices: choices
+                    .into_iter()
+                    .zip(&plan.requests)
+                    .filter(|(_, r)| r.first_available)
+                    .map(|((i, _), r)| (i, r.alts.len()))
+                    .collect(),
+                results,
+            })
+            .collect())
+    } else {
+        let mut details = search.errors;
+        if search.steps >= SEARCH_BUDGET {
+            details.push(format!("gave up after {SEARCH_BUDGET} search steps"));
+        }
+        for p in &inv.unusable {
+            if p.node.as_deref().is_none_or(|n| n == node) {
+                details.push(format!(
+                    "resource pool {}/{} {}",
+                    p.driver, p.pool, p.reason
+                ));
+            }
+        }
+        Err(AllocError { details })
+    }
+}
+
+/// Devices usable from `node`, in inventory order.
+fn reachable_devices(inv: &Inventory, node: &str, labels: &BTreeMap<String, String>) -> Vec<u32> {
+    let local = inv.by_node.get(node).map(Vec::as_slice).unwrap_or_default();
+    let shared = inv
+        .shared
+        .iter()
+        .copied()
+        .filter(|&i| match &inv.devices[i as usize].reach {
+            Reach::AllNodes => true,
+            Reach::Selector(s) => node_selector::matches(s, node, labels),
+            Reach::Node(n) => n == node,
+        });
+    let mut out: Vec<u32> = local.iter().copied().chain(shared).collect();
+    out.sort_unstable();
+    out
+}
+
+/// As upstream `createNodeSelector`: a node-local device pins the claim to its node; otherwise
+/// the requirements of the devices' single-term selectors are combined; devices for all nodes
+/// add nothing.
+fn allocation_node_selector(inv: &Inventory, results: &[DeviceResult]) -> Option<NodeSelector> {
+    let mut term = NodeSelectorTerm::default();
+    for r in results {
+        match &inv.devices[r.device as usize].reach {
+            Reach::Node(n) => return Some(node_selector::for_node(n)),
+            Reach::Selector(sel) => {
+                if let [t] = sel.node_selector_terms.as_slice() {
+                    for f in t.match_fields.iter().flatten() {
+                        let fields = term.match_fields.get_or_insert_with(Vec::new);
+                        if !fields.contains(f) {
+                            fields.push(f.clone());
+                        }
+                    }
+                    for e in t.match_expressions.iter().flatten() {
+                        let exprs = term.match_expressions.get_or_insert_with(Vec::new);
+                        if !exprs.contains(e) {
+                            exprs.push(e.clone());
+                        }
+                    }
+                } else {
+                    // Several terms cannot be intersected term by term; keep that selector.
+                    return Some(sel.clone());
+                }
+            }
+            Reach::AllNodes => {}
+        }
+    }
+    (term.match_fields.is_some() || term.match_expressions.is_some()).then(|| NodeSelector {
+        node_selector_terms: vec![term],
+    })
+}
+
+struct Search<'a> {
+    inv: &'a Inventory,
+    selectors: &'a mut Selectors,
+    reachable: Vec<u32>,
+    in_use: &'a dyn Fn(&str) -> bool,
+    /// Matching reachable devices per (claim, request, alternative).
+    candidates: HashMap<(usize, usize, usize), Rc<Vec<u32>>>,
+    /// Devices picked so far in this search.
+    chosen: Vec<u32>,
+    results: Vec<Vec<DeviceResult>>,
+    /// Per claim, per request: (alternative index, alternatives).
+    choices: Vec<Vec<(usize, usize)>>,
+    steps: usize,
+    errors: Vec<String>,
+}
+
+impl Search<'_> {
+    fn solve_claim(&mut self, plans: &mut [&mut ClaimPlan], ci: usize) -> bool {
+        if ci == plans.len() {
+            return true;
+        }
+        self.solve_request(plans, ci, 0)
+    }
+
+    fn solve_request(&mut self, plans: &mut [&mut ClaimPlan], ci: usize, ri: usize) -> bool {
+        if ri == plans[ci].requests.len() {
+            return self.solve_claim(plans, ci + 1);
+        }
+        for ai in 0..plans[ci].requests[ri].alts.len() {
+            self.choices[ci][ri] = (ai, plans[ci].requests[ri].alts.len());
+            let cands = self.candidates(plans, ci, ri, ai);
+            let mode = plans[ci].requests[ri].alts[ai].mode;
+            let ok = match mode {
+                Mode::Exact(n) => self.pick(plans, ci, ri, ai, &cands, n, 0),
+                Mode::All => self.pick_all(plans, ci, ri, ai, &cands),
+            };
+            if ok {
+                return true;
+            }
+            if self.steps >= SEARCH_BUDGET {
+                return false;
+            }
+        }
+        false
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pick(
+        &mut self,
+        plans: &mut [&mut ClaimPlan],
+        ci: usize,
+        ri: usize,
+        ai: usize,
+        cands: &[u32],
+        remaining: usize,
+        start: usize,
+    ) -> bool {
+        if remaining == 0 {
+            return self.solve_request(plans, ci, ri + 1);
+        }
+        if self.results[ci].len() + remaining + plans[ci].min_rest[ri + 1] > MAX_DEVICES_PER_CLAIM {
+            return false;
+        }
+        let admin = plans[ci].requests[ri].alts[ai].admin_access;
+        for i in start..cands.len() {
+            if cands.len() - i < remaining {
+                break;
+            }
+            self.steps += 1;
+            if self.steps >= SEARCH_BUDGET {
+                return false;
+            }
+            let d = cands[i];
+            if self.chosen.contains(&d)
+                || (!admin && (self.in_use)(&self.inv.devices[d as usize].key))
+            {
+                continue;
+            }
+            if !self.push(plans, ci, ri, ai, d) {
+                continue;
+            }
+            if self.pick(plans, ci, ri, ai, cands, remaining - 1, i + 1) {
+                return true;
+            }
+            self.pop(plans, ci, ri, ai);
+        }
+        false
+    }
+
+    fn pick_all(
+        &mut self,
+        plans: &mut [&mut ClaimPlan],
+        ci: usize,
+        ri: usize,
+        ai: usize,
+        cands: &[u32],
+    ) -> bool {
+        let admin = plans[ci].requests[ri].alts[ai].admin_access;
+        if cands.is_empty()
+            || self.results[ci].len() + cands.len() + plans[ci].min_rest[ri + 1]
+                > MAX_DEVICES_PER_CLAIM
+        {
+            return false;
+        }
+        // Upstream: an incomplete pool could hide matching devices, so All cannot be satisfied.
+        let mut pushed = 0;
+        let mut ok = true;
+        for &d in cands {
+            self.steps += 1;
+            if self.chosen.contains(&d)
+                || (!admin && (self.in_use)(&self.inv.devices[d as usize].key))
+                || !self.push(plans, ci, ri, ai, d)
+            {
+                ok = false;
+                break;
+            }
+            pushed += 1;
+        }
+        if ok && self.solve_request(plans, ci, ri + 1) {
+            return true;
+        }
+        for _ in 0..pushed {
+            self.pop(plans, ci, ri, ai);
+        }
+        false
+    }
+
+    /// Adds `d` to claim `ci` if the claim's constraints allow it.
+    fn push(
+        &mut self,
+        plans: &mut [&mut ClaimPlan],
+        ci: usize,
+        ri: usize,
+        ai: usize,
+        d: u32,
+    ) -> bool {
+        let device = &self.inv.devices[d as usize];
+        let alt = &plans[ci].requests[ri].alts[ai];
+        let names = plans_alt_names(&alt.name);
+        for c in &plans[ci].constraints {
+            if !applies_names(c, &names) {
+                continue;
+            }
+            let Some(v) = device.attributes.get(&c.attribute) else {
+                return false;
+            };
+            let ok = match c.kind {
+                ConstraintKind::Match => c.values.first().is_none_or(|x| x == v),
+                ConstraintKind::Distinct => !c.values.contains(v),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        let (name, admin) = (alt.name.clone(), alt.admin_access);
+        for c in plans[ci].constraints.iter_mut() {
+            if applies_names(c, &plans_alt_names(&name)) {
+                c.values.push(device.attributes[&c.attribute].clone());
+            }
+        }
+        self.chosen.push(d);
+        self.results[ci].push(DeviceResult {
+            request: name,
+            device: d,
+            admin_access: admin,
+        });
+        true
+    }
+
+    fn pop(&mut self, plans: &mut [&mut ClaimPlan], ci: usize, _ri: usize, _ai: usize) {
+        let r = self.results[ci].pop().expect("pop after push");
+        self.chosen.pop();
+        for c in plans[ci].constraints.iter_mut() {
+            if applies_names(c, &plans_alt_names(&r.request)) {
+                c.values.pop();
+            }
+        }
+    }
+
+    /// Reachable devices matching alternative `ai` of request `ri` of claim `ci`.
+    fn candidates(
+        &mut self,
+        plans: &[&mut ClaimPlan],
+        ci: usize,
+        ri: usize,
+        ai: usize,
+    ) -> Rc<Vec<u32>> {
+        if let Some(c) = self.candidates.get(&(ci, ri, ai)) {
+            return c.clone();
+        }
+        let alt = &plans[ci].requests[ri].alts[ai];
+        let mut out = Vec::new();
+        for &d in &self.reachable {
+            let device = &self.inv.devices[d as usize];
+            if !tolerates(&alt.tolerations, &device.taints) {
+                continue;
+            }
+            let cel = match &device.cel {
+                Ok(c) => c,
+                Err(e) => {
+                    note(
+                        &mut self.errors,
+                        format!(
+                            "device {}/{}/{}: {e}",
+                            device.driver, device.pool, device.name
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let mut all = true;
+            for &s in &alt.selectors {
+                match self.selectors.matches(s, d, cel) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        all = false;
+                        break;
+                    }
+                    Err(e) => {
+                        note(&mut self.errors, format!("request {}: {e}", alt.name));
+                        all = false;
+                        break;
+                    }
+                }
+            }
+            if all {
+                out.push(d);
+            }
+        }
+        let out = Rc::new(out);
+        self.candidates.insert((ci, ri, ai), out.clone());
+        out
+    }
+}
+
+fn note(errors: &mut Vec<String>, e: String) {
+    if errors.len() < 3 && !errors.contains(&e) {
+        errors.push(e);
+    }
+}
+
+/// The names a constraint's `requests` may use for a result named `name`: the request, and the
+/// full `req/sub` name for a subrequest.
+fn plans_alt_names(name: &str) -> [&str; 2] {
+    match name.split_once('/') {
+        Some((parent, _)) => [parent, name],
+        None => [name, name],
+    }
+}
+
+fn applies_names(c: &Constraint, names: &[&str; 2]) -> bool {
+    c.requests.is_empty() || c.requests.iter().any(|r| r == names[0] || r == names[1])
+}
+
+/// As core/v1 toleration matching, for device taints.
+fn tolerates(tolerations: &[DeviceToleration], taints: &[DeviceTaint]) -> bool {
+    taints.iter().all(|t| {
+        tolerations.iter().any(|tol| {
+            let key_ok = tol
+                .key
+                .as_deref()
+                .is_none_or(|k| k.is_empty() || k == t.key);
+            let effect_ok = tol
+                .effect
+                .as_deref()
+                .is_none_or(|e| e.is_empty() || e == t.effect);
+            let value_ok = match tol.operator.as_deref().unwrap_or("Equal") {
+                "Exists" => true,
+                _ => tol.value.as_deref().unwrap_or("") == t.value.as_deref().unwrap_or(""),
+            };
+            key_ok && effect_ok && value_ok
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::tests::slice;
+    use k8s_openapi::api::resource::v1::{
+        CELDeviceSelector, DeviceConstraint, DeviceRequest, DeviceSubRequest, ExactDeviceRequest,
+        ResourceSliceSpec,
+    };
+
+    fn classes() -> HashMap<String, Vec<String>> {
+        [
+            (
+                "gpu".to_string(),
+                vec![r#"device.driver == "gpu.example.com""#.to_string()],
+            ),
+            (
+                "nic".to_string(),
+                vec![r#"device.driver == "nic.example.com""#.to_string()],
+            ),
+        ]
+        .into()
+    }
+
+    fn exact(name: &str, class: &str, count: i64) -> DeviceRequest {
+        DeviceRequest {
+            name: name.into(),
+            exactly: Some(ExactDeviceRequest {
+                device_class_name: class.into(),
+                allocation_mode: Some("ExactCount".into()),
+                count: Some(count),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn all(name: &str, class: &str) -> DeviceRequest {
+        DeviceRequest {
+            name: name.into(),
+            exactly: Some(ExactDeviceRequest {
+                device_class_name: class.into(),
+                allocation_mode: Some("All".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn with_selector(mut r: DeviceRequest, expr: &str) -> DeviceRequest {
+        r.exactly.as_mut().unwrap().selectors = Some(vec![DeviceSelector {
+            cel: Some(CELDeviceSelector {
+                expression: expr.into(),
+            }),
+        }]);
+        r
+    }
+
+    fn claim(requests: Vec<DeviceRequest>) -> DeviceClaim {
+        DeviceClaim {
+            requests: Some(requests),
+            ..Default::default()
+        }
+    }
+
+    struct Fixture {
+        inv: Inventory,
+        sel: Selectors,
+        used: Vec<String>,
+    }
+
+    impl Fixture {
+        fn new(slices: &[ResourceSliceSpec]) -> Fixture {
+            let named: Vec<(String, &ResourceSliceSpec)> = slices
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("s{i}"), s))
+                .collect();
+            let inv = Inventory::build(named.iter().map(|(n, s)| (n.as_str(), *s)));
+            Fixture {
+                inv,
+                sel: Selectors::new(),
+                used: Vec::new(),
+            }
+        }
+
+        fn alloc(
+            &mut self,
+            node: &str,
+            claims: &[DeviceClaim],
+        ) -> Result<Vec<Vec<(String, String)>>, AllocError> {
+            let mut planned: Vec<PlannedClaim> = claims
+                .iter()
+                .map(|c| plan_claim(c, &classes(), &mut self.sel).unwrap())
+                .collect();
+            let mut refs: Vec<&mut PlannedClaim> = planned.iter_mut().collect();
+            let used = self.used.clone();
+            let in_use = move |k: &str| used.iter().any(|u| u == k);
+            let r = allocate(
+                &self.inv,
+                &mut self.sel,
+                node,
+                &BTreeMap::new(),
+                &mut refs,
+                &in_use,
+            )?;
+            Ok(r.iter()
+                .map(|c| {
+                    c.results
+                        .iter()
+                        .map(|d| {
+                            (
+                                d.request.clone(),
+                                self.inv.devices[d.device as usize].name.clone(),
+                            )
+                        })
+                        .collect()
+                })
+                .collect())
+        }
+
+        fn take(&mut self, name: &str) {
+            let d = self.inv.devices.iter().find(|d| d.name == name).unwrap();
+            self.used.push(d.key.clone());
+        }
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn gpus(node: &str, n: usize) -> ResourceSliceSpec {
+        let names: Vec<String> = (0..n).map(|i| format!("{node}-gpu-{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        slice("gpu.example.com", node, node, 1, 1, &refs)
+    }
+
+    #[test]
+    fn allocates_exact_count_in_inventory_order_skipping_used_devices() {
+        let mut f = Fixture::new(&[gpus("a", 4)]);
+        f.take("a-gpu-0");
+        let r = f
+            .alloc("a", &[claim(vec![exact("gpu", "gpu", 2)])])
+            .unwrap();
+        assert_eq!(r[0], pairs(&[("gpu", "a-gpu-1"), ("gpu", "a-gpu-2")]));
+    }
+
+    #[test]
+    fn does_not_reach_devices_of_other_nodes() {
+        let mut f = Fixture::new(&[gpus("a", 1), gpus("b", 1)]);
+        assert!(
+            f.alloc("c", &[claim(vec![exact("gpu", "gpu", 1)])])
+                .is_err()
+        );
+        assert_eq!(
+            f.alloc("b", &[claim(vec![exact("gpu", "gpu", 1)])])
+                .unwrap()[0],
+            pairs(&[("gpu", "b-gpu-0")])
+        );
+    }
+
+    #[test]
+    fn allocates_several_claims_without_sharing_devices() {
+        let mut f = Fixture::new(&[gpus("a", 2)]);
+        let c = claim(vec![exact("gpu", "gpu", 1)]);
+        let r = f.alloc("a", &[c.clone(), c.clone()]).unwrap();
+        assert_eq!(r[0], pairs(&[("gpu", "a-gpu-0")]));
+        assert_eq!(r[1], pairs(&[("gpu", "a-gpu-1")]));
+        assert!(f.alloc("a", &[c.clone(), c.clone(), c]).is_err());
+    }
+
+    #[test]
+    fn all_mode_takes_every_matching_device_and_fails_if_one_is_used() {
+        let mut f = Fixture::new(&[gpus("a", 3)]);
+        let c = claim(vec![all("gpus", "gpu")]);
+        assert_eq!(f.alloc("a", std::slice::from_ref(&c)).unwrap()[0].len(), 3);
+        f.take("a-gpu-2");
+        assert!(f.alloc("a", &[c]).is_err());
+        assert!(
+            f.alloc("b", &[claim(vec![all("gpus", "gpu")])]).is_err(),
+            "All needs at least one device"
+        );
+    }
+
+    #[test]
+    fn all_mode_respects_request_selectors() {
+        let mut f = Fixture::new(&[gpus("a", 4)]);
+        let c = claim(vec![with_selector(
+            all("gpus", "gpu"),
+            r#"device.attributes["gpu.example.com"].index < 2"#,
+        )]);
+        assert_eq!(
+            f.alloc("a", &[c]).unwrap()[0],
+            pairs(&[("gpus", "a-gpu-0"), ("gpus", "a-gpu-1")])
+        );
+    }
+
+    #[test]
+    fn caps_a_claim_at_32_devices() {
+        let mut f = Fixture::new(&[gpus("a", 40)]);
+        assert_eq!(
+            f.alloc("a", &[claim(vec![exact("gpu", "gpu", 32)])])
+                .unwrap()[0]
+                .len(),
+            32
+        );
+        assert!(
+            f.alloc("a", &[claim(vec![exact("gpu", "gpu", 33)])])
+                .is_err()
+        );
+        assert!(
+            f.alloc(
+                "a",
+                &[claim(vec![exact("x", "gpu", 20), exact("y", "gpu", 13)])]
+            )
+            .is_err()
+        );
+        assert!(
+            f.alloc("a", &[claim(vec![all("gpus", "gpu")])]).is_err(),
+            "40 matching devices exceed 32"
+        );
+    }
+
+    #[test]
+    fn first_available_tries_subrequests_in_order() {
+        let mut f = Fixture::new(&[gpus("a", 2)]);
+        let req = DeviceRequest {
+            name: "gpu".into(),
+            first_available: Some(vec![
+                DeviceSubRequest {
+                    name: "big".into(),
+                    device_class_name: "gpu".into(),
+                    count: Some(4),
+                    ..Default::default()
+                },
+                DeviceSubRequest {
+                    name: "small".into(),
+                    device_class_name: "gpu".into(),
+                    count: Some(2),
+                    ..Default::default()
+                },
+                DeviceSubRequest {
+                    name: "tiny".into(),
+                    device_class_name: "gpu".into(),
+                    count: Some(1),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        let c = claim(vec![req]);
+        let mut planned = plan_claim(&c, &classes(), &mut f.sel).unwrap();
+        let r = allocate(
+            &f.inv,
+            &mut f.sel,
+            "a",
+            &BTreeMap::new(),
+            &mut [&mut planned],
+            &|_| false,
+        )
+        .unwrap();
+        assert_eq!(
+            r[0].results
+                .iter()
+                .map(|d| d.request.as_str())
+                .collect::<Vec<_>>(),
+            ["gpu/small", "gpu/small"]
+        );
+        assert_eq!(r[0].subrequest_choices, [(1, 3)]);
+        f.take("a-gpu-0");
+        assert_eq!(
+            f.alloc("a", &[c]).unwrap()[0],
+            pairs(&[("gpu/tiny", "a-gpu-1")])
+        );
+    }
+
+    #[test]
+    fn match_attribute_keeps_two_requests_on_equal_values() {
+        // NICs and GPUs on two NUMA nodes; only numa 1 has both free.
+        let numa = |s: &mut ResourceSliceSpec, values: &[i64]| {
+            for (d, v) in s.devices.as_mut().unwrap().iter_mut().zip(values) {
+                d.attributes.as_mut().unwrap().insert(
+                    "numa.example.com/node".into(),
+                    k8s_openapi::api::resource::v1::DeviceAttribute {
+                        int: Some(*v),
+                        ..Default::default()
+                    },
+                );
+            }
+        };
+        let mut g = slice("gpu.example.com", "a", "a-gpu", 1, 1, &["gpu-0", "gpu-1"]);
+        numa(&mut g, &[0, 1]);
+        let mut n = slice("nic.example.com", "a", "a-nic", 1, 1, &["nic-0", "nic-1"]);
+        numa(&mut n, &[1, 0]);
+        let mut f = Fixture::new(&[g, n]);
+        let mut c = claim(vec![exact("gpu", "gpu", 1), exact("nic", "nic", 1)]);
+        c.constraints = Some(vec![DeviceConstraint {
+            match_attribute: Some("numa.example.com/node".into()),
+            requests: Some(vec!["gpu".into(), "nic".into()]),
+            ..Default::default()
+        }]);
+        // gpu-0 (numa 0) pairs with nic-1 (numa 0).
+        assert_eq!(
+            f.alloc("a", std::slice::from_ref(&c)).unwrap()[0],
+            pairs(&[("gpu", "gpu-0"), ("nic", "nic-1")])
+        );
+        f.take("nic-1");
+        // Backtracks: gpu-1 (numa 1) with nic-0 (numa 1).
+        assert_eq!(
+            f.alloc("a", std::slice::from_ref(&c)).unwrap()[0],
+            pairs(&[("gpu", "gpu-1"), ("nic", "nic-0")])
+        );
+        f.take("gpu-1");
+        assert!(f.alloc("a", &[c]).is_err());
+    }
+
+    #[test]
+    fn match_attribute_fails_for_devices_without_the_attribute() {
+        let mut f = Fixture::new(&[gpus("a", 2)]);
+        let mut c = claim(vec![exact("gpu", "gpu", 2)]);
+        c.constraints = Some(vec![DeviceConstraint {
+            match_attribute: Some("gpu.example.com/missing".into()),
+            ..Default::default()
+        }]);
+        assert!(f.alloc("a", &[c]).is_err());
+    }
+
+    #[test]
+    fn distinct_attribute_needs_different_values() {
+        let mut f = Fixture::new(&[gpus("a", 3)]);
+        let mut c = claim(vec![exact("gpu", "gpu", 3)]);
+        c.constraints = Some(vec![DeviceConstraint {
+            distinct_attribute: Some("gpu.example.com/index".into()),
+            ..Default::default()
+        }]);
+        assert_eq!(f.alloc("a", &[c]).unwrap()[0].len(), 3);
+    }
+
+    #[test]
+    fn cel_runtime_errors_skip_the_device_and_are_reported() {
+        let mut f = Fixture::new(&[gpus("a", 2)]);
+        let c = claim(vec![with_selector(
+            exact("gpu", "gpu", 1),
+            r#"device.attributes["gpu.example.com"].model == "x""#,
+        )]);
+        let err = f.alloc("a", &[c]).unwrap_err();
+        assert!(
+            err.details[0].to_lowercase().contains("no such key: model"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn errors_on_unknown_device_class() {
+        let mut sel = Selectors::new();
+        let err = plan_claim(&claim(vec![exact("gpu", "tpu", 1)]), &classes(), &mut sel)
+            .err()
+            .unwrap();
+        assert_eq!(err, "request gpu: device class tpu does not exist");
+    }
+
+    #[test]
+    fn node_local_devices_pin_the_allocation_to_the_node() {
+        let mut f = Fixture::new(&[gpus("a", 1)]);
+        let mut planned =
+            plan_claim(&claim(vec![exact("gpu", "gpu", 1)]), &classes(), &mut f.sel).unwrap();
+        let r = allocate(
+            &f.inv,
+            &mut f.sel,
+            "a",
+            &BTreeMap::new(),
+            &mut [&mut planned],
+            &|_| false,
+        )
+        .unwrap();
+        assert_eq!(r[0].node_selector, Some(node_selector::for_node("a")));
+    }
+
+    #[test]
+    fn devices_for_all_nodes_need_no_node_selector() {
+        let mut s = gpus("x", 1);
+        s.node_name = None;
+        s.all_nodes = Some(true);
+        let mut f = Fixture::new(&[s]);
+        let mut planned =
+            plan_claim(&claim(vec![exact("gpu", "gpu", 1)]), &classes(), &mut f.sel).unwrap();
+        let r = allocate(
+            &f.inv,
+            &mut f.sel,
+            "any",
+            &BTreeMap::new(),
+            &mut [&mut planned],
+            &|_| false,
+        )
+        .unwrap();
+        assert_eq!(r[0].node_selector, None);
+    }
+
+    #[test]
+    fn incomplete_pools_are_reported() {
+        let s = slice("gpu.example.com", "a", "a", 1, 2, &["gpu-0"]);
+        let mut f = Fixture::new(&[s]);
+        let err = f
+            .alloc("a", &[claim(vec![exact("gpu", "gpu", 1)])])
+            .unwrap_err();
+        assert!(
+            err.details
+                .iter()
+                .any(|d| d.contains("is currently being updated")),
+            "{err:?}"
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! The devices the cluster offers, built from ResourceSlices: complete pools only, in a
+//! deterministic order, with each device's reach (one node, a node selector, or all nodes), its
+//! CEL view and its attributes for `matchAttribute` constraints.
+//!
+//! Pools follow upstream (k8s.io/dynamic-resource-allocation/structured/pools.go): the slices
+//! of a pool with the highest `pool.generation` replace older ones, and a pool is complete when
+//! as many slices of that generation exist as `pool.resourceSliceCount` says. Incomplete pools
+//! are not used; a pool where a device name appears twice is invalid and not used either.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::NodeSelector;
+use k8s_openapi::api::resource::v1::{DeviceTaint, ResourceSliceSpec};
+
+use crate::cel_env::CelDevice;
+
+/// Where a device can be used from.
+#[derive(Debug, Clone)]
+pub enum Reach {
+    /// Only from this node (`spec.nodeName`).
+    Node(String),
+    /// From nodes matching the selector (`spec.nodeSelector`).
+    Selector(NodeSelector),
+    /// From every node (`spec.allNodes`).
+    AllNodes,
+}
+
+/// A typed attribute value, compared by `matchAttribute` / `distinctAttribute` constraints.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AttrValue {
+    /// `int`.
+    Int(i64),
+    /// `bool`.
+    Bool(bool),
+    /// `string`.
+    Str(String),
+    /// `version` (compared as written, as upstream does).
+    Version(String),
+}
+
+/// One device of a complete pool.
+#[derive(Debug)]
+pub struct Device {
+    /// `driver`, `pool` and `device` joined by NUL: the identity allocations refer to.
+    pub key: String,
+    /// The driver.
+    pub driver: String,
+    /// The pool.
+    pub pool: String,
+    /// The device name.
+    pub name: String,
+    /// Where it can be used from.
+    pub reach: Reach,
+    /// The CEL view of it, or why it has none (then no selector matches it).
+    pub cel: Result<CelDevice, String>,
+    /// Attributes by fully qualified name (`domain/name`; the driver's domain when none).
+    pub attributes: HashMap<String, AttrValue>,
+    /// Taints with effect `NoSchedule` or `NoExecute`.
+    pub taints: Vec<DeviceTaint>,
+}
+
+/// The identity string of a device, as stored in [`Device::key`].
+pub fn device_key(driver: &str, pool: &str, device: &str) -> String {
+    let mut k = String::with_capacity(driver.len() + pool.len() + device.len() + 2);
+    k.push_str(driver);
+    k.push('\0');
+    k.push_str(pool);
+    k.push('\0');
+    k.push_str(device);
+    k
+}
+
+/// A pool that cannot be used right now, and why.
+#[derive(Debug, Clone)]
+pub struct UnusablePool {
+    /// The driver.
+    pub driver: String,
+    /// The pool name.
+    pub pool: String,
+    /// Nodes of its slices (for node-local slices), so only those nodes report it.
+    pub node: Option<String>,
+    /// "is currently being updated" or "is invalid: ...".
+    pub reason: String,
+}
+
+/// All usable devices, indexed by node.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// Devices in (driver, pool, slice name, position) order.
+    pub devices: Vec<Device>,
+    /// Node-local devices by node name.
+    pub by_node: HashMap<String, Vec<u32>>,
+    /// Devices with a node selector or for all nodes.
+    pub shared: Vec<u32>,
+    /// Pools skipped because they are incomplete or invalid.
+    pub unusable: Vec<UnusablePool>,
+}
+
+impl Inventory {
+    /// Builds the inventory from all ResourceSlice specs.
+    pub fn build<'a>(
+        slices: impl IntoIterator<Item = (&'a str, &'a ResourceSliceSpec)>,
+    ) -> Inventory {
+        let mut pools: BTreeMap<(&str, &str), Vec<(&str, &ResourceSliceSpec)>> = BTreeMap::new();
+        for (name, spec) in slices {
+            pools
+                .entry((spec.driver.as_str(), spec.pool.name.as_str()))
+                .or_default()
+                .push((name, spec));
+        }
+        let mut inv = Inventory::default();
+        for ((driver, pool), mut slices) in pools {
+            let generation = slices
+                .iter()
+                .map(|(_, s)| s.pool.generation)
+                .max()
+                .unwrap_or(0);
+            slices.retain(|(_, s)| s.pool.generation == generation);
+            slices.sort_by(|a, b| a.0.cmp(b.0));
+            let expected = slices[0].1.pool.resource_slice_count;
+            let node = slices[0].1.node_name.clone();
+            if slices.len() as i64 != expected {
+                inv.unusable.push(UnusablePool {
+                    driver: driver.to_owned(),
+                    pool: pool.to_owned(),
+                    node,
+                    reason: "is currently being updated".to_owned(),
+                });
+                continue;
+            }
+            let mut names = std::collections::HashSet::new();
+            let duplicate = slices
+                .iter()
+                .flat_map(|(_, s)| s.devices.iter().flatten())
+                .find(|d| !names.insert(d.name.as_str()))
+                .map(|d| d.name.clone());
+            if let Some(dup) = duplicate {
+                inv.unusable.push(UnusablePool {
+                    driver: driver.to_owned(),
+                    pool: pool.to_owned(),
+                    node,
+                    reason: format!("is invalid: duplicate device name {dup}"),
+                });
+                continue;
+            }
+            for (_, spec) in slices {
+                inv.add_slice(spec);
+            }
+        }
+        inv
+    }
+
+    fn add_slice(&mut self, spec: &ResourceSliceSpec) {
+        let slice_reach = if let Some(n) = &spec.node_name {
+            Some(Reach::Node(n.clone()))
+        } else if let Some(sel) = &spec.node_selector {
+            Some(Reach::Selector(sel.clone()))
+        } else if spec.all_nodes == Some(true) {
+            Some(Reach::AllNodes)
+        } else {
+            None // perDeviceNodeSelection: each device says
+        };
+        for d in spec.devices.iter().flatten() {
+            let reach = match &slice_reach {
+                Some(r) => r.clone(),
+                None => {
+                    if let Some(n) = &d.node_name {
+                        Reach::Node(n.clone())
+                    } else if let Some(sel) = &d.node_selector {
+                        Reach::Selector(sel.clone())
+                    } else if d.all_nodes == Some(true) {
+                        Reach::AllNodes
+                    } else {
+                        continue; // not usable from any node
+                    }
+                }
+            };
+            let attributes = d
+                .attributes
+                .iter()
+                .flatten()
+                .filter_map(|(name, a)| {
+                    let value = if let Some(v) = a.int {
+                        AttrValue::Int(v)
+                    } else if let Some(v) = a.bool {
+                        AttrValue::Bool(v)
+                    } else if let Some(v) = &a.string {
+                        AttrValue::Str(v.clone())
+                    } else {
+                        AttrValue::Version(a.version.clone()?)
+                    };
+                    Some((qualified_name(name, &spec.driver), value))
+                })
+                .collect();
+            let taints = d
+                .taints
+                .iter()
+                .flatten()
+                .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+                .cloned()
+                .collect();
+            let index = self.devices.len() as u32;
+            match &reach {
+                Reach::Node(n) => self.by_node.entry(n.clone()).or_default().push(index),
+                _ => self.shared.push(index),
+            }
+            self.devices.push(Device {
+                key: device_key(&spec.driver, &spec.pool.name, &d.name),
+                driver: spec.driver.clone(),
+                pool: spec.pool.name.clone(),
+                name: d.name.clone(),
+                reach,
+                cel: CelDevice::new(&spec.driver, d.attributes.as_ref(), d.capacity.as_ref()),
+                attributes,
+                taints,
+            });
+        }
+    }
+}
+
+/// `name` with the driver's domain when it has none: `model` → `gpu.example.com/model`.
+pub fn qualified_name(name: &str, driver: &str) -> String {
+    if name.contains('/') {
+        name.to_owned()
+    } else {
+        format!("{driver}/{name}")
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use k8s_openapi::api::resource::v1::{Device as K8sDevice, DeviceAttribute, ResourcePool};
+
+    /// A node-local slice with devices `gpu-0..n` having an `index` attribute.
+    pub fn slice(
+        driver: &str,
+        node: &str,
+        pool: &str,
+        generation: i64,
+        count: i64,
+        names: &[&str],
+    ) -> ResourceSliceSpec {
+        ResourceSliceSpec {
+            driver: driver.into(),
+            node_name: Some(node.into()),
+            pool: ResourcePool {
+                name: pool.into(),
+                generation,
+                resource_slice_count: count,
+            },
+            devices: Some(
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| K8sDevice {
+                        name: n.to_string(),
+                        attributes: Some(
+                            [(
+                                "index".to_string(),
+                                DeviceAttribute {
+                                    int: Some(i as i64),
+                                    ..Default::default()
+                                },
+                            )]
+                            .into(),
+                        ),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn uses_only_complete_pools_of_the_latest_generation() {
+        let a1 = slice("gpu.example.com", "node-a", "pool-a", 1, 1, &["old-0"]);
+        let a2 = slice(
+            "gpu.example.com",
+            "node-a",
+            "pool-a",
+            2,
+            1,
+            &["new-0", "new-1"],
+        );
+        let b = slice("gpu.example.com", "node-b", "pool-b", 1, 2, &["gpu-0"]);
+        let inv = Inventory::build([("a1", &a1), ("a2", &a2), ("b", &b)]);
+        let names: Vec<_> = inv.devices.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["new-0", "new-1"]);
+        assert_eq!(inv.by_node["node-a"], [0, 1]);
+        assert_eq!(inv.unusable.len(), 1);
+        assert_eq!(inv.unusable[0].pool, "pool-b");
+        assert_eq!(inv.unusable[0].reason, "is currently being updated");
+    }
+
+    #[test]
+    fn a_pool_becomes_complete_when_all_its_slices_exist() {
+        let b1 = slice("gpu.example.com", "node-b", "pool-b", 1, 2, &["gpu-0"]);
+        let b2 = slice("gpu.example.com", "node-b", "pool-b", 1, 2, &["gpu-1"]);
+        let inv = Inventory::build([("b1", &b1), ("b2", &b2)]);
+        assert_eq!(inv.devices.len(), 2);
+        assert!(inv.unusable.is_empty());
+    }
+
+    #[test]
+    fn a_pool_with_duplicate_device_names_is_invalid() {
+        let b1 = slice("gpu.example.com", "node-b", "pool-b", 1, 2, &["gpu-0"]);
+        let b2 = slice("gpu.example.com", "node-b", "pool-b", 1, 2, &["gpu-0"]);
+        let inv = Inventory::build([("b1", &b1), ("b2", &b2)]);
+        assert!(inv.devices.is_empty());
+        assert!(
+            inv.unusable[0]
+                .reason
+                .contains("duplicate device name gpu-0")
+        );
+    }
+
+    #[test]
+    fn attributes_get_the_driver_domain() {
+        let s = slice("gpu.example.com", "node-a", "p", 1, 1, &["gpu-0"]);
+        let inv = Inventory::build([("s", &s)]);
+        assert_eq!(
+            inv.devices[0].attributes["gpu.example.com/index"],
+            AttrValue::Int(0)
+        );
+    }
+}

@@ -1,0 +1,1085 @@
+//! `DynamicResources`: the scheduler plugin, upstream
+//! `pkg/scheduler/framework/plugins/dynamicresources` for resource.k8s.io/v1 with structured
+//! parameters, written against the `wasm-scheduler-sdk` [`Plugin`] trait.
+//!
+//! | point | what it does |
+//! |---|---|
+//! | PreEnqueue | waits until every claim of the pod exists and is not being deleted |
+//! | PreFilter | sorts the pod's claims into allocated / to allocate, compiles requests; waits on claims in use by 256 consumers or being allocated for another pod; `Skip` for pods without claims |
+//! | Filter | allocated claims: their node selector must match; unallocated: the allocator must find devices on the node |
+//! | PostFilter | deallocates one allocated claim of the pod that nobody uses |
+//! | Score | prefers nodes where earlier `firstAvailable` subrequests fit |
+//! | Reserve | picks the devices, records them as in flight, returns the claim patches |
+//! | Unreserve | compensating patches; forgets what Reserve recorded (idempotent) |
+//!
+//! State comes only from pushed events (see [`crate::state`]), so a new instance fed the
+//! current objects behaves the same (hot swap).
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Value, json};
+use wasm_scheduler_sdk::{
+    ClusterEvent, Code, EventAction, ExtensionPoint, Metadata, ObjectEvent, PatchIntent, Plugin,
+    PodRef, PostFilterResult, PreFilterResult, ResourceKind, Status,
+};
+
+use crate::allocator::{self, ClaimAllocation, PlannedClaim};
+use crate::cel_env::Selectors;
+use crate::intents::{self, ClaimTarget};
+use crate::node_selector;
+use crate::state::{Changed, ClusterState, Key};
+
+/// The plugin's name in the scheduler configuration (as upstream).
+pub const NAME: &str = "DynamicResources";
+/// Filter: no combination of free devices on the node satisfies the pod's unallocated claims.
+pub const REASON_CANNOT_ALLOCATE: &str = "cannot allocate all claims";
+/// Filter: an allocated claim's node selector does not match the node.
+pub const REASON_NOT_AVAILABLE: &str = "resourceclaim not available on the node";
+/// PreFilter: the claim already has 256 consumers (resource.k8s.io/v1 `ResourceClaimReservedForMaxSize`).
+pub const REASON_IN_USE: &str = "resourceclaim in use";
+/// PostFilter: a claim nobody used was deallocated so the pod can go elsewhere.
+pub const REASON_DEALLOCATED: &str = "deallocation of ResourceClaim completed";
+/// resource.k8s.io/v1 `ResourceClaimReservedForMaxSize`.
+pub const MAX_RESERVED_FOR: usize = 256;
+/// Nodes of one Filter batch whose rejection carries details beyond the main reason.
+const MAX_DETAILED_NODES: usize = 16;
+
+/// An allocation decided at Reserve that may not be on the API server yet: none of the pods
+/// whose status patch carries it has been bound. Pods joining the claim meanwhile write the
+/// same allocation in their own patch (identical allocations are a no-op for the server), so
+/// their reservation is valid whichever PreBind lands first.
+struct InFlight {
+    /// Pods whose Reserve wrote the allocation (the allocating pod, then joiners).
+    carriers: Vec<String>,
+    /// Device keys, taken until the allocation is confirmed.
+    devices: Vec<String>,
+    /// The allocation JSON, exactly as first written.
+    allocation: Value,
+}
+
+/// What Reserve did for one claim of a pod, so Unreserve can undo it.
+struct Reservation {
+    key: Key,
+    claim_uid: String,
+    /// The pod's patch wrote the allocation: deallocate on Unreserve if nobody else uses it.
+    carried_allocation: bool,
+}
+
+/// What PreFilter worked out for the pod being scheduled, reused by Filter, Score and Reserve.
+struct Cycle {
+    pod_uid: String,
+    /// Inventory generation the plans and per-node results were computed with.
+    epoch: u64,
+    /// Claims that are allocated (their node selector is checked).
+    allocated: Vec<Key>,
+    /// Claims to allocate, with their compiled requests.
+    to_allocate: Vec<(Key, PlannedClaim)>,
+    /// Filter's outcome per node for the claims to allocate.
+    per_node: HashMap<String, Vec<ClaimAllocation>>,
+}
+
+/// The plugin. See the module docs.
+pub struct DraPlugin {
+    state: ClusterState,
+    selectors: Selectors,
+    epoch: u64,
+    cycle: Option<Cycle>,
+    in_flight: HashMap<String, InFlight>,
+    in_flight_devices: HashSet<String>,
+    reservations: HashMap<String, Vec<Reservation>>,
+}
+
+impl DraPlugin {
+    fn refresh(&mut self) {
+        if self.state.refresh_inventory() {
+            self.selectors.clear_results();
+            self.epoch += 1;
+        }
+    }
+
+    fn rebuild_in_flight_devices(&mut self) {
+        self.in_flight_devices = self
+            .in_flight
+            .values()
+            .flat_map(|f| f.devices.iter().cloned())
+            .collect();
+    }
+
+    /// PreFilter's work: classify the pod's claims. `Ok(None)` means the pod has no claims.
+    fn prepare(&mut self, pod: &PodRef) -> Result<Option<Cycle>, Status> {
+        self.refresh();
+        let p = self.state.pods.get(&pod.uid).ok_or_else(|| {
+            Status::error(format!(
+                "pod {}/{} is not known to {NAME}",
+                pod.namespace, pod.name
+            ))
+        })?;
+        let names = self.state.claim_names(p).map_err(|c| not_created(p, c))?;
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let mut seen = HashSet::new();
+        let mut cycle = Cycle {
+            pod_uid: pod.uid.clone(),
+            epoch: self.epoch,
+            allocated: Vec::new(),
+            to_allocate: Vec::new(),
+            per_node: HashMap::new(),
+        };
+        for name in names {
+            let key = (p.namespace.clone(), name.to_owned());
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            let claim = self.state.claims.get(&key).ok_or_else(|| {
+                Status::unresolvable(format!("resourceclaim \"{name}\" not found"))
+            })?;
+            if claim.deleting {
+                return Err(Status::unresolvable(format!(
+                    "resourceclaim \"{name}\" is being deleted"
+                )));
+            }
+            if claim.allocation.is_some() {
+                if !claim.is_reserved_for(&pod.uid) && claim.reserved_for.len() >= MAX_RESERVED_FOR
+                {
+                    return Err(Status::unresolvable(REASON_IN_USE));
+                }
+                cycle.allocated.push(key);
+            } else {
+                if self
+                    .in_flight
+                    .get(&claim.uid)
+                    .is_some_and(|f| !f.carriers.contains(&pod.uid))
+                {
+                    return Err(Status::unresolvable(format!(
+                        "resourceclaim \"{name}\" is in the process of being allocated"
+                    )));
+                }
+                let plan =
+                    allocator::plan_claim(&claim.spec, &self.state.classes, &mut self.selectors)
+                        .map_err(|e| {
+                            Status::unresolvable(format!("resourceclaim \"{name}\": {e}"))
+                        })?;
+                cycle.to_allocate.push((key, plan));
+            }
+        }
+        Ok(Some(cycle))
+    }
+
+    /// Makes sure `self.cycle` is for `pod` (Filter or Reserve without PreFilter, or after an
+    /// inventory change), and returns whether the pod has claims.
+    fn ensure_cycle(&mut self, pod: &PodRef) -> Result<bool, Status> {
+        self.refresh();
+        let current = self
+            .cycle
+            .as_ref()
+            .is_some_and(|c| c.pod_uid == pod.uid && c.epoch == self.epoch);
+        if !current {
+            self.cycle = self.prepare(pod)?;
+        }
+        Ok(self.cycle.is_some())
+    }
+
+    /// Filter for one node, caching the allocation for Score and Reserve.
+    fn filter_node(&mut self, node: &str) -> Status {
+        let Some(cycle) = self.cycle.as_mut() else {
+            return Status::success();
+        };
+        let empty = Default::default();
+        let labels = self.state.nodes.get(node).unwrap_or(&empty);
+        for key in &cycle.allocated {
+            let Some(claim) = self.state.claims.get(key) else {
+                continue;
+            };
+            let sel = claim
+                .allocation
+                .as_ref()
+                .and_then(|a| a.node_selector.as_ref());
+            if sel.is_some_and(|s| !node_selector::matches(s, node, labels)) {
+                return Status::unresolvable(REASON_NOT_AVAILABLE);
+            }
+        }
+        if cycle.to_allocate.is_empty() {
+            return Status::success();
+        }
+        let state = &self.state;
+        let in_flight = &self.in_flight_devices;
+        let in_use = |k: &str| state.allocated.contains_key(k) || in_flight.contains(k);
+        let mut plans: Vec<&mut PlannedClaim> =
+            cycle.to_allocate.iter_mut().map(|(_, p)| p).collect();
+        match allocator::allocate(
+            state.inventory(),
+            &mut self.selectors,
+            node,
+            labels,
+            &mut plans,
+            &in_use,
+        ) {
+            Ok(allocs) => {
+                cycle.per_node.insert(node.to_owned(), allocs);
+                Status::success()
+            }
+            Err(e) => {
+                let mut reasons = vec![REASON_CANNOT_ALLOCATE.to_owned()];
+                reasons.extend(e.details);
+                Status {
+                    code: Code::UnschedulableAndUnresolvable,
+                    reasons,
+                }
+            }
+        }
+    }
+
+    /// The allocation result JSON, shaped as the real scheduler writes it (reference capture 83),
+    /// without `allocationTimestamp`: a plugin has no clock.
+    fn allocation_json(&self, a: &ClaimAllocation) -> Value {
+        let inv = self.state.inventory();
+        let results: Vec<Value> = a
+            .results
+            .iter()
+            .map(|r| {
+                let d = &inv.devices[r.device as usize];
+                let mut v = json!({"request": r.request, "driver": d.driver, "pool": d.pool, "device": d.name});
+                if r.admin_access {
+                    v["adminAccess"] = Value::Bool(true);
+                }
+                v
+            })
+            .collect();
+        let mut out = json!({"devices": {"results": results}});
+        if let Some(sel) = &a.node_selector {
+            out["nodeSelector"] = serde_json::to_value(sel).unwrap_or(Value::Null);
+        }
+        out
+    }
+
+    /// The allocation for the cycle's claims on `node`: Filter's, if its devices are still free,
+    /// else computed anew.
+    fn allocation_for(&mut self, node: &str) -> Result<Vec<ClaimAllocation>, Status> {
+        let cached = self.cycle.as_mut().and_then(|c| c.per_node.remove(node));
+        if let Some(allocs) = cached {
+            let inv = self.state.inventory();
+            let free = allocs.iter().flat_map(|a| &a.results).all(|r| {
+                let k = &inv.devices[r.device as usize].key;
+                r.admin_access
+                    || (!self.state.allocated.contains_key(k)
+                        && !self.in_flight_devices.contains(k))
+            });
+            if free {
+                return Ok(allocs);
+            }
+        }
+        let status = self.filter_node(node);
+        if !status.is_success() {
+            return Err(status);
+        }
+        Ok(self
+            .cycle
+            .as_mut()
+            .and_then(|c| c.per_node.remove(node))
+            .unwrap_or_default())
+    }
+}
+
+impl Plugin for DraPlugin {
+    fn new(_args: &str) -> Result<Self, String> {
+        Ok(DraPlugin {
+            state: ClusterState::default(),
+            selectors: Selectors::new(),
+            epoch: 0,
+            cycle: None,
+            in_flight: HashMap::new(),
+            in_flight_devices: HashSet::new(),
+            reservations: HashMap::new(),
+        })
+    }
+
+    fn metadata(&self) -> Metadata {
+        let ev = |resource: ResourceKind, actions: &[EventAction]| ClusterEvent {
+            resource,
+            actions: actions.to_vec(),
+        };
+        let add_update = [EventAction::Added, EventAction::Modified];
+        Metadata {
+            name: NAME.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            extension_points: vec![
+                ExtensionPoint::PreEnqueue,
+                ExtensionPoint::PreFilter,
+                ExtensionPoint::Filter,
+                ExtensionPoint::PostFilter,
+                ExtensionPoint::Score,
+                ExtensionPoint::Reserve,
+                ExtensionPoint::PostBind,
+            ],
+            subscriptions: vec![
+                ResourceKind::pod(),
+                ResourceKind::node(),
+                ResourceKind::resource_claim(),
+                ResourceKind::resource_claim_template(),
+                ResourceKind::resource_slice(),
+                ResourceKind::device_class(),
+            ],
+            patches: vec![ResourceKind::resource_claim()],
+            requeue_on: vec![
+                ev(ResourceKind::resource_claim(), &add_update),
+                ev(ResourceKind::resource_slice(), &add_update),
+                ev(ResourceKind::device_class(), &add_update),
+                ev(ResourceKind::node(), &add_update),
+                ev(ResourceKind::pod(), &[EventAction::Deleted]),
+            ],
+        }
+    }
+
+    fn on_event(&mut self, event: &ObjectEvent) {
+        // An object that does not parse is skipped, as an informer would.
+        if let Ok(Changed::Claim { uid, gone: true }) = self.state.apply(event) {
+            // The claim was deleted: its allocation can never land.
+            if self.in_flight.remove(&uid).is_some() {
+                self.rebuild_in_flight_devices();
+            }
+        }
+    }
+
+    fn pre_enqueue(&mut self, pod: &PodRef) -> Status {
+        let Some(p) = self.state.pods.get(&pod.uid) else {
+            return Status::error(format!(
+                "pod {}/{} is not known to {NAME}",
+                pod.namespace, pod.name
+            ));
+        };
+        let names = match self.state.claim_names(p) {
+            Ok(n) => n,
+            Err(c) => return not_created(p, c),
+        };
+        for name in names {
+            let Some(claim) = self
+                .state
+                .claims
+                .get(&(p.namespace.clone(), name.to_owned()))
+            else {
+                return Status::unresolvable(format!("resourceclaim \"{name}\" not found"));
+            };
+            if claim.deleting {
+                return Status::unresolvable(format!("resourceclaim \"{name}\" is being deleted"));
+            }
+            let from_template = p.claims.iter().any(|c| {
+                c.resource_claim_template_name.is_some()
+                    && p.claim_statuses
+                        .get(&c.name)
+                        .is_some_and(|s| s.as_deref() == Some(name))
+            });
+            if from_template && !claim.owners.contains(&p.uid) {
+                return Status::unresolvable(format!(
+                    "ResourceClaim {}/{name} was not created for pod {}/{} (pod is not owner)",
+                    p.namespace, p.namespace, p.name
+                ));
+            }
+        }
+        Status::success()
+    }
+
+    fn pre_filter(&mut self, pod: &PodRef) -> PreFilterResult {
+        self.cycle = None;
+        match self.prepare(pod) {
+            Ok(None) => PreFilterResult {
+                status: Status::skip(),
+                node_names: None,
+            },
+            Ok(Some(cycle)) => {
+                // An allocation pinned to one node (node-local devices) restricts the pod to it.
+                let mut node_names: Option<Vec<String>> = None;
+                for key in &cycle.allocated {
+                    let sel = self
+                        .state
+                        .claims
+                        .get(key)
+                        .and_then(|c| c.allocation.as_ref()?.node_selector.as_ref());
+                    if let Some(n) = sel.and_then(single_node) {
+                        match &mut node_names {
+                            None => node_names = Some(vec![n.to_owned()]),
+                            Some(v) => v.retain(|x| x == n),
+                        }
+                    }
+                }
+                self.cycle = Some(cycle);
+                PreFilterResult {
+                    status: Status::success(),
+                    node_names,
+                }
+            }
+            Err(status) => PreFilterResult {
+                status,
+                node_names: None,
+            },
+        }
+    }
+
+    fn filter(&mut self, pod: &PodRef, nodes: &[String]) -> Vec<Status> {
+        match self.ensure_cycle(pod) {
+            Ok(true) => {
+                let mut out: Vec<Status> = nodes.iter().map(|n| self.filter_node(n)).collect();
+                // Details (CEL errors, pools being updated) repeat across nodes; keep them on the
+                // first few so the batch stays well under the host's reason-size limit.
+                for s in out
+                    .iter_mut()
+                    .filter(|s| s.reasons.len() > 1)
+                    .skip(MAX_DETAILED_NODES)
+                {
+                    s.reasons.truncate(1);
+                }
+                out
+            }
+            Ok(false) => vec![Status::success(); nodes.len()],
+            Err(s) => vec![s; nodes.len()],
+        }
+    }
+
+    fn post_filter(&mut self, pod: &PodRef, _rejected: &[(String, Status)]) -> PostFilterResult {
+        let no_change = PostFilterResult {
+            status: Status::unschedulable("still not schedulable"),
+            ..Default::default()
+        };
+        let Some(p) = self.state.pods.get(&pod.uid) else {
+            return no_change;
+        };
+        let Ok(names) = self.state.claim_names(p) else {
+            return no_change;
+        };
+        for name in names {
+            let Some(claim) = self
+                .state
+                .claims
+                .get(&(p.namespace.clone(), name.to_owned()))
+            else {
+                continue;
+            };
+            let unused = claim.reserved_for.iter().all(|c| c.uid == pod.uid);
+            if claim.allocation.is_none() || !unused || self.in_flight.contains_key(&claim.uid) {
+                continue;
+            }
+            // Deallocate one claim per attempt, as upstream does.
+            let target = ClaimTarget {
+                namespace: &claim.namespace,
+                name: &claim.name,
+                uid: &claim.uid,
+            };
+            let mut out = Vec::new();
+            if claim.is_reserved_for(&pod.uid) {
+                out.push(intents::unreserve(target, &pod.uid));
+            }
+            out.push(intents::deallocate(target));
+            return PostFilterResult {
+                status: Status::unschedulable(REASON_DEALLOCATED),
+                nominated_node: None,
+                intents: out,
+            };
+        }
+        no_change
+    }
+
+    /// Score: `100 × mean over firstAvailable requests of (n − i) / n`, where `i` is the index of
+    /// the subrequest the allocator chose on the node and `n` the number of subrequests. Nodes
+    /// where the first choice fits get 100; pods without `firstAvailable` score 0 everywhere.
+    fn score(&mut self, pod: &PodRef, nodes: &[String]) -> Result<Vec<i64>, Status> {
+        if !self.ensure_cycle(pod)? {
+            return Ok(vec![0; nodes.len()]);
+        }
+        let mut scores = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let have = self
+                .cycle
+                .as_ref()
+                .is_some_and(|c| c.per_node.contains_key(node));
+            if !have && !self.filter_node(node).is_success() {
+                scores.push(0);
+                continue;
+            }
+            let choices: Vec<(usize, usize)> = self
+                .cycle
+                .as_ref()
+                .and_then(|c| c.per_node.get(node))
+                .into_iter()
+                .flatten()
+                .flat_map(|a| a.subrequest_choices.iter().copied())
+                .collect();
+            let score = if choices.is_empty() {
+                0
+            } else {
+                let sum: f64 = choices
+                    .iter()
+                    .map(|&(i, n)| (n - i) as f64 / n as f64)
+                    .sum();
+                (100.0 * sum / choices.len() as f64).round() as i64
+            };
+            scores.push(score);
+        }
+        Ok(scores)
+    }
+
+    fn reserve(&mut self, pod: &PodRef, node: &str) -> Result<Vec<PatchIntent>, Status> {
+        // Claims may have changed since Filter: classify again (cheap) unless nothing moved.
+        if !self.ensure_cycle(pod)? {
+            return Ok(Vec::new());
+        }
+        let allocs = self.allocation_for(node)?;
+        let cycle = self.cycle.take().expect("cycle prepared above");
+        let mut out = Vec::new();
+        let mut records = Vec::new();
+        let mut new_allocs: HashMap<&Key, &ClaimAllocation> = HashMap::new();
+        for ((key, _), a) in cycle.to_allocate.iter().zip(&allocs) {
+            new_allocs.insert(key, a);
+        }
+        for key in cycle
+            .allocated
+            .iter()
+            .chain(cycle.to_allocate.iter().map(|(k, _)| k))
+        {
+            let Some(claim) = self.state.claims.get(key) else {
+                return Err(Status::unresolvable(format!(
+                    "resourceclaim \"{}\" not found",
+                    key.1
+                )));
+            };
+            let new = new_allocs.get(key);
+            if new.is_none() && claim.is_reserved_for(&pod.uid) {
+                continue; // allocated and reserved for this pod already
+            }
+            if new.is_none() && claim.reserved_for.len() >= MAX_RESERVED_FOR {
+                return Err(Status::unresolvable(REASON_IN_USE));
+            }
+            let target = ClaimTarget {
+                namespace: &claim.namespace,
+                name: &claim.name,
+                uid: &claim.uid,
+            };
+            // An allocation still in flight for another pod is written again by this pod,
+            // finalizer first, so this reservation never lands on an unallocated claim.
+            let pending = self.in_flight.get_mut(&claim.uid).filter(|_| new.is_none());
+            if !claim.has_finalizer || pending.is_some() {
+                out.push(intents::add_finalizer(target));
+            }
+            let allocation = match (new, pending) {
+                (Some(a), _) => {
+                    let json = self.allocation_json(a);
+                    let inv = self.state.inventory();
+                    let devices = a
+                        .results
+                        .iter()
+                        .map(|r| inv.devices[r.device as usize].key.clone())
+                        .collect();
+                    self.in_flight.insert(
+                        claim.uid.clone(),
+                        InFlight {
+                            carriers: vec![pod.uid.clone()],
+                            devices,
+                            allocation: json.clone(),
+                        },
+                    );
+                    Some(json)
+                }
+                (None, Some(f)) => {
+                    f.carriers.push(pod.uid.clone());
+                    Some(f.allocation.clone())
+                }
+                (None, None) => None,
+            };
+            records.push(Reservation {
+                key: key.clone(),
+                claim_uid: claim.uid.clone(),
+                carried_allocation: allocation.is_some(),
+            });
+            out.push(intents::reserve(target, allocation, &pod.name, &pod.uid));
+        }
+        self.rebuild_in_flight_devices();
+        self.reservations
+            .entry(pod.uid.clone())
+            .or_default()
+            .extend(records);
+        Ok(out)
+    }
+
+    /// PostBind: the pod's patches all landed, so every allocation it carried is on the API
+    /// server now.
+    fn post_bind(&mut self, pod: &PodRef, _node: &str) {
+        self.reservations.remove(&pod.uid);
+        let before = self.in_flight.len();
+        self.in_flight.retain(|_, f| !f.carriers.contains(&pod.uid));
+        if self.in_flight.len() != before {
+            self.rebuild_in_flight_devices();
+        }
+    }
+
+    fn unreserve(&mut self, pod: &PodRef, _node: &str) -> Vec<PatchIntent> {
+        self.cycle = None;
+        let Some(records) = self.reservations.remove(&pod.uid) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for r in records {
+            if let Some(f) = self.in_flight.get_mut(&r.claim_uid) {
+                f.carriers.retain(|c| *c != pod.uid);
+                if f.carriers.is_empty() {
+                    self.in_flight.remove(&r.claim_uid);
+                }
+            }
+            let target = ClaimTarget {
+                namespace: &r.key.0,
+                name: &r.key.1,
+                uid: &r.claim_uid,
+            };
+            out.push(intents::unreserve(target, &pod.uid));
+            if r.carried_allocation {
+                let others = self
+                    .state
+                    .claims
+                    .get(&r.key)
+                    .filter(|c| c.uid == r.claim_uid)
+                    .is_some_and(|c| c.reserved_for.iter().any(|x| x.uid != pod.uid));
+                if !others {
+                    out.push(intents::deallocate(target));
+                }
+            }
+        }
+        self.rebuild_in_flight_devices();
+        out
+    }
+}
+
+/// PreEnqueue/PreFilter status while a template's claim does not exist yet.
+fn not_created(p: &crate::state::Pod, c: &crate::state::PodClaim) -> Status {
+    Status::unresolvable(format!(
+        "pod {}/{}: ResourceClaim for pod claim {} not created yet",
+        p.namespace, p.name, c.name
+    ))
+}
+
+/// The node of a selector that is exactly `matchFields metadata.name In [node]`.
+fn single_node(sel: &k8s_openapi::api::core::v1::NodeSelector) -> Option<&str> {
+    let [term] = sel.node_selector_terms.as_slice() else {
+        return None;
+    };
+    if term
+        .match_expressions
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        return None;
+    }
+    match term.match_fields.as_deref() {
+        Some([f]) if f.key == "metadata.name" && f.operator == "In" => match f.values.as_deref() {
+            Some([n]) => Some(n.as_str()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_scheduler_sdk::PatchKind;
+
+    fn event(action: EventAction, resource: ResourceKind, object: Value) -> ObjectEvent {
+        ObjectEvent {
+            action,
+            resource,
+            object: object.to_string(),
+        }
+    }
+
+    fn add(p: &mut DraPlugin, resource: ResourceKind, object: Value) {
+        p.on_event(&event(EventAction::Added, resource, object));
+    }
+
+    fn pod_ref(name: &str) -> PodRef {
+        PodRef {
+            namespace: "demo".into(),
+            name: name.into(),
+            uid: format!("{name}-uid"),
+        }
+    }
+
+    fn pod(name: &str, claim: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": "demo", "uid": format!("{name}-uid")},
+               "spec": {"containers": [], "resourceClaims": [{"name": "gpu", "resourceClaimName": claim}]}})
+    }
+
+    fn claim(name: &str, count: i64) -> Value {
+        json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+               "metadata": {"name": name, "namespace": "demo", "uid": format!("{name}-uid")},
+               "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
+                   "deviceClassName": "gpu.example.com", "allocationMode": "ExactCount", "count": count}}]}},
+               "status": {}})
+    }
+
+    /// Two nodes with two GPUs each, a class, and nodes.
+    fn cluster() -> DraPlugin {
+        let mut p = DraPlugin::new("{}").unwrap();
+        add(
+            &mut p,
+            ResourceKind::device_class(),
+            json!({"metadata": {"name": "gpu.example.com"},
+            "spec": {"selectors": [{"cel": {"expression": "device.driver == \"gpu.example.com\""}}]}}),
+        );
+        for node in ["node-a", "node-b"] {
+            add(
+                &mut p,
+                ResourceKind::node(),
+                json!({"metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}}}),
+            );
+            add(
+                &mut p,
+                ResourceKind::resource_slice(),
+                json!({"metadata": {"name": format!("{node}-gpu")},
+                "spec": {"driver": "gpu.example.com", "nodeName": node,
+                         "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+                         "devices": [{"name": "gpu-0"}, {"name": "gpu-1"}]}}),
+            );
+        }
+        p
+    }
+
+    /// Applies intents the way the host assumes them (a tiny subset of strategic merge, enough
+    /// for the DRA patches), and pushes the result back as the claim event.
+    fn assume(p: &mut DraPlugin, claim_obj: &mut Value, intents: &[PatchIntent]) {
+        for i in intents {
+            let body: Value = serde_json::from_str(&i.body).unwrap();
+            if i.subresource.is_none() {
+                claim_obj["metadata"]["finalizers"] = body["metadata"]["finalizers"].clone();
+                continue;
+            }
+            if let Some(a) = body["status"].get("allocation") {
+                if a.is_null() {
+                    claim_obj["status"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("allocation");
+                } else {
+                    claim_obj["status"]["allocation"] = a.clone();
+                }
+            }
+            if let Some(rf) = body["status"].get("reservedFor") {
+                let mut list = claim_obj["status"]["reservedFor"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                for e in rf.as_array().unwrap() {
+                    if e.get("$patch").is_some() {
+                        list.retain(|x| x["uid"] != e["uid"]);
+                    } else {
+                        list.insert(0, e.clone());
+                    }
+                }
+                claim_obj["status"]["reservedFor"] = Value::Array(list);
+            }
+        }
+        p.on_event(&event(
+            EventAction::Modified,
+            ResourceKind::resource_claim(),
+            claim_obj.clone(),
+        ));
+    }
+
+    #[test]
+    fn skips_pods_without_claims() {
+        let mut p = cluster();
+        add(
+            &mut p,
+            ResourceKind::pod(),
+            json!({"metadata": {"name": "plain", "namespace": "demo", "uid": "plain-uid"}, "spec": {}}),
+        );
+        assert_eq!(p.pre_enqueue(&pod_ref("plain")), Status::success());
+        assert_eq!(p.pre_filter(&pod_ref("plain")).status.code, Code::Skip);
+    }
+
+    #[test]
+    fn pre_enqueue_waits_for_the_claim() {
+        let mut p = cluster();
+        add(&mut p, ResourceKind::pod(), pod("p", "c"));
+        let s = p.pre_enqueue(&pod_ref("p"));
+        assert_eq!(s.code, Code::UnschedulableAndUnresolvable);
+        assert_eq!(s.message(), "resourceclaim \"c\" not found");
+        add(&mut p, ResourceKind::resource_claim(), claim("c", 1));
+        assert_eq!(p.pre_enqueue(&pod_ref("p")), Status::success());
+    }
+
+    #[test]
+    fn reserve_returns_finalizer_then_status_patch_with_allocation() {
+        let mut p = cluster();
+        add(&mut p, ResourceKind::pod(), pod("p", "c"));
+        add(&mut p, ResourceKind::resource_claim(), claim("c", 2));
+        assert!(p.pre_filter(&pod_ref("p")).status.is_success());
+        let st = p.filter(&pod_ref("p"), &["node-a".into(), "node-x".into()]);
+        assert!(st[0].is_success());
+        assert_eq!(st[1].reasons[0], REASON_CANNOT_ALLOCATE);
+        let intents = p.reserve(&pod_ref("p"), "node-a").unwrap();
+        assert_eq!(intents.len(), 2);
+        assert_eq!(intents[0].subresource, None);
+        assert_eq!(intents[1].subresource.as_deref(), Some("status"));
+        assert_eq!(intents[1].patch_kind, PatchKind::StrategicMerge);
+        let body: Value = serde_json::from_str(&intents[1].body).unwrap();
+        assert_eq!(
+            body,
+            json!({"metadata": {"uid": "c-uid"}, "status": {
+                "allocation": {
+                    "devices": {"results": [
+                        {"request": "gpu", "driver": "gpu.example.com", "pool": "node-a", "device": "gpu-0"},
+                        {"request": "gpu", "driver": "gpu.example.com", "pool": "node-a", "device": "gpu-1"}]},
+                    "nodeSelector": {"nodeSelectorTerms": [{"matchFields": [
+                        {"key": "metadata.name", "operator": "In", "values": ["node-a"]}]}]}},
+                "reservedFor": [{"resource": "pods", "name": "p", "uid": "p-uid"}]}})
+        );
+    }
+
+    #[test]
+    fn in_flight_devices_are_taken_before_the_claim_event_arrives() {
+        let mut p = cluster();
+        for (pod_name, c) in [("p1", "c1"), ("p2", "c2")] {
+            add(&mut p, ResourceKind::pod(), pod(pod_name, c));
+            add(&mut p, ResourceKind::resource_claim(), claim(c, 2));
+        }
+        p.pre_filter(&pod_ref("p1"));
+        p.filter(&pod_ref("p1"), &["node-a".into()]);
+        p.reserve(&pod_ref("p1"), "node-a").unwrap();
+        // No assumed event pushed: the in-flight record alone keeps node-a's GPUs taken.
+        p.pre_filter(&pod_ref("p2"));
+        let st = p.filter(&pod_ref("p2"), &["node-a".into(), "node-b".into()]);
+        assert_eq!(st[0].code, Code::UnschedulableAndUnresolvable);
+        assert!(st[1].is_success());
+    }
+
+    #[test]
+    fn shared_claim_is_allocated_once_and_reserved_by_each_pod() {
+        let mut p = cluster();
+        let mut c = claim("shared", 1);
+        add(&mut p, ResourceKind::resource_claim(), c.clone());
+        let mut p1_status = String::new();
+        for name in ["p1", "p2", "p3"] {
+            add(&mut p, ResourceKind::pod(), pod(name, "shared"));
+            assert!(p.pre_filter(&pod_ref(name)).status.is_success());
+            assert!(p.filter(&pod_ref(name), &["node-a".into()])[0].is_success());
+            let intents = p.reserve(&pod_ref(name), "node-a").unwrap();
+            let status: Value = serde_json::from_str(&intents.last().unwrap().body).unwrap();
+            match name {
+                // p1 allocates; p2 joins while p1's patches may not have landed, so it writes the
+                // same allocation (and the finalizer) again; p3 comes after p1 was bound.
+                "p1" | "p2" => {
+                    assert_eq!(intents.len(), 2, "{name}: finalizer + status");
+                    assert!(status["status"].get("allocation").is_some());
+                }
+                _ => {
+                    assert_eq!(intents.len(), 1, "{name}: reservedFor only");
+                    assert!(status["status"].get("allocation").is_none());
+                }
+            }
+            if name == "p2" {
+                let first: Value = serde_json::from_str(&p1_status).unwrap();
+                assert_eq!(
+                    status["status"]["allocation"],
+                    first["status"]["allocation"]
+                );
+                p.post_bind(&pod_ref("p1"), "node-a");
+            }
+            if name == "p1" {
+                p1_status = intents.last().unwrap().body.clone();
+            }
+            assume(&mut p, &mut c, &intents);
+        }
+        assert_eq!(c["status"]["reservedFor"].as_array().unwrap().len(), 3);
+        // Allocated on node-a: a fourth pod only fits there.
+        add(&mut p, ResourceKind::pod(), pod("p4", "shared"));
+        let pre = p.pre_filter(&pod_ref("p4"));
+        assert_eq!(pre.node_names, Some(vec!["node-a".to_string()]));
+        let st = p.filter(&pod_ref("p4"), &["node-b".into()]);
+        assert_eq!(st[0].message(), REASON_NOT_AVAILABLE);
+    }
+
+    #[test]
+    fn a_claim_with_256_consumers_makes_the_next_pod_wait() {
+        let mut p = cluster();
+        let mut c = claim("shared", 1);
+        c["status"] = json!({
+            "allocation": {"devices": {"results": [{"request": "gpu", "driver": "gpu.example.com", "pool": "node-a", "device": "gpu-0"}]}},
+            "reservedFor": (0..256).map(|i| json!({"resource": "pods", "name": format!("x{i}"), "uid": format!("x{i}")})).collect::<Vec<_>>()
+        });
+        add(&mut p, ResourceKind::resource_claim(), c);
+        add(&mut p, ResourceKind::pod(), pod("p", "shared"));
+        let s = p.pre_filter(&pod_ref("p")).status;
+        assert_eq!(
+            (s.code, s.message()),
+            (
+                Code::UnschedulableAndUnresolvable,
+                REASON_IN_USE.to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn unreserve_removes_the_pod_and_the_allocation_it_made_once() {
+        let mut p = cluster();
+        let mut c = claim("c", 1);
+        add(&mut p, ResourceKind::resource_claim(), c.clone());
+        add(&mut p, ResourceKind::pod(), pod("p", "c"));
+        p.pre_filter(&pod_ref("p"));
+        let intents = p.reserve(&pod_ref("p"), "node-a").unwrap();
+        assume(&mut p, &mut c, &intents);
+        let undo = p.unreserve(&pod_ref("p"), "node-a");
+        assert_eq!(undo.len(), 2);
+        assert_eq!(
+            serde_json::from_str::<Value>(&undo[0].body).unwrap(),
+            json!({"metadata": {"uid": "c-uid"}, "status": {"reservedFor": [{"$patch": "delete", "uid": "p-uid"}]}})
+        );
+        assert_eq!(undo[1].patch_kind, PatchKind::Merge);
+        assert!(
+            p.unreserve(&pod_ref("p"), "node-a").is_empty(),
+            "idempotent"
+        );
+        assume(&mut p, &mut c, &undo);
+        assert!(p.state.allocated.is_empty());
+    }
+
+    #[test]
+    fn unreserve_keeps_an_allocation_another_pod_joined() {
+        let mut p = cluster();
+        let mut c = claim("shared", 1);
+        add(&mut p, ResourceKind::resource_claim(), c.clone());
+        for name in ["p1", "p2"] {
+            add(&mut p, ResourceKind::pod(), pod(name, "shared"));
+            p.pre_filter(&pod_ref(name));
+            let intents = p.reserve(&pod_ref(name), "node-a").unwrap();
+            assume(&mut p, &mut c, &intents);
+        }
+        let undo = p.unreserve(&pod_ref("p1"), "node-a");
+        assert_eq!(
+            undo.len(),
+            1,
+            "only the reservedFor entry: p2 still uses the devices"
+        );
+    }
+
+    #[test]
+    fn post_filter_deallocates_an_unused_claim() {
+        let mut p = cluster();
+        let mut c = claim("c", 1);
+        c["status"] = json!({"allocation": {"devices": {"results": [
+            {"request": "gpu", "driver": "gpu.example.com", "pool": "node-a", "device": "gpu-0"}]},
+            "nodeSelector": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-a"]}]}]}}});
+        add(&mut p, ResourceKind::resource_claim(), c);
+        add(&mut p, ResourceKind::pod(), pod("p", "c"));
+        let r = p.post_filter(&pod_ref("p"), &[]);
+        assert_eq!(r.status.message(), REASON_DEALLOCATED);
+        assert_eq!(r.intents.len(), 1);
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.intents[0].body).unwrap()["status"],
+            json!({"allocation": null})
+        );
+    }
+
+    #[test]
+    fn score_prefers_nodes_where_the_first_subrequest_fits() {
+        let mut p = cluster();
+        add(
+            &mut p,
+            ResourceKind::resource_claim(),
+            json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": "fa", "namespace": "demo", "uid": "fa-uid"},
+            "spec": {"devices": {"requests": [{"name": "gpu", "firstAvailable": [
+                {"name": "two", "deviceClassName": "gpu.example.com", "count": 2},
+                {"name": "one", "deviceClassName": "gpu.example.com", "count": 1}]}]}}}),
+        );
+        // node-b has one GPU taken by another claim.
+        let mut other = claim("other", 1);
+        other["status"] = json!({"allocation": {"devices": {"results": [
+            {"request": "gpu", "driver": "gpu.example.com", "pool": "node-b", "device": "gpu-0"}]}}});
+        add(&mut p, ResourceKind::resource_claim(), other);
+        add(&mut p, ResourceKind::pod(), pod("p", "fa"));
+        p.pre_filter(&pod_ref("p"));
+        let nodes = ["node-a".to_string(), "node-b".to_string()];
+        assert!(
+            p.filter(&pod_ref("p"), &nodes)
+                .iter()
+                .all(Status::is_success)
+        );
+        assert_eq!(p.score(&pod_ref("p"), &nodes).unwrap(), [100, 50]);
+    }
+
+    #[test]
+    fn pending_allocation_for_another_pod_makes_the_pod_wait() {
+        let mut p = cluster();
+        add(&mut p, ResourceKind::resource_claim(), claim("shared", 1));
+        add(&mut p, ResourceKind::pod(), pod("p1", "shared"));
+        add(&mut p, ResourceKind::pod(), pod("p2", "shared"));
+        p.pre_filter(&pod_ref("p1"));
+        p.reserve(&pod_ref("p1"), "node-a").unwrap();
+        let s = p.pre_filter(&pod_ref("p2")).status;
+        assert!(
+            s.message().contains("in the process of being allocated"),
+            "{s:?}"
+        );
+    }
+
+    /// Native throughput of the plugin alone: `cargo test --release -p dra-plugin -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_cycles_per_second() {
+        let mut p = DraPlugin::new("{}").unwrap();
+        add(
+            &mut p,
+            ResourceKind::device_class(),
+            json!({"metadata": {"name": "gpu.example.com"},
+            "spec": {"selectors": [{"cel": {"expression": "device.driver == \"gpu.example.com\" && device.capacity[\"gpu.example.com\"].memory.compareTo(quantity(\"40Gi\")) >= 0"}}]}}),
+        );
+        let nodes: Vec<String> = (0..100).map(|i| format!("node-{i}")).collect();
+        for node in &nodes {
+            add(
+                &mut p,
+                ResourceKind::node(),
+                json!({"metadata": {"name": node}}),
+            );
+            let devices: Vec<Value> = (0..8).map(|i| json!({"name": format!("gpu-{i}"),
+                "attributes": {"model": {"string": "H100"}}, "capacity": {"memory": {"value": "80Gi"}}})).collect();
+            add(
+                &mut p,
+                ResourceKind::resource_slice(),
+                json!({"metadata": {"name": format!("{node}-gpu")},
+                "spec": {"driver": "gpu.example.com", "nodeName": node,
+                         "pool": {"name": node, "generation": 1, "resourceSliceCount": 1}, "devices": devices}}),
+            );
+        }
+        let n = 800;
+        let mut claims: Vec<Value> = Vec::new();
+        for i in 0..n {
+            let c = claim(&format!("c{i}"), 1);
+            add(&mut p, ResourceKind::resource_claim(), c.clone());
+            claims.push(c);
+            add(
+                &mut p,
+                ResourceKind::pod(),
+                pod(&format!("p{i}"), &format!("c{i}")),
+            );
+        }
+        let start = std::time::Instant::now();
+        for (i, c) in claims.iter_mut().enumerate() {
+            let pr = pod_ref(&format!("p{i}"));
+            assert!(p.pre_filter(&pr).status.is_success());
+            let st = p.filter(&pr, &nodes);
+            let feasible: Vec<String> = nodes
+                .iter()
+                .zip(&st)
+                .filter(|(_, s)| s.is_success())
+                .map(|(n, _)| n.clone())
+                .collect();
+            p.score(&pr, &feasible).unwrap();
+            let intents = p.reserve(&pr, &feasible[0]).unwrap();
+            assume(&mut p, c, &intents);
+        }
+        let el = start.elapsed();
+        eprintln!(
+            "{n} pods x 100 nodes: {:?} ({:.0} pods/s)",
+            el,
+            n as f64 / el.as_secs_f64()
+        );
+        assert_eq!(p.state.allocated.len(), n);
+    }
+}

@@ -1,0 +1,572 @@
+//! The plugin's view of the cluster, rebuilt from object events alone: pods (only what DRA
+//! needs), nodes (labels), ResourceClaims, DeviceClasses and ResourceSlices, plus the derived
+//! device inventory and the set of allocated devices.
+//!
+//! Every object is deserialized once per change. Pods and nodes go into small structs of their
+//! own (a full `Pod` is large and most of it is irrelevant here); claims, slices and classes use
+//! the k8s-openapi resource.k8s.io/v1 types.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::NodeSelector;
+use k8s_openapi::api::resource::v1::{
+    DeviceClaim, DeviceClass, ResourceClaim, ResourceSlice, ResourceSliceSpec,
+};
+use serde::Deserialize;
+use wasm_scheduler_sdk::{EventAction, ObjectEvent};
+
+use crate::inventory::{Inventory, device_key};
+
+/// The finalizer the scheduler puts on claims it allocates (upstream
+/// `resourceapi.Finalizer`).
+pub const FINALIZER: &str = "resource.kubernetes.io/delete-protection";
+
+/// The annotation the resourceclaim controller puts on generated claims, naming the pod claim.
+pub const POD_CLAIM_NAME_ANNOTATION: &str = "resource.kubernetes.io/pod-claim-name";
+
+/// A pod's entry in `spec.resourceClaims`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodClaim {
+    /// The name containers refer to.
+    pub name: String,
+    /// An existing claim shared with other pods.
+    #[serde(default)]
+    pub resource_claim_name: Option<String>,
+    /// A template a claim is generated from for this pod.
+    #[serde(default)]
+    pub resource_claim_template_name: Option<String>,
+}
+
+/// What DRA needs of a pod.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// `spec.nodeName`: set once bound.
+    pub node_name: Option<String>,
+    /// `spec.resourceClaims`.
+    pub claims: Vec<PodClaim>,
+    /// `status.resourceClaimStatuses`: pod claim name → generated claim name (`None`: no claim
+    /// is needed).
+    pub claim_statuses: HashMap<String, Option<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodJson {
+    metadata: MetaJson,
+    #[serde(default)]
+    spec: PodSpecJson,
+    #[serde(default)]
+    status: PodStatusJson,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct MetaJson {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PodSpecJson {
+    #[serde(default)]
+    node_name: Option<String>,
+    #[serde(default)]
+    resource_claims: Vec<PodClaim>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PodStatusJson {
+    #[serde(default)]
+    resource_claim_statuses: Vec<ClaimStatusJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimStatusJson {
+    name: String,
+    #[serde(default)]
+    resource_claim_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NodeJson {
+    metadata: MetaJson,
+}
+
+/// A pod (or other consumer) in a claim's `status.reservedFor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    /// `resource`, "pods" for pods.
+    pub resource: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+}
+
+/// A claim's `status.allocation`, reduced to what scheduling needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allocation {
+    /// Device keys (see [`device_key`]).
+    pub devices: Vec<String>,
+    /// Where the claim can be used.
+    pub node_selector: Option<NodeSelector>,
+}
+
+/// What DRA needs of a ResourceClaim.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// It carries [`FINALIZER`].
+    pub has_finalizer: bool,
+    /// UIDs of its owners (a generated claim is owned by its pod).
+    pub owners: Vec<String>,
+    /// For a claim generated from a template: the controlling pod's uid and the pod claim name
+    /// (annotation `resource.kubernetes.io/pod-claim-name`).
+    pub generated_for: Option<(String, String)>,
+    /// `spec.devices`.
+    pub spec: DeviceClaim,
+    /// `status.allocation`.
+    pub allocation: Option<Allocation>,
+    /// `status.reservedFor`.
+    pub reserved_for: Vec<Consumer>,
+}
+
+impl Claim {
+    /// True if `pod_uid` is in `reservedFor`.
+    pub fn is_reserved_for(&self, pod_uid: &str) -> bool {
+        self.reserved_for.iter().any(|c| c.uid == pod_uid)
+    }
+
+    fn from_object(c: ResourceClaim) -> Claim {
+        let status = c.status.unwrap_or_default();
+        Claim {
+            namespace: c.metadata.namespace.unwrap_or_default(),
+            name: c.metadata.name.unwrap_or_default(),
+            uid: c.metadata.uid.unwrap_or_default(),
+            deleting: c.metadata.deletion_timestamp.is_some(),
+            has_finalizer: c
+                .metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == FINALIZER),
+            generated_for: c
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true) && o.kind == "Pod")
+                .zip(
+                    c.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(POD_CLAIM_NAME_ANNOTATION)),
+                )
+                .map(|(o, n)| (o.uid.clone(), n.clone())),
+            owners: c
+                .metadata
+                .owner_references
+                .into_iter()
+                .flatten()
+                .map(|o| o.uid)
+                .collect(),
+            spec: c.spec.devices.unwrap_or_default(),
+            allocation: status.allocation.map(|a| Allocation {
+                devices: a
+                    .devices
+                    .into_iter()
+                    .flat_map(|d| d.results.into_iter().flatten())
+                    .map(|r| device_key(&r.driver, &r.pool, &r.device))
+                    .collect(),
+                node_selector: a.node_selector,
+            }),
+            reserved_for: status
+                .reserved_for
+                .into_iter()
+                .flatten()
+                .map(|r| Consumer {
+                    resource: r.resource,
+                    name: r.name,
+                    uid: r.uid,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Namespace and name of a namespaced object.
+pub type Key = (String, String);
+
+/// The cluster as the plugin sees it.
+#[derive(Default)]
+pub struct ClusterState {
+    /// Pods by UID.
+    pub pods: HashMap<String, Pod>,
+    /// Node labels by node name.
+    pub nodes: HashMap<String, BTreeMap<String, String>>,
+    /// Claims by namespace and name.
+    pub claims: HashMap<Key, Claim>,
+    /// Template names (namespace, name) that exist.
+    pub templates: HashSet<Key>,
+    /// Device class selectors (CEL expressions) by class name.
+    pub classes: HashMap<String, Vec<String>>,
+    /// ResourceSlice specs by slice name.
+    pub slices: HashMap<String, ResourceSliceSpec>,
+    /// How many claims hold each device (adminAccess allocations may share a device).
+    pub allocated: HashMap<String, u32>,
+    /// Generated claims by (pod uid, pod claim name).
+    generated: HashMap<(String, String), String>,
+    inventory: Inventory,
+    inventory_dirty: bool,
+}
+
+/// Which kind of object an event changed, for the plugin's bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// Nothing the plugin tracks (unknown kind or unparsable object).
+    Nothing,
+    /// A pod.
+    Pod,
+    /// A node.
+    Node,
+    /// A claim, with its uid and whether it was deleted.
+    Claim {
+        /// The claim's uid.
+        uid: String,
+        /// It was deleted.
+        gone: bool,
+    },
+    /// A ResourceSlice (device indices change).
+    Slices,
+    /// A DeviceClass or ResourceClaimTemplate.
+    Other,
+}
+
+impl ClusterState {
+    /// Applies one event. Returns what changed, or an error message for an object that does not
+    /// parse (it is then ignored, as a watch would skip it).
+    pub fn apply(&mut self, event: &ObjectEvent) -> Result<Changed, String> {
+        let deleted = event.action == EventAction::Deleted;
+        let err = |e: serde_json::Error| {
+            format!(
+                "{} {}: {e}",
+                event.resource.api_version, event.resource.kind
+            )
+        };
+        match (
+            event.resource.api_version.as_str(),
+            event.resource.kind.as_str(),
+        ) {
+            ("v1", "Pod") => {
+                let p: PodJson = serde_json::from_str(&event.object).map_err(err)?;
+                if deleted {
+                    self.pods.remove(&p.metadata.uid);
+                } else {
+                    let pod = Pod {
+                        namespace: p.metadata.namespace,
+                        name: p.metadata.name,
+                        uid: p.metadata.uid.clone(),
+                        node_name: p.spec.node_name.filter(|n| !n.is_empty()),
+                        claims: p.spec.resource_claims,
+                        claim_statuses: p
+                            .status
+                            .resource_claim_statuses
+                            .into_iter()
+                            .map(|s| (s.name, s.resource_claim_name))
+                            .collect(),
+                    };
+                    self.pods.insert(p.metadata.uid, pod);
+                }
+                Ok(Changed::Pod)
+            }
+            ("v1", "Node") => {
+                let n: NodeJson = serde_json::from_str(&event.object).map_err(err)?;
+                if deleted {
+                    self.nodes.remove(&n.metadata.name);
+                } else {
+                    self.nodes.insert(n.metadata.name, n.metadata.labels);
+                }
+                Ok(Changed::Node)
+            }
+            ("resource.k8s.io/v1", "ResourceClaim") => {
+                let c = Claim::from_object(serde_json::from_str(&event.object).map_err(err)?);
+                let key = (c.namespace.clone(), c.name.clone());
+                let mut replaced = None;
+                if let Some(old) = self.claims.remove(&key) {
+                    self.count_devices(&old, -1);
+                    if let Some(g) = &old.generated_for {
+                        self.generated.remove(g);
+                    }
+                    if old.uid != c.uid {
+                        replaced = Some(old.uid);
+                    }
+                }
+                let uid = c.uid.clone();
+                if !deleted {
+                    self.count_devices(&c, 1);
+                    if let Some(g) = &c.generated_for {
+                        self.generated.insert(g.clone(), c.name.clone());
+                    }
+                    self.claims.insert(key, c);
+                }
+                // A claim recreated under the same name: the old one is gone.
+                match replaced {
+                    Some(old_uid) => Ok(Changed::Claim {
+                        uid: old_uid,
+                        gone: true,
+                    }),
+                    None => Ok(Changed::Claim { uid, gone: deleted }),
+                }
+            }
+            ("resource.k8s.io/v1", "ResourceClaimTemplate") => {
+                let m: NodeJson = serde_json::from_str(&event.object).map_err(err)?;
+                let key = (m.metadata.namespace, m.metadata.name);
+                if deleted {
+                    self.templates.remove(&key);
+                } else {
+                    self.templates.insert(key);
+                }
+                Ok(Changed::Other)
+            }
+            ("resource.k8s.io/v1", "DeviceClass") => {
+                let c: DeviceClass = serde_json::from_str(&event.object).map_err(err)?;
+                let name = c.metadata.name.unwrap_or_default();
+                if deleted {
+                    self.classes.remove(&name);
+                } else {
+                    let exprs = c
+                        .spec
+                        .selectors
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s.cel)
+                        .map(|c| c.expression);
+                    self.classes.insert(name, exprs.collect());
+                }
+                Ok(Changed::Other)
+            }
+            ("resource.k8s.io/v1", "ResourceSlice") => {
+                let s: ResourceSlice = serde_json::from_str(&event.object).map_err(err)?;
+                let name = s.metadata.name.unwrap_or_default();
+                if deleted {
+                    self.slices.remove(&name);
+                } else {
+                    self.slices.insert(name, s.spec);
+                }
+                self.inventory_dirty = true;
+                Ok(Changed::Slices)
+            }
+            _ => Ok(Changed::Nothing),
+        }
+    }
+
+    /// The names of the ResourceClaims `pod` uses, in spec order; entries whose template produced
+    /// no claim are skipped.
+    ///
+    /// A template's claim is named in `pod.status.resourceClaimStatuses` (as upstream reads it).
+    /// Until that status update is seen, the claim generated for the pod is found by its
+    /// controller owner reference and `resource.kubernetes.io/pod-claim-name` annotation, so the
+    /// pod does not wait on its own status update.
+    ///
+    /// # Errors
+    /// The pod claim whose generated claim does not exist yet.
+    pub fn claim_names<'a>(&'a self, pod: &'a Pod) -> Result<Vec<&'a str>, &'a PodClaim> {
+        let mut out = Vec::with_capacity(pod.claims.len());
+        for c in &pod.claims {
+            if let Some(n) = &c.resource_claim_name {
+                out.push(n.as_str());
+            } else if c.resource_claim_template_name.is_some() {
+                match pod.claim_statuses.get(&c.name) {
+                    Some(Some(n)) => out.push(n.as_str()),
+                    Some(None) => {}
+                    None => match self.generated.get(&(pod.uid.clone(), c.name.clone())) {
+                        Some(n) => out.push(n.as_str()),
+                        None => return Err(c),
+                    },
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn count_devices(&mut self, c: &Claim, delta: i32) {
+        for d in c.allocation.iter().flat_map(|a| &a.devices) {
+            let n = self.allocated.entry(d.clone()).or_default();
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                self.allocated.remove(d);
+            }
+        }
+    }
+
+    /// The device inventory, rebuilt if slices changed since the last call. Returns whether it
+    /// was rebuilt (device indices changed).
+    pub fn refresh_inventory(&mut self) -> bool {
+        if !self.inventory_dirty {
+            return false;
+        }
+        self.inventory = Inventory::build(self.slices.iter().map(|(n, s)| (n.as_str(), s)));
+        self.inventory_dirty = false;
+        true
+    }
+
+    /// The inventory as of the last [`ClusterState::refresh_inventory`].
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_scheduler_sdk::ResourceKind;
+
+    fn ev(action: EventAction, resource: ResourceKind, object: serde_json::Value) -> ObjectEvent {
+        ObjectEvent {
+            action,
+            resource,
+            object: object.to_string(),
+        }
+    }
+
+    #[test]
+    fn tracks_pods_with_claims_from_names_and_templates() {
+        let mut s = ClusterState::default();
+        let pod = serde_json::json!({
+            "metadata": {"name": "p", "namespace": "demo", "uid": "u1"},
+            "spec": {"containers": [], "resourceClaims": [
+                {"name": "a", "resourceClaimName": "shared"},
+                {"name": "b", "resourceClaimTemplateName": "gpu-template"}]},
+            "status": {"phase": "Pending"}
+        });
+        s.apply(&ev(EventAction::Added, ResourceKind::pod(), pod.clone()))
+            .unwrap();
+        let err = s.claim_names(&s.pods["u1"]).unwrap_err();
+        assert_eq!(err.name, "b");
+        let mut pod2 = pod;
+        pod2["status"]["resourceClaimStatuses"] =
+            serde_json::json!([{"name": "b", "resourceClaimName": "p-b-xyz"}]);
+        s.apply(&ev(
+            EventAction::Modified,
+            ResourceKind::pod(),
+            pod2.clone(),
+        ))
+        .unwrap();
+        assert_eq!(s.claim_names(&s.pods["u1"]).unwrap(), ["shared", "p-b-xyz"]);
+        s.apply(&ev(EventAction::Deleted, ResourceKind::pod(), pod2))
+            .unwrap();
+        assert!(s.pods.is_empty());
+    }
+
+    #[test]
+    fn counts_allocated_devices_across_claim_updates() {
+        let mut s = ClusterState::default();
+        let claim = |alloc: bool| {
+            let mut c = serde_json::json!({
+                "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                "metadata": {"name": "c", "namespace": "demo", "uid": "cu"},
+                "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu"}}]}},
+                "status": {}
+            });
+            if alloc {
+                c["status"] = serde_json::json!({"allocation": {"devices": {"results": [
+                    {"request": "gpu", "driver": "gpu.example.com", "pool": "node-a", "device": "gpu-0"}]}},
+                    "reservedFor": [{"resource": "pods", "name": "p", "uid": "pu"}]});
+            }
+            c
+        };
+        let changed = s
+            .apply(&ev(
+                EventAction::Added,
+                ResourceKind::resource_claim(),
+                claim(false),
+            ))
+            .unwrap();
+        assert_eq!(
+            changed,
+            Changed::Claim {
+                uid: "cu".into(),
+                gone: false
+            }
+        );
+        assert!(s.allocated.is_empty());
+        s.apply(&ev(
+            EventAction::Modified,
+            ResourceKind::resource_claim(),
+            claim(true),
+        ))
+        .unwrap();
+        assert_eq!(s.allocated.len(), 1);
+        assert!(s.claims[&("demo".to_string(), "c".to_string())].is_reserved_for("pu"));
+        s.apply(&ev(
+            EventAction::Modified,
+            ResourceKind::resource_claim(),
+            claim(true),
+        ))
+        .unwrap();
+        assert_eq!(s.allocated.values().copied().collect::<Vec<_>>(), [1]);
+        s.apply(&ev(
+            EventAction::Deleted,
+            ResourceKind::resource_claim(),
+            claim(true),
+        ))
+        .unwrap();
+        assert!(s.allocated.is_empty());
+    }
+
+    #[test]
+    fn finds_a_generated_claim_before_the_pod_status_names_it() {
+        let mut s = ClusterState::default();
+        let pod = serde_json::json!({
+            "metadata": {"name": "p", "namespace": "demo", "uid": "u1"},
+            "spec": {"resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": "t"}]}
+        });
+        s.apply(&ev(EventAction::Added, ResourceKind::pod(), pod))
+            .unwrap();
+        assert!(s.claim_names(&s.pods["u1"]).is_err());
+        let claim = serde_json::json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": "p-gpu-abcde", "namespace": "demo", "uid": "cu",
+                "annotations": {"resource.kubernetes.io/pod-claim-name": "gpu"},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "p", "uid": "u1", "controller": true}]},
+            "spec": {"devices": {"requests": []}}
+        });
+        s.apply(&ev(
+            EventAction::Added,
+            ResourceKind::resource_claim(),
+            claim.clone(),
+        ))
+        .unwrap();
+        assert_eq!(s.claim_names(&s.pods["u1"]).unwrap(), ["p-gpu-abcde"]);
+        s.apply(&ev(
+            EventAction::Deleted,
+            ResourceKind::resource_claim(),
+            claim,
+        ))
+        .unwrap();
+        assert!(s.claim_names(&s.pods["u1"]).is_err());
+    }
+}

@@ -1,0 +1,932 @@
+//! DRA end to end: the `DynamicResources` plugin (natively registered, and as a Wasm component)
+//! in the real scheduler against the embedded API server. Every test ends with
+//! [`check_dra_invariants`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use embedded_apiserver::ApiServer;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::resource::v1::ResourceClaim;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use serde_json::{Value, json};
+use wasm_scheduler::config::SchedulerConfig;
+use wasm_scheduler::framework::ResourceKind;
+use wasm_scheduler::metrics::Metrics;
+use wasm_scheduler::plugins::Registry;
+use wasm_scheduler::scheduler::{Scheduler, build};
+use wasm_scheduler::wasm::NativeSdkPlugin;
+
+const NS: &str = "demo";
+const GPU: &str = "gpu.example.com";
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Invariants
+
+/// The cluster-wide DRA invariants, checked against the API server:
+/// 1. no device (driver/pool/device) is in two allocations (adminAccess results excepted);
+/// 2. every bound pod that uses a claim is in the claim's `reservedFor`, and the claim's
+///    allocation is usable from the pod's node;
+/// 3. every `reservedFor` entry names a pod that exists and is bound, or is in flight (`in_flight`
+///    holds uids of pods still in their binding cycle; empty once the scheduler is idle).
+///
+/// # Errors
+/// A message listing every violation.
+pub async fn check_dra_invariants(
+    client: &kube::Client,
+    in_flight: &HashSet<String>,
+) -> Result<(), String> {
+    let claims: Vec<ResourceClaim> = Api::<ResourceClaim>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items;
+    let pods: Vec<Pod> = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items;
+    let mut problems = Vec::new();
+    let mut owner: HashMap<(String, String, String), String> = HashMap::new();
+    let mut by_key: HashMap<(String, String), &ResourceClaim> = HashMap::new();
+    for c in &claims {
+        let name = format!(
+            "{}/{}",
+            c.metadata.namespace.as_deref().unwrap_or(""),
+            c.metadata.name.as_deref().unwrap_or("")
+        );
+        by_key.insert(
+            (
+                c.metadata.namespace.clone().unwrap_or_default(),
+                c.metadata.name.clone().unwrap_or_default(),
+            ),
+            c,
+        );
+        let results = c
+            .status
+            .iter()
+            .flat_map(|s| s.allocation.iter())
+            .flat_map(|a| a.devices.iter())
+            .flat_map(|d| d.results.iter().flatten());
+        for r in results {
+            if r.admin_access == Some(true) {
+                continue;
+            }
+            let dev = (r.driver.clone(), r.pool.clone(), r.device.clone());
+            if let Some(other) = owner.insert(dev.clone(), name.clone())
+                && other != name
+            {
+                problems.push(format!(
+                    "device {dev:?} is allocated to both {other} and {name}"
+                ));
+            }
+        }
+    }
+    let mut pod_by_uid: HashMap<&str, &Pod> = HashMap::new();
+    for p in &pods {
+        pod_by_uid.insert(p.metadata.uid.as_deref().unwrap_or(""), p);
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+            continue;
+        };
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        for name in pod_claim_names(p) {
+            let pod_name = p.metadata.name.as_deref().unwrap_or("");
+            let Some(c) = by_key.get(&(ns.clone(), name.clone())) else {
+                problems.push(format!(
+                    "bound pod {ns}/{pod_name} uses missing claim {name}"
+                ));
+                continue;
+            };
+            let status = c.status.clone().unwrap_or_default();
+            let reserved = status
+                .reserved_for
+                .iter()
+                .flatten()
+                .any(|r| Some(r.uid.as_str()) == p.metadata.uid.as_deref());
+            if !reserved {
+                problems.push(format!(
+                    "bound pod {ns}/{pod_name} is not in reservedFor of claim {name}"
+                ));
+            }
+            match status.allocation {
+                None => problems.push(format!(
+                    "bound pod {ns}/{pod_name} uses unallocated claim {name}"
+                )),
+                Some(a) => {
+                    let ok = a.node_selector.as_ref().is_none_or(|s| {
+                        s.node_selector_terms.iter().any(|t| {
+                            t.match_fields.iter().flatten().all(|f| {
+                                f.key == "metadata.name"
+                                    && f.values.iter().flatten().any(|v| v == node)
+                            })
+                        })
+                    });
+                    if !ok {
+                        problems.push(format!("claim {name} is allocated for another node than {node} of pod {pod_name}"));
+                    }
+                }
+            }
+        }
+    }
+    for c in &claims {
+        let name = c.metadata.name.as_deref().unwrap_or("");
+        for r in c
+            .status
+            .iter()
+            .flat_map(|s| s.reserved_for.iter().flatten())
+        {
+            let bound = pod_by_uid
+                .get(r.uid.as_str())
+                .is_some_and(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some());
+            if !bound && !in_flight.contains(&r.uid) {
+                problems.push(format!(
+                    "claim {name} is reserved for {} ({}), which is neither bound nor in flight",
+                    r.name, r.uid
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// Claims a pod uses: named ones, and generated ones recorded in its status.
+fn pod_claim_names(p: &Pod) -> Vec<String> {
+    let statuses: HashMap<&str, Option<&str>> = p
+        .status
+        .iter()
+        .flat_map(|s| s.resource_claim_statuses.iter().flatten())
+        .map(|s| (s.name.as_str(), s.resource_claim_name.as_deref()))
+        .collect();
+    p.spec
+        .iter()
+        .flat_map(|s| s.resource_claims.iter().flatten())
+        .filter_map(
+            |c| match (&c.resource_claim_name, &c.resource_claim_template_name) {
+                (Some(n), _) => Some(n.clone()),
+                (None, Some(_)) => statuses
+                    .get(c.name.as_str())
+                    .copied()
+                    .flatten()
+                    .map(str::to_owned),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster helpers
+
+/// How the plugin runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `DraPlugin` compiled into the host.
+    Native,
+    /// `dra_plugin.wasm` as a Wasm component.
+    Wasm,
+}
+
+struct Cluster {
+    server: ApiServer,
+    client: kube::Client,
+    sched: Scheduler,
+}
+
+impl Cluster {
+    async fn start(mode: Mode, extra_config: &str) -> Cluster {
+        init_tracing();
+        let server = ApiServer::new();
+        let client = server.client();
+        let mut config_yaml = String::from(
+            "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n",
+        );
+        config_yaml.push_str(extra_config);
+        let mut registry = Registry::with_builtins();
+        match mode {
+            Mode::Native => {
+                registry
+                    .register(
+                        dra_plugin::NAME,
+                        NativeSdkPlugin::<dra_plugin::DraPlugin>::factory(dra_plugin::NAME),
+                    )
+                    .expect("register DynamicResources");
+            }
+            Mode::Wasm => {
+                let path = wasm_path();
+                config_yaml.push_str(&format!(
+                    "wasmPlugins:\n  - name: {}\n    path: {}\n",
+                    dra_plugin::NAME,
+                    path.display()
+                ));
+            }
+        }
+        let config = SchedulerConfig::from_yaml_str("dra-test.yaml", &config_yaml).expect("config");
+        let sched = build(client.clone(), &config, registry, Arc::new(Metrics::new()))
+            .await
+            .expect("scheduler");
+        Cluster {
+            server,
+            client,
+            sched,
+        }
+    }
+
+    async fn load(&self, docs: &[Value]) {
+        let yaml: Vec<String> = docs.iter().map(|d| d.to_string()).collect();
+        self.server
+            .load_manifest_str("test", &yaml.join("\n---\n"))
+            .await
+            .expect("manifests load");
+    }
+
+    async fn idle(&self) {
+        tokio::time::timeout(TIMEOUT, self.sched.wait_idle())
+            .await
+            .expect("scheduler did not become idle");
+    }
+
+    async fn pods(&self) -> Vec<Pod> {
+        Api::<Pod>::namespaced(self.client.clone(), NS)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn bound(&self) -> BTreeMap<String, String> {
+        self.pods()
+            .await
+            .into_iter()
+            .filter_map(|p| Some((p.metadata.name?, p.spec?.node_name?)))
+            .collect()
+    }
+
+    async fn claim(&self, name: &str) -> ResourceClaim {
+        Api::<ResourceClaim>::namespaced(self.client.clone(), NS)
+            .get(name)
+            .await
+            .unwrap()
+    }
+
+    /// The claim a pod uses for its (only) pod claim.
+    async fn claim_of(&self, pod: &str) -> ResourceClaim {
+        let p = Api::<Pod>::namespaced(self.client.clone(), NS)
+            .get(pod)
+            .await
+            .unwrap();
+        let name = pod_claim_names(&p).pop().expect("pod has a claim");
+        self.claim(&name).await
+    }
+
+    /// Waits until `n` pods of the namespace are bound.
+    async fn wait_bound(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while self.bound().await.len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} pods not bound within {TIMEOUT:?}; outcomes: {:#?}",
+                self.sched.outcomes()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn invariants(&self) {
+        self.idle().await;
+        check_dra_invariants(&self.client, &HashSet::new())
+            .await
+            .unwrap_or_else(|e| panic!("DRA invariants:\n{e}"));
+    }
+
+    /// The scheduler's last message for an unbound pod.
+    fn message(&self, pod: &str) -> String {
+        self.sched
+            .outcomes()
+            .into_iter()
+            .find(|o| o.namespace == NS && o.name == pod)
+            .and_then(|o| o.message)
+            .unwrap_or_default()
+    }
+}
+
+/// Polls a condition (every 20 ms, up to [`TIMEOUT`]).
+async fn wait_for<F, Fut>(mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// The Wasm build of the plugin (`cargo build --release --target wasm32-wasip2 -p dra-plugin`).
+fn wasm_path() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = root.join("target/wasm32-wasip2/release/dra_plugin.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release --target wasm32-wasip2 -p dra-plugin` first",
+        path.display()
+    );
+    path
+}
+
+// ---------------------------------------------------------------------------------------------
+// Object builders (JSON is YAML, so these go straight into load_manifest_str)
+
+fn namespace() -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+}
+
+fn node(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+           "status": {"capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+                      "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"}}})
+}
+
+fn class(name: &str, expr: &str) -> Value {
+    json!({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": name},
+           "spec": {"selectors": [{"cel": {"expression": expr}}]}})
+}
+
+fn gpu_class() -> Value {
+    class(GPU, &format!("device.driver == \"{GPU}\""))
+}
+
+/// A node-local slice of `driver` with the given devices (`{"name": ..., "attributes": ..., "capacity": ...}`).
+fn slice(name: &str, driver: &str, node: &str, devices: Vec<Value>) -> Value {
+    json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": name},
+           "spec": {"driver": driver, "nodeName": node, "pool": {"name": format!("{node}-{driver}"), "generation": 1, "resourceSliceCount": 1},
+                    "devices": devices}})
+}
+
+/// `n` plain GPUs `gpu-0..n` on `node`.
+fn gpus(node: &str, n: usize) -> Value {
+    slice(
+        &format!("{node}-gpus"),
+        GPU,
+        node,
+        (0..n)
+            .map(|i| json!({"name": format!("gpu-{i}")}))
+            .collect(),
+    )
+}
+
+fn claim(name: &str, requests: Value) -> Value {
+    json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": name, "namespace": NS},
+           "spec": {"devices": {"requests": requests}}})
+}
+
+fn exact(name: &str, class: &str, count: i64) -> Value {
+    json!({"name": name, "exactly": {"deviceClassName": class, "allocationMode": "ExactCount", "count": count}})
+}
+
+fn template(name: &str, requests: Value) -> Value {
+    json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": name, "namespace": NS},
+           "spec": {"spec": {"devices": {"requests": requests}}}})
+}
+
+fn pod_with(name: &str, claim_ref: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
+           "spec": {"resourceClaims": [claim_ref],
+                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10", "resources": {"claims": [{"name": "dev"}]}}]}})
+}
+
+fn pod_using_claim(name: &str, claim: &str) -> Value {
+    pod_with(name, json!({"name": "dev", "resourceClaimName": claim}))
+}
+
+fn pod_using_template(name: &str, template: &str) -> Value {
+    pod_with(
+        name,
+        json!({"name": "dev", "resourceClaimTemplateName": template}),
+    )
+}
+
+/// `(request, device)` of a claim's allocation.
+fn results(c: &ResourceClaim) -> Vec<(String, String)> {
+    c.status
+        .iter()
+        .flat_map(|s| s.allocation.iter())
+        .flat_map(|a| a.devices.iter())
+        .flat_map(|d| d.results.iter().flatten())
+        .map(|r| (r.request.clone(), r.device.clone()))
+        .collect()
+}
+
+fn reserved_uids(c: &ResourceClaim) -> HashSet<String> {
+    c.status
+        .iter()
+        .flat_map(|s| s.reserved_for.iter().flatten())
+        .map(|r| r.uid.clone())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+async fn claims_from_templates_are_allocated_one_device_each(mode: Mode) {
+    let c = Cluster::start(mode, "").await;
+    let mut docs = vec![
+        namespace(),
+        node("node-a"),
+        node("node-b"),
+        gpu_class(),
+        gpus("node-a", 2),
+        gpus("node-b", 2),
+    ];
+    docs.push(template("one-gpu", json!([exact("gpu", GPU, 1)])));
+    docs.extend((0..4).map(|i| pod_using_template(&format!("p{i}"), "one-gpu")));
+    c.load(&docs).await;
+    c.wait_bound(4).await;
+    let mut devices = HashSet::new();
+    for i in 0..4 {
+        let claim = c.claim_of(&format!("p{i}")).await;
+        let r = results(&claim);
+        assert_eq!(r.len(), 1, "{r:?}");
+        let alloc = claim.status.as_ref().unwrap().allocation.as_ref().unwrap();
+        let node = &alloc.node_selector.as_ref().unwrap().node_selector_terms[0]
+            .match_fields
+            .as_ref()
+            .unwrap()[0]
+            .values
+            .as_ref()
+            .unwrap()[0];
+        devices.insert((node.clone(), r[0].1.clone()));
+        assert!(
+            claim
+                .metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == "resource.kubernetes.io/delete-protection")
+        );
+        assert_eq!(c.bound().await[&format!("p{i}")], *node);
+    }
+    assert_eq!(devices.len(), 4, "four distinct devices");
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_for_claims_from_templates() {
+    claims_from_templates_are_allocated_one_device_each(Mode::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_for_claims_from_templates_as_wasm_component() {
+    claims_from_templates_are_allocated_one_device_each(Mode::Wasm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_when_50_pods_share_one_claim() {
+    let c = Cluster::start(Mode::Native, "").await;
+    let mut docs = vec![
+        namespace(),
+        node("node-a"),
+        node("node-b"),
+        gpu_class(),
+        gpus("node-a", 1),
+        gpus("node-b", 1),
+    ];
+    docs.push(claim("shared", json!([exact("gpu", GPU, 1)])));
+    docs.extend((0..50).map(|i| pod_using_claim(&format!("p{i:02}"), "shared")));
+    c.load(&docs).await;
+    c.wait_bound(50).await;
+    c.idle().await;
+    let claim = c.claim("shared").await;
+    let pod_uids: HashSet<String> = c
+        .pods()
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.uid)
+        .collect();
+    assert_eq!(
+        reserved_uids(&claim),
+        pod_uids,
+        "reservedFor lists exactly the 50 pods"
+    );
+    assert_eq!(results(&claim).len(), 1);
+    let nodes: HashSet<String> = c.bound().await.into_values().collect();
+    assert_eq!(nodes.len(), 1, "all pods follow the claim's node");
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_when_pods_outnumber_devices_until_a_slice_adds_more() {
+    let c = Cluster::start(Mode::Native, "").await;
+    let mut docs = vec![
+        namespace(),
+        node("node-a"),
+        node("node-b"),
+        node("node-c"),
+        gpu_class(),
+        gpus("node-a", 2),
+        gpus("node-b", 1),
+    ];
+    docs.push(template("one-gpu", json!([exact("gpu", GPU, 1)])));
+    docs.extend((0..5).map(|i| pod_using_template(&format!("p{i}"), "one-gpu")));
+    c.load(&docs).await;
+    c.wait_bound(3).await;
+    c.idle().await;
+    assert_eq!(c.bound().await.len(), 3);
+    let unbound: Vec<String> = c
+        .pods()
+        .await
+        .into_iter()
+        .filter(|p| p.spec.as_ref().unwrap().node_name.is_none())
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(unbound.len(), 2);
+    for p in &unbound {
+        let m = c.message(p);
+        assert!(m.contains("cannot allocate all claims"), "{p}: {m}");
+    }
+    c.invariants().await;
+    // A driver publishes two more devices on node-c: the waiting pods get them.
+    c.load(&[gpus("node-c", 2)]).await;
+    c.wait_bound(5).await;
+    for p in &unbound {
+        assert_eq!(c.bound().await[p], "node-c");
+    }
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_with_cel_selectors_on_attributes_and_capacity() {
+    let c = Cluster::start(Mode::Native, "").await;
+    let dev = |name: &str, model: &str, mem: &str, version: &str| {
+        json!({"name": name, "attributes": {"model": {"string": model}, "driverVersion": {"version": version}},
+               "capacity": {"memory": {"value": mem}}})
+    };
+    let docs = vec![
+        namespace(),
+        node("node-a"),
+        node("node-b"),
+        gpu_class(),
+        class(
+            "large.gpu.example.com",
+            &format!(
+                "device.driver == \"{GPU}\" && device.capacity[\"{GPU}\"].memory.compareTo(quantity(\"40Gi\")) >= 0"
+            ),
+        ),
+        slice(
+            "a",
+            GPU,
+            "node-a",
+            vec![
+                dev("gpu-0", "L4", "24Gi", "1.1.0"),
+                dev("gpu-1", "A100", "40Gi", "1.1.0"),
+            ],
+        ),
+        slice(
+            "b",
+            GPU,
+            "node-b",
+            vec![
+                dev("gpu-0", "H100", "80Gi", "1.2.3"),
+                dev("gpu-1", "H100", "80Gi", "1.3.0"),
+            ],
+        ),
+        claim("large", json!([exact("gpu", "large.gpu.example.com", 1)])),
+        claim(
+            "h100-new-driver",
+            json!([{"name": "gpu", "exactly": {"deviceClassName": GPU, "selectors": [
+            {"cel": {"expression": format!("device.attributes[\"{GPU}\"].model == \"H100\" && device.attributes[\"{GPU}\"].driverVersion.isGreaterThan(semver(\"1.2.5\"))")}}]}}]),
+        ),
+        claim(
+            "l4",
+            json!([{"name": "gpu", "exactly": {"deviceClassName": GPU, "selectors": [
+            {"cel": {"expression": format!("device.capacity[\"{GPU}\"].memory.isLessThan(quantity(\"30Gi\"))")}}]}}]),
+        ),
+        claim(
+            "nothing",
+            json!([{"name": "gpu", "exactly": {"deviceClassName": GPU, "selectors": [
+            {"cel": {"expression": format!("device.attributes[\"{GPU}\"].model == \"TPU\"")}}]}}]),
+        ),
+        pod_using_claim("large", "large"),
+        pod_using_claim("h100-new-driver", "h100-new-driver"),
+        pod_using_claim("l4", "l4"),
+        pod_using_claim("nothing", "nothing"),
+    ];
+    c.load(&docs).await;
+    c.wait_bound(3).await;
+    c.idle().await;
+    let bound = c.bound().await;
+    assert_eq!(
+        results(&c.claim("h100-new-driver").await),
+        [("gpu".to_string(), "gpu-1".to_string())]
+    );
+    assert_eq!(bound["h100-new-driver"], "node-b");
+    assert_eq!(
+        results(&c.claim("l4").await),
+        [("gpu".to_string(), "gpu-0".to_string())]
+    );
+    assert_eq!(bound["l4"], "node-a");
+    // 40Gi (A100 on node-a) or 80Gi (node-b gpu-0) qualify; never the 24Gi L4.
+    let large = (
+        bound["large"].clone(),
+        results(&c.claim("large").await)[0].1.clone(),
+    );
+    assert!(
+        large == ("node-a".into(), "gpu-1".into()) || large == ("node-b".into(), "gpu-0".into()),
+        "{large:?}"
+    );
+    assert!(!bound.contains_key("nothing"));
+    assert!(
+        c.message("nothing").contains("cannot allocate all claims"),
+        "{}",
+        c.message("nothing")
+    );
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_with_all_allocation_mode() {
+    let c = Cluster::start(Mode::Native, "").await;
+    let all = |name: &str| json!([{"name": name, "exactly": {"deviceClassName": GPU, "allocationMode": "All"}}]);
+    let docs = vec![
+        namespace(),
+        node("node-a"),
+        node("node-b"),
+        gpu_class(),
+        gpus("node-a", 3),
+        gpus("node-b", 2),
+        claim("all-1", all("gpus")),
+        claim("all-2", all("gpus")),
+        claim("all-3", all("gpus")),
+        pod_using_claim("p1", "all-1"),
+        pod_using_claim("p2", "all-2"),
+        pod_using_claim("p3", "all-3"),
+    ];
+    c.load(&docs).await;
+    c.wait_bound(2).await;
+    c.idle().await;
+    let bound = c.bound().await;
+    assert_eq!(
+        bound.len(),
+        2,
+        "each node's devices go to one All claim: {bound:?}"
+    );
+    let mut sizes: Vec<usize> = Vec::new();
+    for (pod, node) in &bound {
+        let r = results(&c.claim(&format!("all-{}", &pod[1..])).await);
+        sizes.push(r.len());
+        assert_eq!(r.len(), if node == "node-a" { 3 } else { 2 });
+    }
+    sizes.sort();
+    assert_eq!(sizes, [2, 3]);
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_with_match_attribute_across_two_requests() {
+    let c = Cluster::start(Mode::Native, "").await;
+    let numa = |name: &str, n: i64| json!({"name": name, "attributes": {"numa.example.com/node": {"int": n}}});
+    let nic = "nic.example.com";
+    let docs = vec![
+        namespace(),
+        node("node-a"),
+        gpu_class(),
+        class(nic, &format!("device.driver == \"{nic}\"")),
+        slice(
+            "a-gpus",
+            GPU,
+            "node-a",
+            vec![numa("gpu-0", 0), numa("gpu-1", 1)],
+        ),
+        slice(
+            "a-nics",
+            nic,
+            "node-a",
+            vec![numa("nic-0", 1), numa("nic-1", 0)],
+        ),
+        json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": "aligned", "namespace": NS},
+               "spec": {"devices": {"requests": [exact("gpu", GPU, 1), exact("nic", nic, 1)],
+                        "constraints": [{"matchAttribute": "numa.example.com/node", "requests": ["gpu", "nic"]}]}}}),
+        pod_using_claim("p", "aligned"),
+    ];
+    c.load(&docs).await;
+    c.wait_bound(1).await;
+    let r = results(&c.claim("aligned").await);
+    assert_eq!(
+        r,
+        [
+            ("gpu".to_string(), "gpu-0".to_string()),
+            ("nic".to_string(), "nic-1".to_string())
+        ],
+        "both on NUMA node 0"
+    );
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_with_first_available_subrequests() {
+    let c = Cluster::start(Mode::Native, "").await;
+    let fa = json!([{"name": "gpu", "firstAvailable": [
+        {"name": "two", "deviceClassName": GPU, "count": 2},
+        {"name": "one", "deviceClassName": GPU, "count": 1}]}]);
+    let docs = vec![
+        namespace(),
+        node("node-a"),
+        gpu_class(),
+        gpus("node-a", 3),
+        claim("first", fa.clone()),
+        pod_using_claim("first", "first"),
+    ];
+    c.load(&docs).await;
+    c.wait_bound(1).await;
+    let r = results(&c.claim("first").await);
+    assert_eq!(
+        r.iter().map(|(req, _)| req.as_str()).collect::<Vec<_>>(),
+        ["gpu/two", "gpu/two"]
+    );
+    // One GPU is left: the next claim falls back to its second subrequest.
+    c.load(&[claim("second", fa), pod_using_claim("second", "second")])
+        .await;
+    c.wait_bound(2).await;
+    assert_eq!(
+        results(&c.claim("second").await),
+        [("gpu/one".to_string(), "gpu-2".to_string())]
+    );
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_for_is_capped_at_256_pods() {
+    let c = Cluster::start(Mode::Native, "").await;
+    let mut docs = vec![
+        namespace(),
+        node("node-a"),
+        gpu_class(),
+        gpus("node-a", 1),
+        claim("shared", json!([exact("gpu", GPU, 1)])),
+    ];
+    docs.extend((0..257).map(|i| pod_using_claim(&format!("p{i:03}"), "shared")));
+    c.load(&docs).await;
+    c.wait_bound(256).await;
+    c.invariants().await;
+    let bound = c.bound().await;
+    assert_eq!(
+        bound.len(),
+        256,
+        "outcomes: {:#?}",
+        c.sched
+            .outcomes()
+            .iter()
+            .filter(|o| o.attempts > 1)
+            .collect::<Vec<_>>()
+    );
+    let left: Vec<String> = c
+        .pods()
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .filter(|n| !bound.contains_key(n))
+        .collect();
+    assert_eq!(left.len(), 1);
+    assert!(
+        c.message(&left[0]).contains("resourceclaim in use"),
+        "{}",
+        c.message(&left[0])
+    );
+    assert_eq!(reserved_uids(&c.claim("shared").await).len(), 256);
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_when_the_claim_is_replaced_between_reserve_and_prebind() {
+    // GangPermit holds the pod at Permit (after Reserve, before PreBind) until a second member
+    // of its group exists.
+    let config = "profiles:\n  - schedulerName: default-scheduler\n    plugins:\n      permit:\n        enabled: [{name: GangPermit}]\n    pluginConfig:\n      - name: GangPermit\n        args: {minMember: 2, timeoutSeconds: 120}\n";
+    let c = Cluster::start(Mode::Native, config).await;
+    let mut p1 = pod_using_claim("p1", "c");
+    p1["metadata"]["labels"] = json!({"pod-group": "g"});
+    c.load(&[
+        namespace(),
+        node("node-a"),
+        gpu_class(),
+        gpus("node-a", 2),
+        claim("c", json!([exact("gpu", GPU, 1)])),
+        p1,
+    ])
+    .await;
+    let claims = Api::<ResourceClaim>::namespaced(c.client.clone(), NS);
+    let old_uid = claims.get("c").await.unwrap().metadata.uid.unwrap();
+    let p1_uid = Api::<Pod>::namespaced(c.client.clone(), NS)
+        .get("p1")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    // Wait until the scheduler assumed the reservation (Reserve ran; PreBind has not).
+    wait_for(|| async {
+        c.sched
+            .cache()
+            .object(&ResourceKind::resource_claim(), Some(NS), "c")
+            .is_some_and(|o| {
+                o["status"]["reservedFor"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|e| e["uid"] == p1_uid.as_str()))
+            })
+    })
+    .await;
+    assert!(
+        reserved_uids(&claims.get("c").await.unwrap()).is_empty(),
+        "nothing written before PreBind"
+    );
+    // Replace the claim: same name, new uid.
+    claims.delete("c", &DeleteParams::default()).await.unwrap();
+    let new: ResourceClaim =
+        serde_json::from_value(claim("c", json!([exact("gpu", GPU, 1)]))).unwrap();
+    let new_uid = claims
+        .create(&PostParams::default(), &new)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    assert_ne!(old_uid, new_uid);
+    // The second gang member lets p1 through Permit: its patches carry the old uid and fail, Unreserve
+    // runs, and the next attempt uses the new claim.
+    let p2 = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p2", "namespace": NS, "labels": {"pod-group": "g"}},
+                        "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}});
+    c.load(&[p2]).await;
+    c.wait_bound(2).await;
+    c.idle().await;
+    let claim_now = claims.get("c").await.unwrap();
+    assert_eq!(claim_now.metadata.uid.as_deref(), Some(new_uid.as_str()));
+    assert_eq!(reserved_uids(&claim_now), HashSet::from([p1_uid]));
+    assert_eq!(results(&claim_now).len(), 1);
+    let p1 = c
+        .sched
+        .outcomes()
+        .into_iter()
+        .find(|o| o.name == "p1")
+        .unwrap();
+    assert!(
+        p1.attempts >= 2,
+        "the first binding cycle must fail on the uid guard: {p1:?}"
+    );
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_for_the_gpu_cluster_example() {
+    let c = Cluster::start(Mode::Native, "").await;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/dra-gpu-cluster.yaml");
+    c.server
+        .load_manifests(&[path])
+        .await
+        .expect("example loads");
+    c.wait_bound(8).await;
+    c.idle().await;
+    let bound = c.bound().await;
+    for p in [
+        "train-0", "train-1", "train-2", "train-3", "infer-0", "infer-1", "infer-2", "notebook",
+    ] {
+        assert!(bound.contains_key(p), "{p} not bound: {}", c.message(p));
+    }
+    assert!(!bound.contains_key("too-big"));
+    assert!(
+        c.message("too-big").contains("cannot allocate all claims"),
+        "{}",
+        c.message("too-big")
+    );
+    for t in ["train-0", "train-1", "train-2", "train-3"] {
+        assert_ne!(bound[t], "node-c", "{t} needs a 40Gi+ GPU");
+    }
+    let shared = c.claim("shared-gpus").await;
+    assert_eq!(reserved_uids(&shared).len(), 3);
+    let infer_nodes: HashSet<&String> = ["infer-0", "infer-1", "infer-2"]
+        .iter()
+        .map(|p| &bound[*p])
+        .collect();
+    assert_eq!(infer_nodes.len(), 1);
+    c.invariants().await;
+}

@@ -1,0 +1,9 @@
+//! One integration test binary, one module per feature. Everything runs against the embedded
+//! API server through `kube::Client`.
+
+mod dra;
+mod engine;
+mod hostile_plugins;
+mod hot_swap;
+mod scenarios;
+mod wasm_plugins;
