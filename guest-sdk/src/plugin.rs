@@ -50,7 +50,10 @@ pub trait Plugin: Send + 'static {
 
     /// PostFilter: called when no node passed Filter, with each rejected node and its status.
     fn post_filter(&mut self, _pod: &PodRef, _rejected: &[(String, Status)]) -> PostFilterResult {
-        PostFilterResult { status: Status::unschedulable("no change"), ..Default::default() }
+        PostFilterResult {
+            status: Status::unschedulable("no change"),
+            ..Default::default()
+        }
     }
 
     /// PreScore: once per cycle with the nodes that passed Filter.

@@ -36,7 +36,10 @@ pub struct Status {
 impl Status {
     /// A status with the given code and one reason.
     pub fn new(code: Code, reason: impl Into<String>) -> Self {
-        Status { code, reasons: vec![reason.into()] }
+        Status {
+            code,
+            reasons: vec![reason.into()],
+        }
     }
     /// `Success` with no reason.
     pub fn success() -> Self {
@@ -56,7 +59,10 @@ impl Status {
     }
     /// `Skip`: the plugin has nothing to do for this pod.
     pub fn skip() -> Self {
-        Status { code: Code::Skip, reasons: Vec::new() }
+        Status {
+            code: Code::Skip,
+            reasons: Vec::new(),
+        }
     }
     /// `Pending` with a reason.
     pub fn pending(reason: impl Into<String>) -> Self {
@@ -64,7 +70,10 @@ impl Status {
     }
     /// `Wait` (Permit only).
     pub fn wait() -> Self {
-        Status { code: Code::Wait, reasons: Vec::new() }
+        Status {
+            code: Code::Wait,
+            reasons: Vec::new(),
+        }
     }
     /// True for `Success`.
     pub fn is_success(&self) -> bool {
@@ -72,7 +81,10 @@ impl Status {
     }
     /// True for `Unschedulable` and `UnschedulableAndUnresolvable`.
     pub fn is_rejected(&self) -> bool {
-        matches!(self.code, Code::Unschedulable | Code::UnschedulableAndUnresolvable)
+        matches!(
+            self.code,
+            Code::Unschedulable | Code::UnschedulableAndUnresolvable
+        )
     }
     /// The reasons joined with ", ".
     pub fn message(&self) -> String {
@@ -119,7 +131,10 @@ pub struct ResourceKind {
 impl ResourceKind {
     /// A kind from its apiVersion and kind.
     pub fn new(api_version: impl Into<String>, kind: impl Into<String>) -> Self {
-        ResourceKind { api_version: api_version.into(), kind: kind.into() }
+        ResourceKind {
+            api_version: api_version.into(),
+            kind: kind.into(),
+        }
     }
     /// core/v1 Pod.
     pub fn pod() -> Self {

@@ -13,6 +13,7 @@
 //! - [`plugins`]: the native plugins and the [`plugins::Registry`]; [`wasm`]: Wasm components.
 //! - [`simulate`], [`leader`], [`endpoint`], [`metrics`]: what the `wasm-scheduler` binary uses.
 
+pub mod bench;
 pub mod cache;
 pub mod config;
 pub mod endpoint;

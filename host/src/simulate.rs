@@ -149,10 +149,12 @@ pub async fn simulate(opts: SimulateOptions) -> Result<SimulationReport, Simulat
         Arc::new(Metrics::new()),
     )
     .await?;
+    tracing::debug!("scheduler started");
     let finished = tokio::time::timeout(opts.timeout, scheduler.wait_idle())
         .await
         .is_ok();
     let elapsed = start.elapsed();
+    tracing::debug!(?elapsed, finished, "scheduler idle");
     // Let the last events and conditions land so the output shows them.
     let _ = tokio::time::timeout(Duration::from_secs(5), scheduler.flush_records()).await;
 

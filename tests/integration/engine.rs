@@ -494,11 +494,11 @@ async fn an_intent_for_an_undeclared_kind_fails_the_cycle_with_a_clear_error() {
         .await
         .unwrap();
     assert!(
-        node.metadata
+        !node
+            .metadata
             .labels
             .unwrap_or_default()
-            .get("reserved-on")
-            .is_none()
+            .contains_key("reserved-on")
     );
 }
 

@@ -119,6 +119,7 @@ pub struct Cache {
     handler: RwLock<Option<Arc<dyn CacheEvents>>>,
     next_intent: AtomicU64,
     synced: AtomicBool,
+    synced_notify: Notify,
     changed: Notify,
 }
 
@@ -167,7 +168,9 @@ impl Cache {
         *self.handler.write() = Some(handler);
     }
 
-    /// Signalled after every change.
+    /// Signalled when the cache becomes synced, when its assumptions all become settled
+    /// (see [`Cache::pending_work`]), and when a node is added or removed after the sync.
+    /// Not on every change: waking waiters per watch event would cost a context switch each.
     pub fn changed(&self) -> &Notify {
         &self.changed
     }
@@ -180,7 +183,7 @@ impl Cache {
     /// Waits until every watch has delivered its initial list.
     pub async fn wait_synced(&self) {
         loop {
-            let notified = self.changed.notified();
+            let notified = self.synced_notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.is_synced() {
@@ -192,7 +195,23 @@ impl Cache {
 
     fn set_synced(&self) {
         self.synced.store(true, Ordering::Release);
+        self.synced_notify.notify_waiters();
         self.changed.notify_waiters();
+    }
+
+    /// Signals `changed` if a change that settled an assumption left none outstanding.
+    /// Changes that settle nothing never signal, so plain watch traffic wakes no one.
+    fn settled_one(&self, settled_something: bool) {
+        if settled_something && self.pending_work() == PendingWork::default() {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Signals `changed` for a node added or removed after the sync.
+    fn nodes_changed(&self) {
+        if self.is_synced() {
+            self.changed.notify_waiters();
+        }
     }
 
     fn handler(&self) -> Option<Arc<dyn CacheEvents>> {
@@ -313,7 +332,6 @@ impl Cache {
         let kind = ResourceKind::pod();
         if !self.has_subscribers(&kind) {
             self.nodes.lock().assume_pod(pod, node)?;
-            self.changed.notify_waiters();
             return Ok(());
         }
         let _order = self.delivery.lock();
@@ -324,7 +342,6 @@ impl Cache {
             Self::pod_event_json(&pod.pod, Some(node)),
         );
         drop(_order);
-        self.changed.notify_waiters();
         Ok(())
     }
 
@@ -347,7 +364,7 @@ impl Cache {
             );
         }
         drop(_order);
-        self.changed.notify_waiters();
+        self.settled_one(true);
     }
 
     /// Assumes patch intents of a pod's cycle: each targeted object the cache keeps is patched
@@ -410,7 +427,6 @@ impl Cache {
             }
         }
         drop(_order);
-        self.changed.notify_waiters();
         Ok(ids)
     }
 
@@ -429,7 +445,7 @@ impl Cache {
                 .applied(&key, id, resource_version.and_then(|rv| rv.parse().ok()));
         }
         drop(objects);
-        self.changed.notify_waiters();
+        self.settled_one(true);
     }
 
     /// The API server refused an assumed intent: drop it from the object.
@@ -447,7 +463,7 @@ impl Cache {
             self.deliver(kind, EventAction::Modified, obj.to_string());
         }
         drop(_order);
-        self.changed.notify_waiters();
+        self.settled_one(true);
     }
 
     /// Drops the not-yet-applied intents of a pod whose cycle failed.
@@ -467,7 +483,7 @@ impl Cache {
             }
         }
         drop(_order);
-        self.changed.notify_waiters();
+        self.settled_one(true);
     }
 
     // ---- watch side (the writer task) ----
@@ -479,9 +495,11 @@ impl Cache {
         let json = self
             .has_subscribers(&kind)
             .then(|| serde_json::to_string(&*pod).unwrap_or_default());
-        let (known, change) = {
+        let (known, change, settled) = {
             let mut s = self.nodes.lock();
-            (s.pods.contains_key(&uid), s.apply_pod(pod))
+            let (known, before) = (s.pods.contains_key(&uid), s.assumed);
+            let change = s.apply_pod(pod);
+            (known, change, s.assumed < before)
         };
         if let Some(json) = json {
             let action = match &change {
@@ -492,14 +510,19 @@ impl Cache {
             self.deliver(&kind, action, json);
         }
         drop(_order);
-        self.pod_change(&uid, change);
+        self.pod_change(&uid, change, settled);
     }
 
     pub(crate) fn delete_pod(&self, pod: &Pod) {
         let kind = ResourceKind::pod();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let _order = self.delivery.lock();
-        let change = self.nodes.lock().delete_pod(&uid);
+        let (change, settled) = {
+            let mut s = self.nodes.lock();
+            let before = s.assumed;
+            let change = s.delete_pod(&uid);
+            (change, s.assumed < before)
+        };
         if self.has_subscribers(&kind) {
             self.deliver(
                 &kind,
@@ -508,10 +531,11 @@ impl Cache {
             );
         }
         drop(_order);
-        self.pod_change(&uid, change);
+        self.pod_change(&uid, change, settled);
     }
 
-    fn pod_change(&self, uid: &str, change: PodChange) {
+    /// Tells the handler; `settled` says whether an assumed pod was confirmed or dropped.
+    fn pod_change(&self, uid: &str, change: PodChange, settled: bool) {
         if let Some(h) = self.handler() {
             match change {
                 PodChange::Pending { info, spec_changed } => h.pending_pod(info, spec_changed),
@@ -527,7 +551,7 @@ impl Cache {
                 }
             }
         }
-        self.changed.notify_waiters();
+        self.settled_one(settled);
     }
 
     pub(crate) fn apply_node(&self, node: Arc<Node>) {
@@ -544,7 +568,9 @@ impl Cache {
         if let Some(h) = self.handler() {
             h.cluster_event(&kind, action);
         }
-        self.changed.notify_waiters();
+        if action == EventAction::Added {
+            self.nodes_changed();
+        }
     }
 
     pub(crate) fn delete_node(&self, name: &str) {
@@ -564,7 +590,7 @@ impl Cache {
         if let Some(h) = self.handler() {
             h.cluster_event(&kind, EventAction::Deleted);
         }
-        self.changed.notify_waiters();
+        self.nodes_changed();
     }
 
     pub(crate) fn apply_object(&self, kind: &ResourceKind, key: String, obj: Value) {
@@ -579,7 +605,9 @@ impl Cache {
         } else {
             EventAction::Added
         };
+        let before = store.pending_count();
         let effective = store.watched(key, obj);
+        let settled = store.pending_count() < before;
         drop(store);
         drop(objects);
         if self.has_subscribers(kind) {
@@ -589,7 +617,7 @@ impl Cache {
         if let Some(h) = self.handler() {
             h.cluster_event(kind, action);
         }
-        self.changed.notify_waiters();
+        self.settled_one(settled);
     }
 
     pub(crate) fn delete_object(&self, kind: &ResourceKind, key: &str) {
@@ -598,9 +626,13 @@ impl Cache {
         let Some(store) = objects.get(kind) else {
             return;
         };
-        let Some(last) = store.lock().deleted(key) else {
+        let mut store = store.lock();
+        let before = store.pending_count();
+        let Some(last) = store.deleted(key) else {
             return;
         };
+        let settled = store.pending_count() < before;
+        drop(store);
         drop(objects);
         if self.has_subscribers(kind) {
             self.deliver(kind, EventAction::Deleted, last.to_string());
@@ -609,7 +641,7 @@ impl Cache {
         if let Some(h) = self.handler() {
             h.cluster_event(kind, EventAction::Deleted);
         }
-        self.changed.notify_waiters();
+        self.settled_one(settled);
     }
 
     /// After a relist: everything of `kind` not seen in it is gone.

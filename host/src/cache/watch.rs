@@ -28,6 +28,8 @@ pub struct WatchError {
     pub source: watcher::Error,
 }
 
+// Each message is moved once, from its stream to the writer; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Pod(Event<Pod>),
     Node(Event<Node>),

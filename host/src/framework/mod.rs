@@ -13,8 +13,8 @@ pub use cycle_state::CycleState;
 pub use node_info::{NodeInfo, PodInfo, Resource, Snapshot};
 pub use plugin::{BindContext, Plugin, PluginRef, StateReplay};
 pub use runtime::{
-    FilterVerdicts, Framework, MAX_NODE_SCORE, MAX_PERMIT_TIMEOUT, PermitOutcome, PluginFailure,
-    PluginIntents, PostFilterOutcome,
+    FilterVerdicts, Framework, MAX_NODE_SCORE, MAX_PERMIT_TIMEOUT, NarrowedNodes, OnIntents,
+    PermitOutcome, PluginFailure, PluginIntents, PostFilterOutcome,
 };
 pub use wasm_scheduler_sdk::{
     ClusterEvent, Code, EventAction, ExtensionPoint, Metadata, ObjectEvent, ObjectRef, PatchIntent,

@@ -25,6 +25,12 @@ pub type PluginIntents = (PluginRef, Vec<PatchIntent>);
 /// plugin and its status.
 pub type FilterVerdicts = Vec<Option<(usize, Status)>>;
 
+/// The node set PreFilter plugins narrowed a pod to, and the plugins that narrowed it.
+pub type NarrowedNodes = Option<(HashSet<String>, Vec<String>)>;
+
+/// Called with each Reserve plugin's intents before the next plugin runs.
+pub type OnIntents<'a> = dyn FnMut(&PluginRef, Vec<PatchIntent>) -> Result<(), Status> + 'a;
+
 /// What PostFilter did.
 #[derive(Default)]
 pub struct PostFilterOutcome {
@@ -219,8 +225,8 @@ impl Framework {
         state: &mut CycleState,
         pod: &PodInfo,
         snapshot: &Snapshot,
-    ) -> Result<Option<(HashSet<String>, Vec<String>)>, PluginFailure> {
-        let mut nodes: Option<(HashSet<String>, Vec<String>)> = None;
+    ) -> Result<NarrowedNodes, PluginFailure> {
+        let mut nodes: NarrowedNodes = None;
         let record = state.record_plugin_metrics;
         for p in &self.pre_filter {
             let r = self.timed(
@@ -451,7 +457,7 @@ impl Framework {
         state: &mut CycleState,
         pod: &PodInfo,
         node: &str,
-        on_intents: &mut dyn FnMut(&PluginRef, Vec<PatchIntent>) -> Result<(), Status>,
+        on_intents: &mut OnIntents<'_>,
     ) -> Result<(), PluginFailure> {
         let record = state.record_plugin_metrics;
         for p in &self.reserve {

@@ -152,9 +152,21 @@ impl SchedulingQueue {
         *self.pre_enqueue.write() = Some(check);
     }
 
-    /// Signalled after every change; see [`SchedulingQueue::stats`].
+    /// Signalled when the queue settles: nothing active, backing off or in flight (and on
+    /// close). Waking waiters on every change would cost a context switch per pod.
     pub fn changed(&self) -> &Notify {
         &self.changed
+    }
+
+    fn settled(s: &State) -> bool {
+        // active + backoff + in flight
+        s.counts[0] + s.counts[1] + s.counts[4] == 0
+    }
+
+    fn notify_if(&self, settled: bool) {
+        if settled {
+            self.changed.notify_waiters();
+        }
     }
 
     /// Current counts.
@@ -213,8 +225,9 @@ impl SchedulingQueue {
             );
             s.counts[Place::InFlight.index()] += 1;
             self.enter_active(&mut s, &uid, now);
+            let settled = Self::settled(&s);
             drop(s);
-            self.changed.notify_waiters();
+            self.notify_if(settled);
             return;
         };
         let priority_changed = slot.info.pod.priority() != pod.priority();
@@ -230,8 +243,9 @@ impl SchedulingQueue {
             }
             _ => {}
         }
+        let settled = Self::settled(&s);
         drop(s);
-        self.changed.notify_waiters();
+        self.notify_if(settled);
     }
 
     /// Forgets a pod (deleted, or bound by someone else).
@@ -239,8 +253,9 @@ impl SchedulingQueue {
         let mut s = self.state.lock();
         if let Some(slot) = s.pods.remove(uid) {
             s.counts[slot.place.index()] -= 1;
+            let settled = Self::settled(&s);
             drop(s);
-            self.changed.notify_waiters();
+            self.notify_if(settled);
         }
     }
 
@@ -259,8 +274,9 @@ impl SchedulingQueue {
                 }
                 let now = Instant::now();
                 if let Some(p) = self.try_pop_locked(&mut s, now) {
+                    let settled = Self::settled(&s);
                     drop(s);
-                    self.changed.notify_waiters();
+                    self.notify_if(settled);
                     return Some(p);
                 }
                 self.next_deadline(&s)
@@ -339,9 +355,10 @@ impl SchedulingQueue {
             Place::Unschedulable(now)
         };
         self.place(&mut s, uid, place);
+        let settled = Self::settled(&s);
         drop(s);
         self.wake.notify_one();
-        self.changed.notify_waiters();
+        self.notify_if(settled);
     }
 
     /// The pod was bound: it leaves the queue.
@@ -388,9 +405,10 @@ impl SchedulingQueue {
         for uid in &to_move {
             self.move_out(&mut s, uid, now);
         }
+        let settled = Self::settled(&s);
         drop(s);
         self.wake.notify_one();
-        self.changed.notify_waiters();
+        self.notify_if(settled);
     }
 
     /// Moves a parked pod back: to backoffQ if its backoff has not expired, else to activeQ.

@@ -77,8 +77,10 @@ impl Shared {
                 self.fail(&fwk, &qp, f.code, plugins, f.message, start);
             }
         }
-        self.bindings.fetch_sub(1, Ordering::AcqRel);
-        self.progress.notify_waiters();
+        // Waiters only care when the last binding cycle ends.
+        if self.bindings.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.progress.notify_waiters();
+        }
     }
 
     async fn bind_pod(
@@ -90,15 +92,15 @@ impl Shared {
         reserved: Vec<AssumedIntents>,
         wait: Option<Wait>,
     ) -> Result<(), BindFailure> {
-        if let Some(wait) = wait {
-            if let PermitVerdict::Rejected { plugin, message } = self.waiting.wait(wait).await {
-                let plugin = (!plugin.is_empty()).then_some(plugin);
-                return Err(BindFailure {
-                    code: Code::Unschedulable,
-                    plugin,
-                    message,
-                });
-            }
+        if let Some(wait) = wait
+            && let PermitVerdict::Rejected { plugin, message } = self.waiting.wait(wait).await
+        {
+            let plugin = (!plugin.is_empty()).then_some(plugin);
+            return Err(BindFailure {
+                code: Code::Unschedulable,
+                plugin,
+                message,
+            });
         }
         let _slot = self.bind_limit.acquire().await.map_err(|_| BindFailure {
             code: Code::Error,

@@ -39,7 +39,10 @@ pub fn options(config: &SchedulerConfig) -> SchedulerOptions {
             max_backoff: Duration::from_secs(config.pod_max_backoff_seconds),
             ..QueueConfig::default()
         },
-        parallelism: config.parallelism,
+        // More Filter threads than cores only adds thread start-up cost.
+        parallelism: config
+            .parallelism
+            .min(std::thread::available_parallelism().map_or(1, |n| n.get())),
         bind_concurrency: config.bind_concurrency,
         ..SchedulerOptions::default()
     }

@@ -325,8 +325,9 @@ impl Scheduler {
         self.wait_until(Scheduler::is_idle).await;
     }
 
-    /// Waits until `done` holds; re-checked whenever the queue, the cache or a binding cycle
-    /// changes.
+    /// Waits until `done` holds. It is re-checked when the queue settles, the cache syncs,
+    /// settles its assumptions or gains or loses a node, the last binding cycle ends, or a
+    /// pod starts waiting at Permit: predicates over those states wake reliably.
     pub async fn wait_until(&self, done: impl Fn(&Scheduler) -> bool) {
         let s = &self.shared;
         loop {

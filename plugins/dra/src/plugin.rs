@@ -1073,6 +1073,7 @@ mod tests {
             p.score(&pr, &feasible).unwrap();
             let intents = p.reserve(&pr, &feasible[0]).unwrap();
             assume(&mut p, c, &intents);
+            p.post_bind(&pr, &feasible[0]);
         }
         let el = start.elapsed();
         eprintln!(
