@@ -167,7 +167,7 @@ impl Options {
                 }
             }
         }
-        if !(o.scale > 0.0) {
+        if o.scale.is_nan() || o.scale <= 0.0 {
             return Err(BenchError::Usage("the scale must be above 0".into()));
         }
         Ok(o)
@@ -281,6 +281,12 @@ pub fn main(prefix: &[String], args: &[String]) -> i32 {
             return 2;
         }
     };
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let base = match &o.config {
         Some(path) => match SchedulerConfig::load(path) {
             Ok(c) => c,

@@ -148,11 +148,11 @@ async fn wait_scheduled(
                 ),
             });
         }
-        if let Some(d) = depth.as_deref_mut() {
-            if Instant::now() >= next_sample {
-                d.sample(scheduler.queue().stats().active);
-                next_sample += QUEUE_SAMPLE_EVERY;
-            }
+        if let Some(d) = depth.as_deref_mut()
+            && Instant::now() >= next_sample
+        {
+            d.sample(scheduler.queue().stats().active);
+            next_sample += QUEUE_SAMPLE_EVERY;
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
