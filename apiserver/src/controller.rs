@@ -36,12 +36,8 @@ const INTERNAL: WriteOptions = WriteOptions {
     skip_namespace_check: false,
 };
 
-fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
-}
-
-fn is_terminal(pod: &Value) -> bool {
-    matches!(str_at(pod, "/status/phase"), "Succeeded" | "Failed")
+fn is_terminal(pod: &Stored) -> bool {
+    matches!(pod.field(Kind::Pod, "status.phase"), "Succeeded" | "Failed")
 }
 
 /// Called after every committed write (`old`/`new` are `None` for creates/deletes).
@@ -55,9 +51,7 @@ pub(crate) fn after_write(
         Kind::Pod => match (old, new) {
             (None, Some(pod)) => generate_claims(reg, pod),
             (Some(pod), None) => release_pod(reg, pod),
-            (Some(o), Some(n)) if is_terminal(&n.value) && !is_terminal(&o.value) => {
-                release_pod(reg, n)
-            }
+            (Some(o), Some(n)) if is_terminal(n) && !is_terminal(o) => release_pod(reg, n),
             _ => {}
         },
         Kind::ResourceClaim => {
@@ -94,24 +88,19 @@ fn generate_name(pod: &str, claim: &str) -> String {
 }
 
 fn generate_claims(reg: &Registry, pod: &Arc<Stored>) {
-    if pod
-        .value
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null())
-        || is_terminal(&pod.value)
-    {
+    // Only pods that name a template have work here; most pods are skipped without parsing.
+    if pod.deleting() || is_terminal(pod) || !pod.mentions("resourceClaimTemplateName") {
         return;
     }
+    let pod_value = pod.value();
     let ns = pod.namespace().to_string();
     let claims_res = Kind::ResourceClaim.canonical();
-    let pod_claims = pod
-        .value
+    let pod_claims = pod_value
         .pointer("/spec/resourceClaims")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let mut statuses: Vec<Value> = pod
-        .value
+    let mut statuses: Vec<Value> = pod_value
         .pointer("/status/resourceClaimStatuses")
         .and_then(Value::as_array)
         .cloned()
@@ -137,8 +126,8 @@ fn generate_claims(reg: &Registry, pod: &Arc<Stored>) {
             // Like the real controller: nothing to do until the template exists.
             continue;
         };
+        let tmpl = tmpl.value();
         let mut annotations = tmpl
-            .value
             .pointer("/spec/metadata/annotations")
             .cloned()
             .unwrap_or_else(|| json!({}));
@@ -151,14 +140,14 @@ fn generate_claims(reg: &Registry, pod: &Arc<Stored>) {
                 "apiVersion": "v1", "kind": "Pod", "name": pod.name(), "uid": pod.uid(), "controller": true
             }],
         });
-        if let Some(labels) = tmpl.value.pointer("/spec/metadata/labels") {
+        if let Some(labels) = tmpl.pointer("/spec/metadata/labels") {
             meta["labels"] = labels.clone();
         }
         let claim = json!({
             "apiVersion": "resource.k8s.io/v1",
             "kind": "ResourceClaim",
             "metadata": meta,
-            "spec": tmpl.value.pointer("/spec/spec").cloned().unwrap_or_else(|| json!({})),
+            "spec": tmpl.pointer("/spec/spec").cloned().unwrap_or_else(|| json!({})),
         });
         match reg.create(claims_res, Some(&ns), claim, INTERNAL) {
             Ok(created) => {
@@ -194,8 +183,12 @@ fn release_pod(reg: &Registry, pod: &Arc<Stored>) {
     let res = Kind::ResourceClaim.canonical();
     let (claims, _) = reg.store.snapshot(Kind::ResourceClaim, Some(&ns));
     for claim in claims {
-        let reserved = claim
-            .value
+        // A claim that neither reserves nor is owned by the pod does not contain its uid.
+        if !claim.mentions(&uid) {
+            continue;
+        }
+        let claim_value = claim.value();
+        let reserved = claim_value
             .pointer("/status/reservedFor")
             .and_then(Value::as_array)
             .is_some_and(|r| {
@@ -216,8 +209,7 @@ fn release_pod(reg: &Registry, pod: &Arc<Stored>) {
                 tracing::warn!(claim = claim.name(), error = %e.message, "cannot remove stale reservation");
             }
         }
-        let owned = claim
-            .value
+        let owned = claim_value
             .pointer("/metadata/ownerReferences")
             .and_then(Value::as_array)
             .is_some_and(|refs| {
@@ -234,10 +226,10 @@ fn release_pod(reg: &Registry, pod: &Arc<Stored>) {
 
 /// Deallocates and unprotects a claim that is being deleted and is no longer reserved.
 fn finish_deleted_claim(reg: &Registry, claim: &Arc<Stored>) {
-    let v = &claim.value;
-    let deleting = v
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null());
+    if !claim.deleting() {
+        return;
+    }
+    let v = &claim.value();
     let reserved = v
         .pointer("/status/reservedFor")
         .and_then(Value::as_array)
@@ -249,7 +241,7 @@ fn finish_deleted_claim(reg: &Registry, claim: &Arc<Stored>) {
             f.iter()
                 .any(|x| x.as_str() == Some(DELETE_PROTECTION_FINALIZER))
         });
-    if !deleting || reserved || !protected {
+    if reserved || !protected {
         return;
     }
     let res = Kind::ResourceClaim.canonical();

@@ -6,6 +6,8 @@
 //! - [`ApiServer::new`] creates an empty cluster (namespaces `default` and `kube-system`);
 //! - [`ApiServer::client`] gives a `kube::Client` that talks to it in-process (no socket);
 //! - [`ApiServer::serve`] listens on a loopback port and writes a kubeconfig for `kubectl`;
+//! - [`ApiServer::client_as`], [`ApiServer::record_requests`] and [`ApiServer::requests`] log who
+//!   sent which request, described as the real server's RBAC request attributes;
 //! - [`ApiServer::load_manifest_str`] / [`ApiServer::load_manifests`] create the objects of YAML
 //!   manifests, all or nothing.
 //!
@@ -38,6 +40,7 @@
 //! `controller` reacts to commits. `validation/`, `defaults`, `discovery` and `manifests` hold what
 //! their names say.
 
+mod audit;
 mod controller;
 mod defaults;
 mod discovery;
@@ -61,6 +64,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+pub use audit::RequestRecord;
 pub use manifests::{LoadReport, ManifestError};
 pub use server::{ServeError, ServeHandle};
 
@@ -71,6 +75,8 @@ use registry::{Registry, WriteOptions};
 pub struct Config {
     /// How many watch events are kept per kind. A watch from an older resourceVersion gets
     /// `410 Expired` and its client re-lists, as with a real server's watch cache. Default 10,000.
+    /// Events share the stored versions (kept once, as JSON), so the history costs little more
+    /// than the versions it keeps alive.
     pub watch_history: usize,
 }
 
@@ -128,16 +134,43 @@ impl ApiServer {
     ///
     /// Must be called inside a Tokio runtime (the client spawns its request buffer there).
     pub fn client(&self) -> kube::Client {
+        self.client_as(audit::ADMIN)
+    }
+
+    /// Like [`ApiServer::client`], but the request log attributes its requests to `user` (for
+    /// example `system:serviceaccount:kube-system:wasm-scheduler`), so a test can check them
+    /// against RBAC rules. Nothing is authorized: the user only appears in [`RequestRecord::user`].
+    ///
+    /// # Panics
+    ///
+    /// Must be called inside a Tokio runtime.
+    pub fn client_as(&self, user: &str) -> kube::Client {
         kube::Client::new(
             http::InProcess {
                 reg: self.reg.clone(),
+                user: user.into(),
             },
             "default",
         )
     }
 
+    /// Turns the request log on or off (off initially). While on, every request through a client
+    /// or the network listener is appended as a [`RequestRecord`] when its response is ready.
+    /// Requests made by [`ApiServer::load_manifests`] and the built-in controller are not HTTP
+    /// requests and are not recorded.
+    pub fn record_requests(&self, on: bool) {
+        self.reg.audit.set(on);
+    }
+
+    /// The recorded requests, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.reg.audit.records()
+    }
+
     /// Serves the API over plain HTTP on `addr` (use `127.0.0.1:0` for a free port) and writes a
     /// kubeconfig for it into a temporary directory. The server runs until the handle is dropped.
+    /// The request log attributes network requests to `system:admin`, or to the user named by an
+    /// `Impersonate-User` header (`kubectl --as`).
     ///
     /// # Errors
     ///

@@ -141,6 +141,8 @@ pub(crate) fn prune(v: &mut Value) {
 /// The embedded server's state and write logic. The HTTP layer and the controller both call it.
 pub(crate) struct Registry {
     pub(crate) store: Store,
+    /// The request log (see [`crate::ApiServer::record_requests`]).
+    pub(crate) audit: crate::audit::Log,
 }
 
 enum Attempt<T> {
@@ -152,6 +154,7 @@ impl Registry {
     pub(crate) fn new(history_limit: usize) -> Self {
         Registry {
             store: Store::new(history_limit),
+            audit: crate::audit::Log::default(),
         }
     }
 
@@ -253,7 +256,7 @@ impl Registry {
     fn ensure_namespace(&self, res: &ResourceDef, ns: &str, name: &str) -> Result<(), ApiError> {
         match self.store.get(Kind::Namespace, &(String::new(), ns.to_string())) {
             None => Err(ApiError::namespace_not_found(ns)),
-            Some(n) if is_deleting(&n.value) => Err(ApiError::new(
+            Some(n) if n.deleting() => Err(ApiError::new(
                 403,
                 Some("Forbidden"),
                 format!(
@@ -269,9 +272,19 @@ impl Registry {
     /// The served representation of a stored object.
     pub(crate) fn present(res: &ResourceDef, obj: &Arc<Stored>) -> Arc<Stored> {
         if res.converted {
-            Arc::new(Stored::new(events::from_core(&obj.value), obj.rv))
+            let shown = events::from_core(&obj.value());
+            Arc::new(Stored::new(res.kind_enum, &shown, obj.rv))
         } else {
             obj.clone()
+        }
+    }
+
+    /// The served representation of an object not stored (dry runs, deleted states).
+    fn present_value(res: &ResourceDef, obj: &Value, rv: u64) -> Arc<Stored> {
+        if res.converted {
+            Arc::new(Stored::new(res.kind_enum, &events::from_core(obj), rv))
+        } else {
+            Arc::new(Stored::new(res.kind_enum, obj, rv))
         }
     }
 
@@ -346,7 +359,7 @@ impl Registry {
         }
         if opts.dry_run {
             return Ok(WriteResult {
-                obj: Self::present(res, &Arc::new(Stored::new(body, 0))),
+                obj: Self::present_value(res, &body, 0),
                 warnings,
             });
         }
@@ -357,7 +370,7 @@ impl Registry {
         };
         let stored = self
             .store
-            .insert(canon.kind_enum, &namespace, body, choice)
+            .insert(canon.kind_enum, &namespace, &mut body, choice)
             .map_err(|e| match e {
                 WriteConflict::Exists => ApiError::already_exists(res, &name),
                 WriteConflict::Changed => ApiError::internal("object changed during create"),
@@ -438,10 +451,12 @@ impl Registry {
     }
 
     /// Validates and commits `new` as the successor of `cur`.
+    #[allow(clippy::too_many_arguments)]
     fn commit_update(
         &self,
         res: &'static ResourceDef,
         cur: &Arc<Stored>,
+        cur_value: &Value,
         mut new: Value,
         sub: Subresource,
         opts: WriteOptions,
@@ -450,20 +465,19 @@ impl Registry {
         let canon = res.kind_enum.canonical();
         prune(&mut new);
         defaults::apply(canon.kind_enum, &mut new);
-        if canon.generation && new.get("spec") != cur.value.get("spec") {
-            let g = cur
-                .value
+        if canon.generation && new.get("spec") != cur_value.get("spec") {
+            let g = cur_value
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
             new["metadata"]["generation"] = (g + 1).into();
         }
-        let causes = validation::validate_update(canon, &new, &cur.value, sub);
+        let causes = validation::validate_update(canon, &new, cur_value, sub);
         if !causes.is_empty() {
             return Err(ApiError::invalid(res, cur.name(), causes));
         }
         new["metadata"]["resourceVersion"] = cur.rv.to_string().into();
-        if new == cur.value {
+        if new == *cur_value {
             // A no-op write is not stored: same resourceVersion, no watch event.
             return Ok(Attempt::Done(WriteResult {
                 obj: Self::present(res, cur),
@@ -472,7 +486,7 @@ impl Registry {
         }
         if opts.dry_run {
             return Ok(Attempt::Done(WriteResult {
-                obj: Self::present(res, &Arc::new(Stored::new(new, cur.rv))),
+                obj: Self::present_value(res, &new, cur.rv),
                 warnings,
             }));
         }
@@ -485,13 +499,13 @@ impl Registry {
                     controller::after_write(self, kind, Some(cur), None);
                     let _ = gone;
                     Ok(Attempt::Done(WriteResult {
-                        obj: Self::present(res, &Arc::new(Stored::new(new, cur.rv))),
+                        obj: Self::present_value(res, &new, cur.rv),
                         warnings,
                     }))
                 }
             };
         }
-        match self.store.replace(kind, cur, new) {
+        match self.store.replace(kind, cur, &mut new) {
             Err(_) => Ok(Attempt::Retry),
             Ok(stored) => {
                 controller::after_write(self, kind, Some(cur), Some(&stored));
@@ -547,9 +561,10 @@ impl Registry {
                     cur.uid(),
                 ));
             }
-            let new = Self::merge_update(res, &cur.value, body.clone(), sub);
+            let cur_value = cur.value();
+            let new = Self::merge_update(res, &cur_value, body.clone(), sub);
             if let Attempt::Done(r) =
-                self.commit_update(res, &cur, new, sub, opts, warnings.clone())?
+                self.commit_update(res, &cur, &cur_value, new, sub, opts, warnings.clone())?
             {
                 return Ok(r);
             }
@@ -571,18 +586,24 @@ impl Registry {
         let key = key_of(res, ns, name);
         loop {
             let cur = self.current(res, &key)?;
-            let original = Self::present(res, &cur);
-            let mut patched =
-                kube_patch::apply_patch_bytes(patch_type, res.kind, &original.value, patch)
-                    .map_err(|e| {
-                        let code = e.http_status();
-                        match code {
-                            400 => ApiError::bad_request(e.to_string()),
-                            422 => ApiError::new(422, Some("Invalid"), e.to_string())
-                                .with_details(json!({})),
-                            _ => ApiError::new(code, Some(e.reason()), e.to_string()),
-                        }
-                    })?;
+            let cur_value = cur.value();
+            let converted;
+            let original = if res.converted {
+                converted = events::from_core(&cur_value);
+                &converted
+            } else {
+                &cur_value
+            };
+            let mut patched = kube_patch::apply_patch_bytes(patch_type, res.kind, original, patch)
+                .map_err(|e| {
+                    let code = e.http_status();
+                    match code {
+                        400 => ApiError::bad_request(e.to_string()),
+                        422 => ApiError::new(422, Some("Invalid"), e.to_string())
+                            .with_details(json!({})),
+                        _ => ApiError::new(code, Some(e.reason()), e.to_string()),
+                    }
+                })?;
             // A resourceVersion in the patch is a precondition on the stored version.
             let rv = meta_str(&patched, "resourceVersion").to_string();
             if !rv.is_empty() && rv != cur.rv.to_string() {
@@ -615,8 +636,10 @@ impl Registry {
                 }
                 Err(e) => return Err(e),
             };
-            let new = Self::merge_update(res, &cur.value, patched, sub);
-            if let Attempt::Done(r) = self.commit_update(res, &cur, new, sub, opts, warnings)? {
+            let new = Self::merge_update(res, &cur_value, patched, sub);
+            if let Attempt::Done(r) =
+                self.commit_update(res, &cur, &cur_value, new, sub, opts, warnings)?
+            {
                 return Ok(r);
             }
         }
@@ -698,15 +721,16 @@ impl Registry {
                     "The object might have been modified",
                 ));
             }
-            if opts.dry_run || is_deleting(&cur.value) && finalizers(&cur.value) > 0 {
+            let cur_value = cur.value();
+            if opts.dry_run || cur.deleting() && finalizers(&cur_value) > 0 {
                 return Ok(DeleteResult::Object(Self::present(res, &cur)));
             }
             if kind == Kind::Namespace {
                 return self.delete_namespace(res, &cur);
             }
-            if finalizers(&cur.value) > 0 {
-                let new = Self::mark_deleting(res, &cur.value);
-                match self.store.replace(kind, &cur, new) {
+            if finalizers(&cur_value) > 0 {
+                let mut new = Self::mark_deleting(res, &cur_value);
+                match self.store.replace(kind, &cur, &mut new) {
                     Err(_) => continue,
                     Ok(stored) => {
                         controller::after_write(self, kind, Some(&cur), Some(&stored));
@@ -718,12 +742,12 @@ impl Registry {
                 // Pods are first marked (MODIFIED with deletionTimestamp), then removed (DELETED),
                 // as the real server does for pods no kubelet has to stop. Without kubelets that
                 // holds for bound pods too.
-                let marked = if is_deleting(&cur.value) {
+                let marked = if cur.deleting() {
                     cur.clone()
                 } else {
                     match self
                         .store
-                        .replace(kind, &cur, Self::mark_deleting(res, &cur.value))
+                        .replace(kind, &cur, &mut Self::mark_deleting(res, &cur_value))
                     {
                         Err(_) => continue,
                         Ok(m) => m,
@@ -734,7 +758,7 @@ impl Registry {
                     match self.store.remove(kind, &target) {
                         Ok(_) => break,
                         Err(_) => match self.store.get(kind, &key) {
-                            Some(latest) if finalizers(&latest.value) == 0 => target = latest,
+                            Some(latest) if finalizers(&latest.value()) == 0 => target = latest,
                             _ => break,
                         },
                     }
@@ -761,9 +785,9 @@ impl Registry {
         cur: &Arc<Stored>,
     ) -> Result<DeleteResult, ApiError> {
         let ns = cur.name().to_string();
-        let mut new = Self::mark_deleting(res, &cur.value);
+        let mut new = Self::mark_deleting(res, &cur.value());
         new["status"]["phase"] = "Terminating".into();
-        let marked = match self.store.replace(Kind::Namespace, cur, new) {
+        let marked = match self.store.replace(Kind::Namespace, cur, &mut new) {
             Ok(m) => m,
             Err(_) => self.current(res, &(String::new(), ns.clone()))?,
         };
@@ -879,13 +903,13 @@ impl Registry {
             if !rv.is_empty() && rv != cur.rv.to_string() {
                 return Err(ApiError::stale(pods, &name));
             }
-            if is_deleting(&cur.value) {
+            if cur.deleting() {
                 return Err(conflict(format!(
                     "pod {name} is being deleted, cannot be assigned to a host"
                 )));
             }
-            let assigned = cur
-                .value
+            let mut new = cur.value();
+            let assigned = new
                 .pointer("/spec/nodeName")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
@@ -894,8 +918,7 @@ impl Registry {
                     "pod {name} is already assigned to node \"{assigned}\""
                 )));
             }
-            if cur
-                .value
+            if new
                 .pointer("/spec/schedulingGates")
                 .and_then(Value::as_array)
                 .is_some_and(|g| !g.is_empty())
@@ -904,7 +927,6 @@ impl Registry {
                     "pod {name} has non-empty .spec.schedulingGates"
                 )));
             }
-            let mut new = cur.value.clone();
             new["spec"]["nodeName"] = node.clone().into();
             if let Some(st) = new["status"].as_object_mut() {
                 st.remove("nominatedNodeName");
@@ -918,7 +940,7 @@ impl Registry {
                 }
             }
             set_pod_scheduled(&mut new);
-            match self.store.replace(Kind::Pod, &cur, new) {
+            match self.store.replace(Kind::Pod, &cur, &mut new) {
                 Err(_) => continue,
                 Ok(stored) => {
                     controller::after_write(self, Kind::Pod, Some(&cur), Some(&stored));

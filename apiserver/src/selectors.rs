@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::resources::Kind;
 use crate::status::ApiError;
+use crate::store::Meta;
 
 /// One label requirement.
 #[derive(Clone, Debug, PartialEq)]
@@ -167,12 +168,11 @@ impl LabelSelector {
     }
 
     /// Whether an object's `metadata.labels` satisfy every requirement.
-    pub(crate) fn matches(&self, obj: &Value) -> bool {
+    pub(crate) fn matches(&self, meta: &Meta) -> bool {
         if self.0.is_empty() {
             return true;
         }
-        let labels = obj.get("metadata").and_then(|m| m.get("labels"));
-        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        let get = |k: &str| meta.label(k);
         self.0.iter().all(|r| match r {
             LabelReq::Exists(k) => get(k).is_some(),
             LabelReq::NotExists(k) => get(k).is_none(),
@@ -190,12 +190,22 @@ impl LabelSelector {
     }
 }
 
+/// One field selector term: the field, its index in [`supported_fields`], `!=`, the value.
+#[derive(Clone, Debug)]
+struct FieldTerm {
+    field: String,
+    index: usize,
+    negated: bool,
+    value: String,
+}
+
 /// A parsed field selector: `field=value` / `field!=value` terms joined by commas.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct FieldSelector(Vec<(String, bool, String)>);
+pub(crate) struct FieldSelector(Vec<FieldTerm>);
 
-/// The fields a kind can be selected by, as the real server registers them.
-fn supported_fields(kind: Kind) -> &'static [&'static str] {
+/// The fields a kind can be selected by, as the real server registers them. Stored objects keep
+/// their values in this order ([`crate::store::Meta`]).
+pub(crate) fn supported_fields(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Pod => &[
             "metadata.name",
@@ -240,7 +250,7 @@ fn supported_fields(kind: Kind) -> &'static [&'static str] {
 }
 
 /// The value of a selectable field (missing fields select as the empty string).
-fn field_value(kind: Kind, obj: &Value, field: &str) -> String {
+pub(crate) fn field_value(kind: Kind, obj: &Value, field: &str) -> String {
     let ptr = match (kind, field) {
         (Kind::Event, "source") => "/source/component".to_string(),
         _ => format!("/{}", field.replace('.', "/")),
@@ -275,7 +285,7 @@ impl FieldSelector {
             };
             let field = field.trim();
             let fields = supported_fields(kind);
-            if !fields.contains(&field) {
+            let Some(index) = fields.iter().position(|f| *f == field) else {
                 return Err(if core {
                     ApiError::bad_request(format!("field label not supported: {field}"))
                 } else {
@@ -285,8 +295,13 @@ impl FieldSelector {
                         only.join(", ")
                     ))
                 });
-            }
-            terms.push((field.to_string(), neg, value.trim().to_string()));
+            };
+            terms.push(FieldTerm {
+                field: field.to_string(),
+                index,
+                negated: neg,
+                value: value.trim().to_string(),
+            });
         }
         Ok(FieldSelector(terms))
     }
@@ -295,10 +310,12 @@ impl FieldSelector {
         self.0.is_empty()
     }
 
-    pub(crate) fn matches(&self, kind: Kind, obj: &Value) -> bool {
+    /// Whether a stored object's field values satisfy every term (the selector was parsed for
+    /// the object's kind).
+    pub(crate) fn matches(&self, meta: &Meta) -> bool {
         self.0
             .iter()
-            .all(|(f, neg, v)| (field_value(kind, obj, f) == *v) != *neg)
+            .all(|t| (meta.field(t.index, &t.field) == t.value) != t.negated)
     }
 }
 
@@ -307,8 +324,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(labels: Value) -> Value {
-        json!({"metadata": {"name": "p", "namespace": "demo", "labels": labels}, "spec": {}, "status": {"phase": "Pending"}})
+    fn pod(labels: Value) -> Meta {
+        let v = json!({"metadata": {"name": "p", "namespace": "demo", "labels": labels}, "spec": {}, "status": {"phase": "Pending"}});
+        crate::store::Stored::new(Kind::Pod, &v, 1).meta().clone()
     }
 
     #[test]
@@ -349,7 +367,7 @@ mod tests {
         assert!(
             FieldSelector::parse("spec.nodeName=", Kind::Pod, true)
                 .unwrap()
-                .matches(Kind::Pod, &p)
+                .matches(&p)
         );
         let sel = FieldSelector::parse(
             "status.phase!=Succeeded,status.phase!=Failed",
@@ -357,7 +375,7 @@ mod tests {
             true,
         )
         .unwrap();
-        assert!(sel.matches(Kind::Pod, &p));
+        assert!(sel.matches(&p));
     }
 
     #[test]

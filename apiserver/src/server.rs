@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::audit::ADMIN;
 use crate::http::{error_response, handle};
 use crate::registry::Registry;
 use crate::status::ApiError;
@@ -127,7 +128,7 @@ pub(crate) async fn serve(reg: Arc<Registry>, addr: SocketAddr) -> Result<ServeH
                             async move {
                                 let (parts, body) = req.into_parts();
                                 let resp = match body.collect().await {
-                                    Ok(b) => handle(reg, Request::from_parts(parts, b.to_bytes())).await,
+                                    Ok(b) => handle(reg, ADMIN, Request::from_parts(parts, b.to_bytes())).await,
                                     Err(e) => error_response(&ApiError::bad_request(format!("cannot read request body: {e}"))),
                                 };
                                 Ok::<_, Infallible>(resp)

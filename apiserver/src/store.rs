@@ -8,64 +8,243 @@
 //! validation, serialization) happens outside the lock: writers read the current object, compute the
 //! new one, then commit only if the object did not change in between ([`Store::replace`] compares
 //! the stored `Arc`), retrying otherwise — the same "guaranteed update" loop the real server runs
-//! against etcd.
+//! against etcd. A new version is serialized before the lock is taken, with its resourceVersion
+//! left empty; the commit splices the number in.
+//!
+//! Memory: each version is kept once, as JSON ([`Stored`]); the map and the watch history share
+//! it through `Arc`s, and a MODIFIED or DELETED event's `prev` is the version before it (usually
+//! the object of an earlier event in the same history), so the history adds no copies.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::RwLock;
 use serde_json::Value;
 
 use crate::resources::Kind;
+use crate::selectors;
 
 /// `(namespace, name)`; the namespace is empty for cluster-scoped kinds. Sorting by this key gives
 /// the real server's list order (namespace, then name).
 pub(crate) type Key = (String, String);
 
-/// One stored object version. Immutable once stored; its JSON is rendered at most once and shared
-/// by every response and watch event that carries it.
+/// One stored object version: its JSON, which every response and watch event shares, and the
+/// few fields lists, watches and the write path look at without parsing it. Immutable once stored.
+///
+/// The JSON is the only copy of the object: a `serde_json::Value` of a pod takes several times
+/// the memory of its JSON (each small map is a B-tree node), so writes parse the current version
+/// when they need it ([`Stored::value`]) instead of every version keeping a tree.
 #[derive(Debug)]
 pub(crate) struct Stored {
-    pub value: Value,
     pub rv: u64,
-    json: OnceLock<Bytes>,
+    json: Bytes,
+    meta: Meta,
 }
 
-impl Stored {
-    pub(crate) fn new(value: Value, rv: u64) -> Self {
-        Stored {
-            value,
-            rv,
-            json: OnceLock::new(),
+/// What selectors, keys and quick checks need, taken from the object when it is stored.
+#[derive(Clone, Debug)]
+pub(crate) struct Meta {
+    name: Box<str>,
+    namespace: Box<str>,
+    uid: Box<str>,
+    deleting: bool,
+    labels: Box<[(Box<str>, Box<str>)]>,
+    /// The values of the kind's selectable fields, in [`selectors::supported_fields`] order
+    /// (`metadata.name` and `metadata.namespace` are left empty: they are `name`/`namespace`).
+    fields: Box<[Box<str>]>,
+}
+
+impl Meta {
+    fn of(kind: Kind, value: &Value) -> Self {
+        let meta = value.get("metadata");
+        let s = |f: &str| -> Box<str> {
+            meta.and_then(|m| m.get(f))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .into()
+        };
+        let labels = meta
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|(k, v)| Some((k.as_str().into(), v.as_str()?.into())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let fields = selectors::supported_fields(kind)
+            .iter()
+            .map(|f| match *f {
+                "metadata.name" | "metadata.namespace" => Box::default(),
+                f => selectors::field_value(kind, value, f).into_boxed_str(),
+            })
+            .collect();
+        Meta {
+            name: s("name"),
+            namespace: s("namespace"),
+            uid: s("uid"),
+            deleting: meta
+                .and_then(|m| m.get("deletionTimestamp"))
+                .is_some_and(|t| !t.is_null()),
+            labels,
+            fields,
         }
     }
 
-    /// The object's JSON bytes, serialized on first use.
-    pub(crate) fn json(&self) -> &Bytes {
-        self.json.get_or_init(|| {
-            Bytes::from(serde_json::to_vec(&self.value).expect("stored objects serialize"))
-        })
+    /// The value of label `key`, if the object has it.
+    pub(crate) fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| &**v)
     }
 
-    pub(crate) fn meta_str(&self, field: &str) -> Option<&str> {
-        self.value
-            .get("metadata")
-            .and_then(|m| m.get(field))
-            .and_then(Value::as_str)
-    }
-
-    pub(crate) fn name(&self) -> &str {
-        self.meta_str("name").unwrap_or_default()
+    /// The value of the selectable field at `index` of the kind's supported fields.
+    pub(crate) fn field(&self, index: usize, field: &str) -> &str {
+        match field {
+            "metadata.name" => &self.name,
+            "metadata.namespace" => &self.namespace,
+            _ => self.fields.get(index).map_or("", |v| &**v),
+        }
     }
 
     pub(crate) fn namespace(&self) -> &str {
-        self.meta_str("namespace").unwrap_or_default()
+        &self.namespace
+    }
+}
+
+/// A new version rendered before its resourceVersion is known: the JSON with an empty
+/// `metadata.resourceVersion` whose position is remembered, so that committing under the kind's
+/// lock only splices the number in and serialization stays outside the lock.
+struct Rendered {
+    json: Vec<u8>,
+    rv_at: usize,
+    meta: Meta,
+}
+
+impl Rendered {
+    /// Renders `value`, whose `metadata.resourceVersion` is set to `""` for it. The bytes are
+    /// those `serde_json::to_vec` writes (maps are ordered by key, so the field's place is fixed).
+    fn new(kind: Kind, value: &mut Value) -> Self {
+        value["metadata"]["resourceVersion"] = Value::String(String::new());
+        let top = value.as_object().expect("stored objects are JSON objects");
+        let mut json = Vec::with_capacity(2048);
+        let mut rv_at = 0;
+        json.push(b'{');
+        for (i, (k, v)) in top.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            put(&mut json, k);
+            json.push(b':');
+            match (k.as_str(), v) {
+                ("metadata", Value::Object(meta)) => {
+                    json.push(b'{');
+                    for (j, (mk, mv)) in meta.iter().enumerate() {
+                        if j > 0 {
+                            json.push(b',');
+                        }
+                        put(&mut json, mk);
+                        json.push(b':');
+                        if mk == "resourceVersion" {
+                            json.push(b'"');
+                            rv_at = json.len();
+                            json.push(b'"');
+                        } else {
+                            put(&mut json, mv);
+                        }
+                    }
+                    json.push(b'}');
+                }
+                _ => put(&mut json, v),
+            }
+        }
+        json.push(b'}');
+        Rendered {
+            json,
+            rv_at,
+            meta: Meta::of(kind, value),
+        }
+    }
+
+    /// The stored version at `rv`; its JSON is allocated at its exact size.
+    fn commit(self, rv: u64) -> Stored {
+        let digits = rv.to_string();
+        let mut json = Vec::with_capacity(self.json.len() + digits.len());
+        json.extend_from_slice(&self.json[..self.rv_at]);
+        json.extend_from_slice(digits.as_bytes());
+        json.extend_from_slice(&self.json[self.rv_at..]);
+        Stored {
+            rv,
+            json: Bytes::from(json),
+            meta: self.meta,
+        }
+    }
+}
+
+/// Appends a key or a value as compact JSON.
+fn put<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(out, v).expect("JSON values serialize");
+}
+
+impl Stored {
+    /// Renders `value` (an object of `kind`) for storage.
+    pub(crate) fn new(kind: Kind, value: &Value, rv: u64) -> Self {
+        let mut json = serde_json::to_vec(value).expect("stored objects serialize");
+        // The serializer's spare capacity would stay allocated as long as the version lives.
+        json.shrink_to_fit();
+        Stored {
+            rv,
+            json: Bytes::from(json),
+            meta: Meta::of(kind, value),
+        }
+    }
+
+    /// The object's JSON bytes.
+    pub(crate) fn json(&self) -> &Bytes {
+        &self.json
+    }
+
+    /// The object, parsed (a fresh tree the caller owns).
+    pub(crate) fn value(&self) -> Value {
+        serde_json::from_slice(&self.json).expect("stored JSON parses")
+    }
+
+    /// Whether `needle` occurs anywhere in the JSON: a cheap test that lets scans skip objects
+    /// that cannot refer to a uid or name before parsing the ones that might.
+    pub(crate) fn mentions(&self, needle: &str) -> bool {
+        memchr::memmem::find(&self.json, needle.as_bytes()).is_some()
+    }
+
+    pub(crate) fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        &self.meta.namespace
     }
 
     pub(crate) fn uid(&self) -> &str {
-        self.meta_str("uid").unwrap_or_default()
+        &self.meta.uid
+    }
+
+    /// Whether `metadata.deletionTimestamp` is set.
+    pub(crate) fn deleting(&self) -> bool {
+        self.meta.deleting
+    }
+
+    /// The value of a selectable field of `kind` (`""` when missing or not selectable).
+    pub(crate) fn field(&self, kind: Kind, field: &str) -> &str {
+        selectors::supported_fields(kind)
+            .iter()
+            .position(|f| *f == field)
+            .map_or("", |i| self.meta.field(i, field))
     }
 }
 
@@ -87,36 +266,28 @@ impl EventType {
     }
 }
 
-/// One change in a kind's history. `prev` is the state before the change (for MODIFIED and
-/// DELETED), which watchers with selectors need to turn a MODIFIED into ADDED or DELETED when an
-/// object starts or stops matching.
+/// One change in a kind's history. `obj` is shared with the store (or with the next version's
+/// `prev`), so history costs no copies. `prev` is the state before the change (for MODIFIED and
+/// DELETED): watchers with selectors need it to turn a MODIFIED into ADDED or DELETED when an
+/// object starts or stops matching, and lists at an exact older resourceVersion rewind with it.
 #[derive(Debug)]
 pub(crate) struct WatchEvent {
     pub rv: u64,
     pub ty: EventType,
     pub obj: Arc<Stored>,
     pub prev: Option<Arc<Stored>>,
-    frame: OnceLock<Bytes>,
 }
 
-impl WatchEvent {
-    /// The newline-terminated wire frame `{"type":..,"object":..}`, built once for all watchers.
-    pub(crate) fn frame(&self) -> &Bytes {
-        self.frame
-            .get_or_init(|| frame(self.ty.as_str(), &self.obj))
-    }
-}
-
-/// Builds one watch frame for an object.
-pub(crate) fn frame(ty: &str, obj: &Stored) -> Bytes {
+/// Appends one newline-terminated watch frame `{"type":..,"object":..}` to `out`. Frames are not
+/// kept: each watcher copies the object's JSON into its send buffer anyway.
+pub(crate) fn write_frame(out: &mut BytesMut, ty: &str, obj: &Stored) {
     let json = obj.json();
-    let mut out = Vec::with_capacity(json.len() + 32);
+    out.reserve(json.len() + 32);
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(ty.as_bytes());
     out.extend_from_slice(b"\",\"object\":");
     out.extend_from_slice(json);
     out.extend_from_slice(b"}\n");
-    Bytes::from(out)
 }
 
 struct KindState {
@@ -295,63 +466,64 @@ impl Store {
 
     /// Inserts a new object under a fixed name, or under `prefix` + 5 random characters for
     /// `generateName` (retrying on collisions, which the real server leaves to the client).
+    /// `value` gets the final name and resourceVersion.
     pub(crate) fn insert(
         &self,
         kind: Kind,
         namespace: &str,
-        mut value: Value,
+        value: &mut Value,
         name: NameChoice,
     ) -> Result<Arc<Stored>, WriteConflict> {
         let slot = self.slot(kind);
-        let mut state = slot.state.write();
-        let key = match name {
-            NameChoice::Fixed(n) => {
-                let key = (namespace.to_string(), n);
-                if state.objects.contains_key(&key) {
-                    return Err(WriteConflict::Exists);
+        loop {
+            let key = (
+                namespace.to_string(),
+                match &name {
+                    NameChoice::Fixed(n) => n.clone(),
+                    NameChoice::Generate(prefix) => format!("{prefix}{}", random_suffix()),
+                },
+            );
+            value["metadata"]["name"] = Value::String(key.1.clone());
+            let rendered = Rendered::new(kind, value);
+            let mut state = slot.state.write();
+            if state.objects.contains_key(&key) {
+                match name {
+                    NameChoice::Fixed(_) => return Err(WriteConflict::Exists),
+                    NameChoice::Generate(_) => continue,
                 }
-                key
             }
-            NameChoice::Generate(prefix) => loop {
-                let key = (
-                    namespace.to_string(),
-                    format!("{prefix}{}", random_suffix()),
-                );
-                if !state.objects.contains_key(&key) {
-                    break key;
-                }
-            },
-        };
-        let rv = self.next_rv();
-        value["metadata"]["name"] = Value::String(key.1.clone());
-        value["metadata"]["resourceVersion"] = Value::String(rv.to_string());
-        let stored = Arc::new(Stored::new(value, rv));
-        state.objects.insert(key, stored.clone());
-        self.push_event(
-            kind,
-            &mut state,
-            WatchEvent {
-                rv,
-                ty: EventType::Added,
-                obj: stored.clone(),
-                prev: None,
-                frame: OnceLock::new(),
-            },
-        );
-        Ok(stored)
+            let rv = self.next_rv();
+            let stored = Arc::new(rendered.commit(rv));
+            state.objects.insert(key, stored.clone());
+            self.push_event(
+                kind,
+                &mut state,
+                WatchEvent {
+                    rv,
+                    ty: EventType::Added,
+                    obj: stored.clone(),
+                    prev: None,
+                },
+            );
+            drop(state);
+            value["metadata"]["resourceVersion"] = Value::String(rv.to_string());
+            return Ok(stored);
+        }
     }
 
-    /// Replaces `expected` by `value` if it is still the stored version.
+    /// Replaces `expected` by `value` if it is still the stored version. `value` gets the new
+    /// resourceVersion.
     pub(crate) fn replace(
         &self,
         kind: Kind,
         expected: &Arc<Stored>,
-        mut value: Value,
+        value: &mut Value,
     ) -> Result<Arc<Stored>, WriteConflict> {
         let key = (
             expected.namespace().to_string(),
             expected.name().to_string(),
         );
+        let rendered = Rendered::new(kind, value);
         let slot = self.slot(kind);
         let mut state = slot.state.write();
         match state.objects.get(&key) {
@@ -359,8 +531,7 @@ impl Store {
             _ => return Err(WriteConflict::Changed),
         }
         let rv = self.next_rv();
-        value["metadata"]["resourceVersion"] = Value::String(rv.to_string());
-        let stored = Arc::new(Stored::new(value, rv));
+        let stored = Arc::new(rendered.commit(rv));
         state.objects.insert(key, stored.clone());
         self.push_event(
             kind,
@@ -370,9 +541,10 @@ impl Store {
                 ty: EventType::Modified,
                 obj: stored.clone(),
                 prev: Some(expected.clone()),
-                frame: OnceLock::new(),
             },
         );
+        drop(state);
+        value["metadata"]["resourceVersion"] = Value::String(rv.to_string());
         Ok(stored)
     }
 
@@ -387,6 +559,7 @@ impl Store {
             expected.namespace().to_string(),
             expected.name().to_string(),
         );
+        let rendered = Rendered::new(kind, &mut expected.value());
         let slot = self.slot(kind);
         let mut state = slot.state.write();
         match state.objects.get(&key) {
@@ -395,9 +568,7 @@ impl Store {
         }
         state.objects.remove(&key);
         let rv = self.next_rv();
-        let mut last = expected.value.clone();
-        last["metadata"]["resourceVersion"] = Value::String(rv.to_string());
-        let gone = Arc::new(Stored::new(last, rv));
+        let gone = Arc::new(rendered.commit(rv));
         self.push_event(
             kind,
             &mut state,
@@ -406,7 +577,6 @@ impl Store {
                 ty: EventType::Deleted,
                 obj: gone.clone(),
                 prev: Some(expected.clone()),
-                frame: OnceLock::new(),
             },
         );
         Ok(gone)
@@ -432,28 +602,67 @@ mod tests {
     fn resource_versions_are_global_and_increasing() {
         let s = Store::new(100);
         let a = s
-            .insert(Kind::Pod, "ns", obj("a"), NameChoice::Fixed("a".into()))
+            .insert(
+                Kind::Pod,
+                "ns",
+                &mut obj("a"),
+                NameChoice::Fixed("a".into()),
+            )
             .unwrap();
         let b = s
             .insert(
                 Kind::ResourceClaim,
                 "ns",
-                obj("b"),
+                &mut obj("b"),
                 NameChoice::Fixed("b".into()),
             )
             .unwrap();
         assert_eq!((a.rv, b.rv), (1, 2));
-        assert_eq!(a.value["metadata"]["resourceVersion"], "1");
+        assert_eq!(a.value()["metadata"]["resourceVersion"], "1");
         assert_eq!(s.current_rv(), 2);
+    }
+
+    #[test]
+    fn committed_json_is_what_serde_json_writes() {
+        let s = Store::new(100);
+        let mut v = json!({"apiVersion": "v1", "kind": "Pod", "spec": {"x": [1, "\u{1}\"é"]},
+            "metadata": {"namespace": "ns", "labels": {"a": "b"}, "resourceVersion": "7", "uid": "u"},
+            "status": {"resourceVersion": "not this one"}});
+        let a = s
+            .insert(Kind::Pod, "ns", &mut v, NameChoice::Generate("p-".into()))
+            .unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "1");
+        assert_eq!(
+            a.json().as_ref(),
+            serde_json::to_vec(&v).unwrap().as_slice()
+        );
+        assert_eq!(a.value(), v);
+        assert_eq!((a.name().len(), a.meta().label("a")), (7, Some("b")));
+        let gone = s.remove(Kind::Pod, &a).unwrap();
+        v["metadata"]["resourceVersion"] = "2".into();
+        assert_eq!(
+            gone.json().as_ref(),
+            serde_json::to_vec(&v).unwrap().as_slice()
+        );
     }
 
     #[test]
     fn create_of_an_existing_name_conflicts() {
         let s = Store::new(100);
-        s.insert(Kind::Pod, "ns", obj("a"), NameChoice::Fixed("a".into()))
-            .unwrap();
+        s.insert(
+            Kind::Pod,
+            "ns",
+            &mut obj("a"),
+            NameChoice::Fixed("a".into()),
+        )
+        .unwrap();
         assert!(matches!(
-            s.insert(Kind::Pod, "ns", obj("a"), NameChoice::Fixed("a".into())),
+            s.insert(
+                Kind::Pod,
+                "ns",
+                &mut obj("a"),
+                NameChoice::Fixed("a".into())
+            ),
             Err(WriteConflict::Exists)
         ));
     }
@@ -462,11 +671,16 @@ mod tests {
     fn replace_of_a_stale_version_conflicts() {
         let s = Store::new(100);
         let a = s
-            .insert(Kind::Pod, "ns", obj("a"), NameChoice::Fixed("a".into()))
+            .insert(
+                Kind::Pod,
+                "ns",
+                &mut obj("a"),
+                NameChoice::Fixed("a".into()),
+            )
             .unwrap();
-        s.replace(Kind::Pod, &a, obj("a")).unwrap();
+        s.replace(Kind::Pod, &a, &mut obj("a")).unwrap();
         assert!(matches!(
-            s.replace(Kind::Pod, &a, obj("a")),
+            s.replace(Kind::Pod, &a, &mut obj("a")),
             Err(WriteConflict::Changed)
         ));
     }
@@ -478,7 +692,7 @@ mod tests {
             s.insert(
                 Kind::Pod,
                 "ns",
-                obj(&format!("p{i}")),
+                &mut obj(&format!("p{i}")),
                 NameChoice::Fixed(format!("p{i}")),
             )
             .unwrap();
@@ -492,10 +706,20 @@ mod tests {
     fn snapshot_at_rewinds_the_history() {
         let s = Store::new(100);
         let a = s
-            .insert(Kind::Pod, "ns", obj("a"), NameChoice::Fixed("a".into()))
+            .insert(
+                Kind::Pod,
+                "ns",
+                &mut obj("a"),
+                NameChoice::Fixed("a".into()),
+            )
             .unwrap();
-        s.insert(Kind::Pod, "ns", obj("b"), NameChoice::Fixed("b".into()))
-            .unwrap();
+        s.insert(
+            Kind::Pod,
+            "ns",
+            &mut obj("b"),
+            NameChoice::Fixed("b".into()),
+        )
+        .unwrap();
         s.remove(Kind::Pod, &a).unwrap();
         let at1 = s.snapshot_at(Kind::Pod, None, 1).unwrap();
         assert_eq!(

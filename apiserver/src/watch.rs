@@ -2,23 +2,22 @@
 //!
 //! Each watch is one task that follows its kind's event history with a cursor. It is woken by the
 //! store when the kind changes, reads every event after its cursor under a short read lock, and
-//! sends them in one chunk. Events carry their JSON frame, rendered once and shared by all
-//! watchers; a watcher only builds its own frame when its selectors turn a MODIFIED into an ADDED
-//! or a DELETED. A watcher that falls behind the bounded history gets the `410 Expired` ERROR event
+//! sends them in one chunk, copying each object's stored JSON (rendered once, when it was stored)
+//! into the chunk. Selectors are matched on the fields kept next to the JSON, without parsing it. A watcher that falls behind the bounded history gets the `410 Expired` ERROR event
 //! and its client re-lists, exactly like against a real server.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::registry::Registry;
 use crate::resources::{Kind, ResourceDef};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
-use crate::store::{EventType, Stored, WatchEvent, frame};
+use crate::store::{EventType, Stored, WatchEvent, write_frame};
 
 /// How often a watch that allows bookmarks gets one (the real server sends them about once a
 /// minute; clients use them only to remember a resourceVersion).
@@ -48,45 +47,41 @@ pub(crate) struct WatchParams {
 }
 
 impl WatchParams {
-    fn matches(&self, obj: &Value) -> bool {
-        let ns_ok = self.namespace.as_deref().is_none_or(|ns| {
-            obj.pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                == ns
-        });
-        ns_ok && self.labels.matches(obj) && self.fields.matches(self.res.kind_enum, obj)
+    fn matches(&self, obj: &Stored) -> bool {
+        let meta = obj.meta();
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| meta.namespace() == ns)
+            && self.labels.matches(meta)
+            && self.fields.matches(meta)
     }
 
     fn unfiltered(&self) -> bool {
         self.namespace.is_none() && self.labels.is_empty() && self.fields.is_empty()
     }
 
-    /// The frame this watcher sends for a history event, if any.
-    fn frame_for(&self, ev: &WatchEvent) -> Option<Bytes> {
+    /// Appends the frame this watcher sends for a history event, if any.
+    fn write_frame_for(&self, out: &mut BytesMut, ev: &WatchEvent) {
         let ty = if self.unfiltered() {
             ev.ty
         } else {
-            let now = self.matches(&ev.obj.value);
-            let before = ev.prev.as_ref().is_some_and(|p| self.matches(&p.value));
+            let now = self.matches(&ev.obj);
+            let before = ev.prev.as_ref().is_some_and(|p| self.matches(p));
             match (ev.ty, before, now) {
                 (EventType::Added, _, true) => EventType::Added,
                 (EventType::Modified, true, true) => EventType::Modified,
                 (EventType::Modified, false, true) => EventType::Added,
                 (EventType::Modified, true, false) => EventType::Deleted,
                 (EventType::Deleted, true, _) => EventType::Deleted,
-                _ => return None,
+                _ => return,
             }
         };
         if self.res.converted {
             let obj = Registry::present(self.res, &ev.obj);
-            return Some(frame(ty.as_str(), &obj));
-        }
-        Some(if ty == ev.ty {
-            ev.frame().clone()
+            write_frame(out, ty.as_str(), &obj);
         } else {
-            frame(ty.as_str(), &ev.obj)
-        })
+            write_frame(out, ty.as_str(), &ev.obj);
+        }
     }
 
     /// A BOOKMARK event: the kind's empty object carrying only a resourceVersion.
@@ -131,9 +126,9 @@ async fn run(reg: Arc<Registry>, p: WatchParams, tx: mpsc::Sender<Bytes>) {
         WatchStart::Initial { end_bookmark } => {
             let (items, rv) = reg.store.snapshot(kind, p.namespace.as_deref());
             let mut buf = BytesMut::new();
-            for obj in items.iter().filter(|o| p.matches(&o.value)) {
+            for obj in items.iter().filter(|o| p.matches(o)) {
                 let shown = Registry::present(p.res, obj);
-                buf.extend_from_slice(&frame("ADDED", &shown));
+                write_frame(&mut buf, "ADDED", &shown);
             }
             if end_bookmark && p.bookmarks {
                 buf.extend_from_slice(&p.bookmark(rv, true));
@@ -161,9 +156,7 @@ async fn run(reg: Arc<Registry>, p: WatchParams, tx: mpsc::Sender<Bytes>) {
                 let mut buf = BytesMut::new();
                 for ev in &events {
                     cursor = ev.rv;
-                    if let Some(f) = p.frame_for(ev) {
-                        buf.extend_from_slice(&f);
-                    }
+                    p.write_frame_for(&mut buf, ev);
                 }
                 if !buf.is_empty() && tx.send(buf.freeze()).await.is_err() {
                     return;
@@ -206,11 +199,10 @@ fn bookmark_rv(reg: &Registry, kind: Kind, cursor: u64) -> u64 {
 /// Objects of a snapshot that a list or watch would show.
 pub(crate) fn filter_items<'a>(
     items: &'a [Arc<Stored>],
-    kind: Kind,
     labels: &'a LabelSelector,
     fields: &'a FieldSelector,
 ) -> impl Iterator<Item = &'a Arc<Stored>> + 'a {
     items
         .iter()
-        .filter(move |o| labels.matches(&o.value) && fields.matches(kind, &o.value))
+        .filter(move |o| labels.matches(o.meta()) && fields.matches(o.meta()))
 }

@@ -2,7 +2,9 @@
 //! framework's `Plugin` trait as a Wasm component and compiled into the host.
 //!
 //! - `filter/1-node`: one host→guest call with a pod reference and one node name;
-//! - `filter/500-nodes`, `score/500-nodes`: one batch call over 500 nodes.
+//! - `filter/500-nodes`, `score/500-nodes`: one batch call over 500 nodes;
+//! - `dra/…`: the DRA plugin (`plugins/dra`), Wasm and native: PreFilter + Filter of a pod with
+//!   one claim over 500 nodes with 10 devices each, and one pushed claim change.
 //!
 //! Build the component first (`scripts/setup`), then `cargo bench --release -p wasm-scheduler
 //! --bench wasm_call`.
@@ -33,6 +35,19 @@ impl StateReplay for Nodes {
     }
 }
 
+/// Objects of several kinds, replayed in order (kinds the plugin subscribed to).
+struct Objects(Vec<ObjectEvent>);
+
+impl StateReplay for Objects {
+    fn replay(&self, kinds: &[ResourceKind]) -> Vec<ObjectEvent> {
+        self.0
+            .iter()
+            .filter(|e| kinds.contains(&e.resource))
+            .cloned()
+            .collect()
+    }
+}
+
 fn nodes(n: usize) -> Vec<Node> {
     (0..n)
         .map(|i| {
@@ -45,10 +60,14 @@ fn nodes(n: usize) -> Vec<Node> {
 }
 
 fn wasm_path() -> PathBuf {
+    component("node_label_plugin")
+}
+
+fn component(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("wasm32-wasip2/release/node_label_plugin.wasm");
+    let path = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run scripts/setup (it builds the plugins)",
@@ -127,5 +146,97 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn added(resource: ResourceKind, object: serde_json::Value) -> ObjectEvent {
+    ObjectEvent {
+        action: EventAction::Added,
+        resource,
+        object: object.to_string(),
+    }
+}
+
+/// The DRA plugin as Wasm and native over the same cluster: 500 nodes with 10 devices each and
+/// a DeviceClass with a CEL selector; a pod with one unallocated claim.
+fn bench_dra(c: &mut Criterion) {
+    const DRIVER: &str = "test-driver.cdi.k8s.io";
+    let mut events = vec![added(
+        ResourceKind::device_class(),
+        json!({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": "test-class"},
+               "spec": {"selectors": [{"cel": {"expression": format!("device.driver == \"{DRIVER}\"")}}]}}),
+    )];
+    let all = nodes(500);
+    for (i, n) in all.iter().enumerate() {
+        events.push(added(
+            ResourceKind::node(),
+            serde_json::to_value(n).unwrap(),
+        ));
+        let name = n.metadata.name.clone().unwrap();
+        let devices: Vec<_> = (0..10)
+            .map(|d| json!({"name": format!("device-{d}"), "attributes": {"index": {"int": d}}}))
+            .collect();
+        events.push(added(
+            ResourceKind::resource_slice(),
+            json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": format!("slice-{i}")},
+                   "spec": {"driver": DRIVER, "nodeName": name, "pool": {"name": name, "generation": 1, "resourceSliceCount": 1},
+                            "devices": devices}}),
+        ));
+    }
+    let claim = json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": "claim-0", "namespace": "default", "uid": "claim-uid", "resourceVersion": "1"},
+        "spec": {"devices": {"requests": [{"name": "req-0", "exactly": {"deviceClassName": "test-class"}}]}}});
+    events.push(added(ResourceKind::resource_claim(), claim.clone()));
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default", "uid": "p-uid"},
+        "spec": {"containers": [{"name": "c", "image": "pause", "resources": {"claims": [{"name": "r"}]}}],
+                 "resourceClaims": [{"name": "r", "resourceClaimName": "claim-0"}]}});
+    events.push(added(ResourceKind::pod(), pod.clone()));
+    let state = Arc::new(Objects(events));
+    let settings = Settings {
+        plugins: vec![PluginSource {
+            name: dra_plugin::NAME.into(),
+            path: component("dra_plugin"),
+            sha256: None,
+        }],
+        ..Settings::default()
+    };
+    let loaded = WasmPlugins::load(&settings).unwrap();
+    let wasm = loaded
+        .create(dra_plugin::NAME, &json!({}), state.clone())
+        .unwrap();
+    let ctx = FactoryContext {
+        client: None,
+        state,
+    };
+    let native =
+        NativeSdkPlugin::<dra_plugin::DraPlugin>::new(dra_plugin::NAME, &json!({}), &ctx).unwrap();
+    let infos: Vec<Arc<NodeInfo>> = all
+        .into_iter()
+        .map(|n| Arc::new(NodeInfo::new(Arc::new(n))))
+        .collect();
+    let pod = PodInfo::new(Arc::new(serde_json::from_value::<Pod>(pod).unwrap()));
+    let changed = ObjectEvent {
+        action: EventAction::Modified,
+        resource: ResourceKind::resource_claim(),
+        object: claim.to_string(),
+    };
+    let plugins: [(&str, &dyn Plugin); 2] = [("wasm", &wasm), ("native", &native)];
+    for (kind, p) in plugins {
+        c.bench_function(&format!("dra/pre_filter+filter/500-nodes/{kind}"), |b| {
+            b.iter(|| {
+                let mut cs = CycleState::default();
+                p.pre_filter(&mut cs, &pod, &Snapshot::default());
+                let st = p.filter(&cs, &pod, &infos);
+                assert!(st.iter().all(|s| s.is_success()));
+                black_box(st)
+            })
+        });
+        c.bench_function(&format!("dra/on_event-claim+pre_filter/{kind}"), |b| {
+            b.iter(|| {
+                p.on_event(&changed);
+                black_box(p.pre_filter(&mut CycleState::default(), &pod, &Snapshot::default()))
+            })
+        });
+    }
+}
+
+criterion_group!(benches, bench, bench_dra);
 criterion_main!(benches);

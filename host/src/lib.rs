@@ -11,10 +11,12 @@
 //! - [`scheduler`]: the scheduling cycle, the binding cycle and its PreBind executor;
 //!   [`scheduler::build`] starts one from a [`config::SchedulerConfig`].
 //! - [`plugins`]: the native plugins and the [`plugins::Registry`]; [`wasm`]: Wasm components.
-//! - [`simulate`], [`leader`], [`endpoint`], [`metrics`]: what the `wasm-scheduler` binary uses.
+//! - [`simulate`], [`cluster`] (`run`: leader election, endpoint, hot swap), [`leader`],
+//!   [`endpoint`], [`metrics`]: what the `wasm-scheduler` binary uses.
 
 pub mod bench;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod endpoint;
 pub mod framework;

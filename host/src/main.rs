@@ -2,26 +2,25 @@
 //!
 //! - `simulate <manifests...>`: schedule the pods of manifests on an embedded API server and
 //!   print where each went;
-//! - `run`: schedule the pods of a real cluster;
-//! - `serve [manifests...]`: run the embedded API server on loopback for `kubectl`.
+//! - `run`: schedule the pods of a real cluster (leader election, metrics, health);
+//! - `serve [manifests...]`: run the embedded API server on loopback for `kubectl`;
+//! - `bench`: the scheduler_perf-shaped benchmarks.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use embedded_apiserver::ApiServer;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use wasm_scheduler::config::SchedulerConfig;
-use wasm_scheduler::endpoint::{self, EndpointState};
-use wasm_scheduler::leader::LeaderElector;
+use wasm_scheduler::cluster::{RunOptions, Runner};
+use wasm_scheduler::config::{SchedulerConfig, parse_duration};
 use wasm_scheduler::metrics::Metrics;
 use wasm_scheduler::plugins::Registry;
-use wasm_scheduler::queue::SchedulingQueue;
-use wasm_scheduler::scheduler::{Scheduler, build};
+use wasm_scheduler::scheduler::build;
 use wasm_scheduler::simulate::{SimulateError, SimulateOptions, simulate};
 
 #[derive(Parser)]
@@ -31,8 +30,85 @@ use wasm_scheduler::simulate::{SimulateError, SimulateOptions, simulate};
     about = "A Kubernetes scheduler whose plugins are WebAssembly components"
 )]
 struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Logging flags (any subcommand). Without `--log-level` or `-v`, `RUST_LOG` decides.
+#[derive(clap::Args)]
+struct LogArgs {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level: error, warn, info, debug or trace (wins over RUST_LOG).
+    #[arg(long, global = true)]
+    log_level: Option<tracing::Level>,
+    /// More logs: -v debug (every scheduling attempt), -vv trace.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (with the current spans' fields).
+    Json,
+}
+
+/// The `run` flags that mirror kube-scheduler's; they override the configuration file.
+#[derive(clap::Args)]
+struct LeaderArgs {
+    /// Campaign for a Lease before scheduling (`--leader-elect=false` to turn off).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    leader_elect: Option<bool>,
+    /// Same as `--leader-elect=false`.
+    #[arg(long, conflicts_with = "leader_elect")]
+    no_leader_elect: bool,
+    /// The Lease's name (default wasm-scheduler).
+    #[arg(long)]
+    leader_elect_resource_name: Option<String>,
+    /// The Lease's namespace (default kube-system).
+    #[arg(long)]
+    leader_elect_resource_namespace: Option<String>,
+    /// How long a standby waits after the last renewal it saw before taking over (default 15s).
+    #[arg(long, value_parser = parse_duration)]
+    leader_elect_lease_duration: Option<Duration>,
+    /// How long the leader keeps retrying a renewal before it stops (default 10s).
+    #[arg(long, value_parser = parse_duration)]
+    leader_elect_renew_deadline: Option<Duration>,
+    /// Wait between tries to acquire or renew (default 2s).
+    #[arg(long, value_parser = parse_duration)]
+    leader_elect_retry_period: Option<Duration>,
+}
+
+impl LeaderArgs {
+    fn apply(self, config: &mut SchedulerConfig) {
+        let le = &mut config.leader_election;
+        if let Some(on) = self.leader_elect {
+            le.leader_elect = on;
+        }
+        if self.no_leader_elect {
+            le.leader_elect = false;
+        }
+        if let Some(v) = self.leader_elect_resource_name {
+            le.resource_name = v;
+        }
+        if let Some(v) = self.leader_elect_resource_namespace {
+            le.resource_namespace = v;
+        }
+        if let Some(v) = self.leader_elect_lease_duration {
+            le.lease_duration = v;
+        }
+        if let Some(v) = self.leader_elect_renew_deadline {
+            le.renew_deadline = v;
+        }
+        if let Some(v) = self.leader_elect_retry_period {
+            le.retry_period = v;
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -52,7 +128,7 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
-    /// Schedule the pods of a cluster, forever.
+    /// Schedule the pods of a cluster until SIGINT/SIGTERM (exit 0) or the lease is lost (exit 1).
     Run {
         /// Kubeconfig file (default: in-cluster config, then $KUBECONFIG, then ~/.kube/config).
         #[arg(long, env = "KUBECONFIG")]
@@ -60,12 +136,11 @@ enum Command {
         /// KubeSchedulerConfiguration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Address of the `/metrics` and `/healthz` endpoint.
+        /// Address of `/metrics`, `/healthz`, `/livez` and `/readyz`.
         #[arg(long, default_value = "0.0.0.0:10251")]
         metrics_addr: SocketAddr,
-        /// Skip leader election even if the configuration enables it.
-        #[arg(long)]
-        no_leader_elect: bool,
+        #[command(flatten)]
+        leader: LeaderArgs,
     },
     /// Run the embedded API server on loopback (for kubectl), optionally with the scheduler.
     Serve {
@@ -81,15 +156,43 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Benchmarks shaped like Kubernetes scheduler_perf (`bench --help` for the options).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Options of the benchmark command.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
-fn init_logging(default: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt()
+/// Sets up logging: `--log-level`/`-v` if given, else `RUST_LOG`, else `default`.
+fn init_logging(args: &LogArgs, default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (args.log_level, args.verbose) {
+        (Some(l), _) => Some(l),
+        (None, 0) => None,
+        (None, 1) => Some(tracing::Level::DEBUG),
+        (None, _) => Some(tracing::Level::TRACE),
+    };
+    let filter = match level {
+        // The HTTP stack is very chatty below info; ask for it with RUST_LOG.
+        Some(l) => EnvFilter::new(format!(
+            "{l},hyper=info,hyper_util=info,h2=info,rustls=info,tower=info"
+        )),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 fn load_config(path: Option<&Path>) -> Result<SchedulerConfig> {
@@ -102,6 +205,11 @@ fn load_config(path: Option<&Path>) -> Result<SchedulerConfig> {
 /// Errors are printed as one line with their causes (no backtrace), exit code 1.
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Bench { args } = &cli.command {
+        // The benchmark runs its own runtimes and child processes.
+        let code = wasm_scheduler::bench::main(&["bench".to_string()], args);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -109,16 +217,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let is_run = matches!(cli.command, Command::Run { .. });
+    let result = runtime.block_on(dispatch(cli));
+    if let Err(e) = &result {
+        eprintln!("error: {e:#}");
+    }
+    if is_run {
+        // Like kube-scheduler: exit at once; background tasks (binding cycles, watches) of a
+        // deposed leader must not linger while the runtime winds down.
+        std::process::exit(i32::from(result.is_err()));
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(_) => ExitCode::FAILURE,
     }
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {
+    let log = cli.log;
     match cli.command {
         Command::Simulate {
             manifests,
@@ -126,17 +242,17 @@ async fn dispatch(cli: Cli) -> Result<()> {
             output,
             timeout,
         } => {
-            init_logging("warn");
+            init_logging(&log, "warn");
             run_simulate(manifests, config, output, timeout).await
         }
         Command::Run {
             kubeconfig,
             config,
             metrics_addr,
-            no_leader_elect,
+            leader,
         } => {
-            init_logging("info");
-            run_cluster(kubeconfig, config, metrics_addr, no_leader_elect).await
+            init_logging(&log, "info");
+            run_cluster(kubeconfig, config, metrics_addr, leader).await
         }
         Command::Serve {
             manifests,
@@ -144,9 +260,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
             schedule,
             config,
         } => {
-            init_logging("info");
+            init_logging(&log, "info");
             run_serve(manifests, addr, schedule, config).await
         }
+        Command::Bench { .. } => unreachable!("handled before the runtime starts"),
     }
 }
 
@@ -195,76 +312,43 @@ async fn client_for(kubeconfig: Option<&Path>) -> Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-/// Starts the Wasm admin endpoint, file watcher and SIGHUP reloader if Wasm plugins are loaded.
-async fn start_hot_swap(
-    scheduler: &Scheduler,
-    config: &SchedulerConfig,
-) -> Result<Option<wasm_scheduler::wasm::FileWatcher>> {
-    let Some(wasm) = scheduler.wasm() else {
-        return Ok(None);
-    };
-    if let Some(addr) = config.wasm.admin_addr {
-        let admin = wasm_scheduler::wasm::serve_admin(wasm.clone(), addr).await?;
-        tracing::info!(addr = %admin.addr, "Wasm admin endpoint (POST /plugins/NAME/reload)");
-    }
+/// SIGINT or SIGTERM (what Kubernetes sends a pod that is stopping).
+async fn shutdown_signal() {
     #[cfg(unix)]
-    wasm_scheduler::wasm::spawn_sighup_reloader(wasm.clone())?;
-    Ok(Some(wasm.watch_files()?))
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("signal received; stopping");
 }
 
 async fn run_cluster(
     kubeconfig: Option<PathBuf>,
     config_path: Option<PathBuf>,
     metrics_addr: SocketAddr,
-    no_leader_elect: bool,
+    leader: LeaderArgs,
 ) -> Result<()> {
-    let config = load_config(config_path.as_deref())?;
+    let mut config = load_config(config_path.as_deref())?;
+    leader.apply(&mut config);
     let kubeconfig = kubeconfig.or_else(|| config.client_connection.kubeconfig.clone());
     let client = client_for(kubeconfig.as_deref()).await?;
-    let metrics = Arc::new(Metrics::new());
-    let queue: Arc<OnceLock<Arc<SchedulingQueue>>> = Arc::new(OnceLock::new());
-    let (m, q) = (metrics.clone(), queue.clone());
-    let refresh = Arc::new(move || {
-        if let Some(q) = q.get() {
-            let s = q.stats();
-            m.set_pending(s.active, s.backoff, s.unschedulable, s.gated);
-        }
-    });
-    let (addr, _endpoint) = endpoint::serve(
-        metrics_addr,
-        EndpointState {
-            metrics: metrics.clone(),
-            refresh,
-        },
-    )
-    .await
-    .with_context(|| format!("binding the metrics endpoint to {metrics_addr}"))?;
-    tracing::info!(%addr, "serving /metrics and /healthz");
-
-    let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(false);
-    if config.leader_election.leader_elect && !no_leader_elect {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-        let identity = format!("{host}_{}", uuid::Uuid::new_v4());
-        let elector = LeaderElector::new(client.clone(), config.leader_election.clone(), identity);
-        elector.acquire().await;
-        tokio::spawn(async move { elector.hold(lost_tx).await });
-    }
-
-    let scheduler = build(client, &config, Registry::with_builtins(), metrics).await?;
-    let _ = queue.set(scheduler.queue().clone());
-    let _watcher = start_hot_swap(&scheduler, &config).await?;
-    tracing::info!(profiles = ?config.profiles.iter().map(|p| p.scheduler_name.as_str()).collect::<Vec<_>>(), "scheduling");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("interrupted; stopping");
-            scheduler.shutdown().await;
-            Ok(())
-        }
-        _ = lost_rx.wait_for(|lost| *lost) => {
-            scheduler.shutdown().await;
-            bail!("lost the leader lease; exiting so a restart can campaign again")
-        }
-    }
+    let mut options = RunOptions::new(config);
+    options.metrics_addr = Some(metrics_addr);
+    let runner = Runner::start(client, options).await?;
+    runner.run(shutdown_signal()).await?;
+    Ok(())
 }
 
 async fn run_serve(

@@ -540,3 +540,45 @@ async fn a_hundred_pods_bind_concurrently_without_overcommitting_a_node() {
         "{msg}"
     );
 }
+
+/// The outcome of a failed attempt is recorded before the pod leaves in-flight, so whoever
+/// waits for idle (as `simulate` does) finds it; a deleted pod's outcome is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_are_there_when_idle_and_leave_with_deleted_pods() {
+    let cluster = TestCluster::start().await;
+    cluster.apply(&two_nodes()).await;
+    for round in 0..5 {
+        let name = format!("huge-{round}");
+        cluster.apply(&pod_yaml(&name, "8", "1Gi", "")).await;
+        let uid = cluster.pod("default", &name).await.metadata.uid.unwrap();
+        // Idle once the queue has the pod: it was attempted and parked.
+        tokio::time::timeout(
+            TIMEOUT,
+            cluster
+                .scheduler
+                .wait_until(|s| s.queue().contains(&uid) && s.is_idle()),
+        )
+        .await
+        .expect("the scheduler queued the pod and became idle");
+        let outcome = cluster.outcome("default", &name);
+        assert!(
+            outcome
+                .as_ref()
+                .and_then(|o| o.message.as_deref())
+                .is_some_and(|m| m.contains("Insufficient cpu")),
+            "round {round}: {outcome:?}"
+        );
+        Api::<Pod>::namespaced(cluster.client.clone(), "default")
+            .delete(&name, &Default::default())
+            .await
+            .unwrap();
+        tokio::time::timeout(
+            TIMEOUT,
+            cluster
+                .scheduler
+                .wait_until(|s| !s.outcomes().iter().any(|o| o.name == name)),
+        )
+        .await
+        .expect("the deleted pod's outcome is dropped");
+    }
+}

@@ -5,5 +5,6 @@ mod dra;
 mod engine;
 mod hostile_plugins;
 mod hot_swap;
+mod operations;
 mod scenarios;
 mod wasm_plugins;

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 pub(crate) use body::ResponseBody;
 
+use crate::audit;
 use crate::discovery;
 use crate::registry::{DeleteOptions, DeleteResult, Registry, WriteOptions, WriteResult};
 use crate::resources::{self, Kind, ResourceDef};
@@ -39,6 +40,8 @@ const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 #[derive(Clone)]
 pub(crate) struct InProcess {
     pub(crate) reg: Arc<Registry>,
+    /// Whom the requests are attributed to in the request log.
+    pub(crate) user: Arc<str>,
 }
 
 impl<B> tower::Service<Request<B>> for InProcess
@@ -56,6 +59,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let reg = self.reg.clone();
+        let user = self.user.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let bytes = match body.collect().await {
@@ -66,17 +70,31 @@ where
                     ))));
                 }
             };
-            Ok(handle(reg, Request::from_parts(parts, bytes)).await)
+            Ok(handle(reg, &user, Request::from_parts(parts, bytes)).await)
         })
     }
 }
 
-/// Answers one request.
-pub(crate) async fn handle(reg: Arc<Registry>, req: Request<Bytes>) -> Response<ResponseBody> {
-    match route(reg, req).await {
+/// Answers one request from `user` (recorded in the request log when it is on).
+pub(crate) async fn handle(
+    reg: Arc<Registry>,
+    user: &str,
+    req: Request<Bytes>,
+) -> Response<ResponseBody> {
+    let record = reg
+        .audit
+        .enabled()
+        .then(|| audit::request_info(&req, audit::user_of(&req, user)));
+    let audit = record.as_ref().map(|_| reg.clone());
+    let resp = match route(reg, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
+    };
+    if let (Some(mut record), Some(reg)) = (record, audit) {
+        record.code = resp.status().as_u16();
+        reg.audit.push(record);
     }
+    resp
 }
 
 pub(crate) fn error_response(e: &ApiError) -> Response<ResponseBody> {
@@ -565,7 +583,7 @@ fn delete_collection(
         dry_run: query.get("dryRun") == Some("All"),
         ..Default::default()
     };
-    for obj in watch::filter_items(&items, res.kind_enum, &labels, &fields) {
+    for obj in watch::filter_items(&items, &labels, &fields) {
         let ns = if res.namespaced {
             Some(obj.namespace())
         } else {
@@ -680,7 +698,7 @@ async fn list_request(
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0);
-    let mut matched: Vec<&Arc<Stored>> = watch::filter_items(&items, kind, &labels, &fields)
+    let mut matched: Vec<&Arc<Stored>> = watch::filter_items(&items, &labels, &fields)
         .filter(|o| match &start_after {
             Some((sns, sname)) => (o.namespace(), o.name()) > (sns.as_str(), sname.as_str()),
             None => true,

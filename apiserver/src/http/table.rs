@@ -375,18 +375,20 @@ pub(crate) fn render(
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
+            let value = o.value();
+            let cells = cells(res.kind_enum, &value);
             let object = match include {
                 Include::None => Value::Null,
-                Include::Object => o.value.clone(),
+                Include::Object => value,
                 Include::Metadata => {
-                    let mut meta = o.value.get("metadata").cloned().unwrap_or_else(|| json!({}));
+                    let mut meta = value.get("metadata").cloned().unwrap_or_else(|| json!({}));
                     if let Some(m) = meta.as_object_mut() {
                         m.remove("managedFields");
                     }
                     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
                 }
             };
-            json!({"cells": cells(res.kind_enum, &o.value), "object": object})
+            json!({"cells": cells, "object": object})
         })
         .collect();
     let mut meta = json!({"resourceVersion": rv.to_string()});

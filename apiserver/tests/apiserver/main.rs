@@ -1,6 +1,7 @@
 //! Integration tests of the embedded API server, driven only through `kube::Client` (and, in
 //! `kubectl.rs`, through the real kubectl). One binary, one file per feature.
 
+mod audit;
 mod binding;
 mod concurrency;
 mod controller;

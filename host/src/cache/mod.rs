@@ -94,6 +94,9 @@ pub trait CacheEvents: Send + Sync {
     fn pending_pod(&self, pod: Arc<PodInfo>, spec_changed: bool);
     /// A pod is no longer pending: deleted, finished, or bound.
     fn pod_gone(&self, uid: &str);
+    /// A pod was deleted or finished (called just before [`CacheEvents::pod_gone`]): forget
+    /// what is kept about it.
+    fn pod_deleted(&self, _uid: &str) {}
     /// A cluster event that may make unschedulable pods schedulable.
     fn cluster_event(&self, resource: &ResourceKind, action: EventAction);
 }
@@ -273,6 +276,20 @@ impl Cache {
             .collect()
     }
 
+    /// The uids of all pods the cache knows (pending, bound and assumed).
+    pub fn pod_uids(&self) -> HashSet<String> {
+        self.nodes.lock().pods.keys().cloned().collect()
+    }
+
+    /// Whether the pod is bound or assumed on a node, as far as the cache knows.
+    pub fn is_assigned(&self, uid: &str) -> bool {
+        self.nodes
+            .lock()
+            .pods
+            .get(uid)
+            .is_some_and(|e| e.node.is_some())
+    }
+
     /// Outstanding assumptions.
     pub fn pending_work(&self) -> PendingWork {
         let assumed_pods = self.nodes.lock().assumed;
@@ -311,12 +328,11 @@ impl Cache {
             .unwrap_or_default()
     }
 
+    /// The JSON plugins get for a pod; an assumed pod shows its node in `spec.nodeName`.
     fn pod_event_json(pod: &Pod, assumed_node: Option<&str>) -> String {
         match assumed_node {
             Some(node) if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) => {
-                let mut p = pod.clone();
-                p.spec.get_or_insert_with(Default::default).node_name = Some(node.to_string());
-                serde_json::to_string(&p).unwrap_or_default()
+                serde_json::to_string(&AssumedPod { pod, node }).unwrap_or_default()
             }
             _ => serde_json::to_string(pod).unwrap_or_default(),
         }
@@ -334,13 +350,12 @@ impl Cache {
             self.nodes.lock().assume_pod(pod, node)?;
             return Ok(());
         }
+        // Serialized before taking `delivery`: only the order of deliveries needs the lock, and
+        // the watch writer waits on it.
+        let json = Self::pod_event_json(&pod.pod, Some(node));
         let _order = self.delivery.lock();
         self.nodes.lock().assume_pod(pod, node)?;
-        self.deliver(
-            &kind,
-            EventAction::Modified,
-            Self::pod_event_json(&pod.pod, Some(node)),
-        );
+        self.deliver(&kind, EventAction::Modified, json);
         drop(_order);
         Ok(())
     }
@@ -491,17 +506,23 @@ impl Cache {
     pub(crate) fn apply_pod(&self, pod: Arc<Pod>) {
         let kind = ResourceKind::pod();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let _order = self.delivery.lock();
+        // Serialized before taking `delivery` (the scheduling loop waits on it to assume pods).
         let json = self
             .has_subscribers(&kind)
             .then(|| serde_json::to_string(&*pod).unwrap_or_default());
+        let _order = self.delivery.lock();
         let (known, change, settled) = {
             let mut s = self.nodes.lock();
             let (known, before) = (s.pods.contains_key(&uid), s.assumed);
-            let change = s.apply_pod(pod);
+            let change = s.apply_pod(pod.clone());
             (known, change, s.assumed < before)
         };
-        if let Some(json) = json {
+        if let Some(mut json) = json {
+            if let PodChange::StillAssumed { node } = &change {
+                // Plugins keep seeing an assumed pod on its node until the binding shows (as
+                // `assume_pod` and `replay` show it).
+                json = Self::pod_event_json(&pod, Some(node));
+            }
             let action = match &change {
                 PodChange::Gone { .. } => EventAction::Deleted,
                 _ if !known => EventAction::Added,
@@ -516,6 +537,9 @@ impl Cache {
     pub(crate) fn delete_pod(&self, pod: &Pod) {
         let kind = ResourceKind::pod();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let json = self
+            .has_subscribers(&kind)
+            .then(|| serde_json::to_string(pod).unwrap_or_default());
         let _order = self.delivery.lock();
         let (change, settled) = {
             let mut s = self.nodes.lock();
@@ -523,12 +547,8 @@ impl Cache {
             let change = s.delete_pod(&uid);
             (change, s.assumed < before)
         };
-        if self.has_subscribers(&kind) {
-            self.deliver(
-                &kind,
-                EventAction::Deleted,
-                serde_json::to_string(pod).unwrap_or_default(),
-            );
+        if let Some(json) = json {
+            self.deliver(&kind, EventAction::Deleted, json);
         }
         drop(_order);
         self.pod_change(&uid, change, settled);
@@ -543,7 +563,9 @@ impl Cache {
                     h.pod_gone(uid);
                     h.cluster_event(&ResourceKind::pod(), action);
                 }
+                PodChange::StillAssumed { .. } => {}
                 PodChange::Gone { was_assigned } => {
+                    h.pod_deleted(uid);
                     h.pod_gone(uid);
                     if was_assigned {
                         h.cluster_event(&ResourceKind::pod(), EventAction::Deleted);
@@ -723,6 +745,33 @@ impl StateReplay for Cache {
             }
         }
         out
+    }
+}
+
+/// Serializes a pod as if `spec.nodeName` were `node`, exactly as the pod with that field set
+/// would serialize (same fields, same order), without cloning its metadata and status.
+struct AssumedPod<'a> {
+    pod: &'a Pod,
+    node: &'a str,
+}
+
+impl serde::Serialize for AssumedPod<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use k8s_openapi::Resource;
+        use serde::ser::SerializeStruct;
+        let pod = self.pod;
+        let mut spec = pod.spec.clone().unwrap_or_default();
+        spec.node_name = Some(self.node.to_string());
+        let mut state =
+            serializer.serialize_struct(Pod::KIND, 4 + usize::from(pod.status.is_some()))?;
+        state.serialize_field("apiVersion", Pod::API_VERSION)?;
+        state.serialize_field("kind", Pod::KIND)?;
+        state.serialize_field("metadata", &pod.metadata)?;
+        state.serialize_field("spec", &spec)?;
+        if let Some(status) = &pod.status {
+            state.serialize_field("status", status)?;
+        }
+        state.end()
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, PodResourceClaimStatus};
 
 use crate::framework::{EventAction, NodeInfo, PodInfo, Snapshot};
 
@@ -30,6 +30,10 @@ pub(crate) enum PodChange {
     },
     /// The pod is bound to a node (new, changed, or confirming an assumption).
     Assigned { action: EventAction },
+    /// An update of a pod the scheduler assumed on `node` before the watch showed its binding:
+    /// it is in its binding cycle, not pending, so the queue must not take it back (upstream
+    /// skips updates of assumed pods).
+    StillAssumed { node: String },
     /// The pod was deleted or finished.
     Gone { was_assigned: bool },
 }
@@ -174,29 +178,41 @@ impl NodeStore {
                 PodChange::Assigned { action }
             }
             None => {
+                // An assumed pod stays assumed while the watch has not shown its binding.
+                if let Some(PodEntry {
+                    node: Some(n),
+                    assumed: true,
+                    ..
+                }) = old
+                {
+                    self.remove_from_node(&n, &uid);
+                    self.add_to_node(&n, info.clone());
+                    self.pods.insert(
+                        uid,
+                        PodEntry {
+                            info,
+                            node: Some(n.clone()),
+                            assumed: true,
+                        },
+                    );
+                    return PodChange::StillAssumed { node: n };
+                }
+                // As upstream `isPodUpdated`: status changes do not count, except the claim
+                // names the resourceclaim controller records (DRA's PreEnqueue waits on them).
+                fn claim_statuses(p: &Pod) -> Option<&Vec<PodResourceClaimStatus>> {
+                    p.status.as_ref()?.resource_claim_statuses.as_ref()
+                }
                 let spec_changed = old.as_ref().is_some_and(|o| {
                     o.info.pod.spec != info.pod.spec
                         || o.info.pod.metadata.labels != info.pod.metadata.labels
+                        || claim_statuses(&o.info.pod) != claim_statuses(&info.pod)
                 });
-                // An assumed pod stays assumed while the watch has not shown its binding.
-                let (node, assumed) = match old {
-                    Some(PodEntry {
-                        node: Some(n),
-                        assumed: true,
-                        ..
-                    }) => {
-                        self.remove_from_node(&n, &uid);
-                        self.add_to_node(&n, info.clone());
-                        (Some(n), true)
-                    }
-                    _ => (None, false),
-                };
                 self.pods.insert(
                     uid,
                     PodEntry {
                         info: info.clone(),
-                        node,
-                        assumed,
+                        node: None,
+                        assumed: false,
                     },
                 );
                 PodChange::Pending { info, spec_changed }
@@ -336,8 +352,12 @@ mod tests {
         s.apply_pod(pod("p", None));
         s.assume_pod(&Arc::new(PodInfo::new(pod("p", None))), "n1")
             .unwrap();
-        // A status update before the binding shows keeps the assumption.
-        s.apply_pod(pod("p", None));
+        // A status update before the binding shows keeps the assumption, and the pod is not
+        // pending: it is being bound.
+        assert!(matches!(
+            s.apply_pod(pod("p", None)),
+            PodChange::StillAssumed { node } if node == "n1"
+        ));
         assert_eq!(s.nodes()[0].pods.len(), 1);
         assert_eq!(s.assumed, 1);
         assert!(matches!(
@@ -349,6 +369,35 @@ mod tests {
         assert_eq!(s.assumed, 0);
         assert_eq!(s.nodes()[0].pods.len(), 1);
         assert!(!s.forget_pod("p"), "a confirmed pod is not forgotten");
+    }
+
+    #[test]
+    fn claim_names_recorded_in_the_status_count_as_a_pod_update() {
+        let mut s = NodeStore::default();
+        s.apply_pod(pod("p", None));
+        let mut with_claims = (*pod("p", None)).clone();
+        with_claims.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "resourceClaimStatuses": [{"name": "gpu", "resourceClaimName": "p-gpu-abc"}]
+            }))
+            .unwrap(),
+        );
+        assert!(matches!(
+            s.apply_pod(Arc::new(with_claims.clone())),
+            PodChange::Pending {
+                spec_changed: true,
+                ..
+            }
+        ));
+        // Other status changes do not.
+        with_claims.status.as_mut().unwrap().phase = Some("Pending".into());
+        assert!(matches!(
+            s.apply_pod(Arc::new(with_claims)),
+            PodChange::Pending {
+                spec_changed: false,
+                ..
+            }
+        ));
     }
 
     #[test]

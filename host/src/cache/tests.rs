@@ -156,3 +156,81 @@ fn replay_includes_assumed_pods_on_their_node() {
     cache.forget_pod("a");
     assert_eq!(cache.pending_work().assumed_pods, 0);
 }
+
+/// A pod update arriving after the scheduler assumed the pod (e.g. a status patch posted
+/// before the binding, delivered after the binding cycle ended) must not make the pod pending
+/// again: the queue would schedule it a second time and fail with "already assigned".
+#[test]
+fn an_update_of_an_assumed_pod_does_not_make_it_pending_again() {
+    let (cache, rec, handler) = setup();
+    cache.apply_pod(pod("a", None));
+    let info = Arc::new(PodInfo::new(pod("a", None)));
+    cache.assume_pod(&info, "n1").unwrap();
+    handler.log.lock().clear();
+    cache.apply_pod(pod("a", None));
+    assert_eq!(*handler.log.lock(), Vec::<String>::new());
+    // Plugins keep seeing the pod on its node until the binding shows.
+    let last = rec.events.lock().last().cloned().unwrap();
+    assert_eq!(last.action, EventAction::Modified);
+    assert!(
+        last.object.contains("\"nodeName\":\"n1\""),
+        "{}",
+        last.object
+    );
+    assert_eq!(cache.pending_work().assumed_pods, 1);
+    // The binding confirms it.
+    cache.apply_pod(pod("a", Some("n1")));
+    assert_eq!(*handler.log.lock(), ["gone a", "Pod Added"]);
+    assert_eq!(cache.pending_work().assumed_pods, 0);
+}
+
+#[test]
+fn an_assumed_pod_serializes_as_the_pod_with_its_node_set() {
+    let p: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "a", "namespace": "d", "uid": "a", "labels": {"x": "y"}},
+        "spec": {"containers": [{"name": "c", "image": "i"}], "schedulerName": "s"},
+        "status": {"phase": "Pending"}
+    }))
+    .unwrap();
+    let mut with_node = p.clone();
+    with_node.spec.as_mut().unwrap().node_name = Some("n1".into());
+    assert_eq!(
+        Cache::pod_event_json(&p, Some("n1")),
+        serde_json::to_string(&with_node).unwrap()
+    );
+    let no_spec = Pod {
+        metadata: p.metadata.clone(),
+        ..Default::default()
+    };
+    let mut expected = no_spec.clone();
+    expected.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+        node_name: Some("n1".into()),
+        ..Default::default()
+    });
+    assert_eq!(
+        Cache::pod_event_json(&no_spec, Some("n1")),
+        serde_json::to_string(&expected).unwrap()
+    );
+}
+
+#[test]
+fn deleted_pods_are_reported_as_deleted_not_bound() {
+    #[derive(Default)]
+    struct Deletions(Mutex<Vec<String>>);
+    impl CacheEvents for Deletions {
+        fn pending_pod(&self, _: Arc<PodInfo>, _: bool) {}
+        fn pod_gone(&self, _: &str) {}
+        fn pod_deleted(&self, uid: &str) {
+            self.0.lock().push(uid.to_string());
+        }
+        fn cluster_event(&self, _: &ResourceKind, _: EventAction) {}
+    }
+    let cache = Cache::new();
+    let d = Arc::new(Deletions::default());
+    cache.set_handler(d.clone());
+    cache.apply_pod(pod("a", None));
+    cache.apply_pod(pod("a", Some("n1")));
+    assert!(d.0.lock().is_empty(), "binding is not deletion");
+    cache.delete_pod(&pod("a", Some("n1")));
+    assert_eq!(*d.0.lock(), ["a"]);
+}

@@ -10,7 +10,7 @@ mod plugin;
 mod runtime;
 
 pub use cycle_state::CycleState;
-pub use node_info::{NodeInfo, PodInfo, Resource, Snapshot};
+pub use node_info::{NodeInfo, NonZeroRequests, PodInfo, Resource, Snapshot};
 pub use plugin::{BindContext, Plugin, PluginRef, StateReplay};
 pub use runtime::{
     FilterVerdicts, Framework, MAX_NODE_SCORE, MAX_PERMIT_TIMEOUT, NarrowedNodes, OnIntents,

@@ -27,6 +27,31 @@ pub struct PodInfo {
     pub key: wasm_scheduler_sdk::PodRef,
     /// Effective requests: max(sum of containers, any init container) plus overhead.
     pub requests: Resource,
+    /// CPU (millicores) and memory (bytes) requested with scoring defaults for containers that
+    /// omit them (upstream `GetNonzeroRequests`), so scoring need not walk a node's pods.
+    pub non_zero_requests: NonZeroRequests,
+}
+
+/// CPU and memory as Score counts them: a container without a cpu or memory request counts
+/// the scoring defaults (upstream `NodeInfo.NonZeroRequested`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NonZeroRequests {
+    /// CPU in millicores.
+    pub milli_cpu: i64,
+    /// Memory in bytes.
+    pub memory: i64,
+}
+
+impl NonZeroRequests {
+    fn add(&mut self, other: NonZeroRequests) {
+        self.milli_cpu += other.milli_cpu;
+        self.memory += other.memory;
+    }
+
+    fn sub(&mut self, other: NonZeroRequests) {
+        self.milli_cpu -= other.milli_cpu;
+        self.memory -= other.memory;
+    }
 }
 
 /// A node with the pods assigned to it and the resources they request
@@ -43,8 +68,16 @@ pub struct NodeInfo {
     pub allocatable: Resource,
     /// What its pods request.
     pub requested: Resource,
+    /// What its pods request with scoring defaults, kept in step with `requested` by
+    /// [`NodeInfo::add_pod`] and [`NodeInfo::remove_pod`].
+    pub non_zero_requested: NonZeroRequests,
     /// Bumped on every change, so snapshots can copy only changed nodes.
     pub generation: u64,
+    /// `spec.unschedulable`, copied here so Filter need not read the node object (a cache
+    /// miss per node on large clusters).
+    pub unschedulable: bool,
+    /// Whether `spec.taints` is non-empty (same reason).
+    has_taints: bool,
 }
 
 /// A consistent view of all nodes for one scheduling cycle. Cheap to clone.
@@ -127,7 +160,16 @@ impl PodInfo {
             uid: meta.uid.clone().unwrap_or_default(),
         };
         let requests = crate::plugins::compute_pod_requests(&pod);
-        PodInfo { pod, key, requests }
+        let non_zero = crate::plugins::compute_pod_non_zero_requests(&pod);
+        PodInfo {
+            pod,
+            key,
+            requests,
+            non_zero_requests: NonZeroRequests {
+                milli_cpu: non_zero.milli_cpu,
+                memory: non_zero.memory,
+            },
+        }
     }
 
     /// `spec.priority`, 0 when unset.
@@ -159,12 +201,20 @@ impl NodeInfo {
     pub fn new(node: Arc<Node>) -> Self {
         let name = node.metadata.name.clone().unwrap_or_default();
         let allocatable = crate::plugins::node_allocatable(&node);
+        let spec = node.spec.as_ref();
+        let unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        let has_taints = spec
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| !t.is_empty());
         NodeInfo {
+            unschedulable,
+            has_taints,
             node,
             name,
             pods: Vec::new(),
             allocatable,
             requested: Resource::default(),
+            non_zero_requested: NonZeroRequests::default(),
             generation: 0,
         }
     }
@@ -174,11 +224,14 @@ impl NodeInfo {
         let fresh = NodeInfo::new(node);
         self.node = fresh.node;
         self.allocatable = fresh.allocatable;
+        self.unschedulable = fresh.unschedulable;
+        self.has_taints = fresh.has_taints;
     }
 
     /// Adds a pod and its requests.
     pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
         self.requested.add(&pod.requests);
+        self.non_zero_requested.add(pod.non_zero_requests);
         self.pods.push(pod);
     }
 
@@ -189,11 +242,15 @@ impl NodeInfo {
         };
         let p = self.pods.swap_remove(i);
         self.requested.sub(&p.requests);
+        self.non_zero_requested.sub(p.non_zero_requests);
         true
     }
 
     /// The node's taints.
     pub fn taints(&self) -> &[k8s_openapi::api::core::v1::Taint] {
+        if !self.has_taints {
+            return &[];
+        }
         self.node
             .spec
             .as_ref()
@@ -276,9 +333,21 @@ spec:
             "metadata: {name: p, uid: u}\nspec: {containers: [{name: a, resources: {requests: {cpu: 500m}}}]}",
         );
         n.add_pod(p);
+        let no_requests = pod("metadata: {name: q, uid: v}\nspec: {containers: [{name: a}]}");
+        n.add_pod(no_requests);
         assert_eq!(n.requested.milli_cpu, 500);
-        assert_eq!(n.pods.len(), 1);
+        assert_eq!(n.pods.len(), 2);
+        // The scoring sums count 100m and 200Mi for a container that requests nothing.
+        assert_eq!(
+            n.non_zero_requested,
+            NonZeroRequests {
+                milli_cpu: 600,
+                memory: 2 * 200 * 1024 * 1024
+            }
+        );
         assert!(n.remove_pod("u"));
+        assert!(n.remove_pod("v"));
         assert_eq!(n.requested, Resource::default());
+        assert_eq!(n.non_zero_requested, NonZeroRequests::default());
     }
 }

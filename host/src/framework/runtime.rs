@@ -571,3 +571,125 @@ impl Framework {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::{node, pod};
+    use parking_lot::Mutex;
+
+    /// Records its calls; PreFilter and PreScore return the configured codes.
+    struct Probe {
+        name: &'static str,
+        pre_filter: Code,
+        pre_score: Code,
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl Probe {
+        fn new(name: &'static str, pre_filter: Code, pre_score: Code) -> Arc<Probe> {
+            Arc::new(Probe {
+                name,
+                pre_filter,
+                pre_score,
+                calls: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn status(code: Code) -> Status {
+            match code {
+                Code::Skip => Status::skip(),
+                _ => Status::success(),
+            }
+        }
+    }
+
+    impl Plugin for Probe {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn extension_points(&self) -> Vec<ExtensionPoint> {
+            use ExtensionPoint::*;
+            vec![PreFilter, Filter, PreScore, Score]
+        }
+        fn pre_filter(&self, _: &mut CycleState, _: &PodInfo, _: &Snapshot) -> PreFilterResult {
+            self.calls.lock().push("PreFilter");
+            PreFilterResult {
+                status: Probe::status(self.pre_filter),
+                node_names: None,
+            }
+        }
+        fn filter(&self, _: &CycleState, _: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Vec<Status> {
+            self.calls.lock().push("Filter");
+            vec![Status::success(); nodes.len()]
+        }
+        fn pre_score(&self, _: &mut CycleState, _: &PodInfo, _: &[Arc<NodeInfo>]) -> Status {
+            self.calls.lock().push("PreScore");
+            Probe::status(self.pre_score)
+        }
+        fn score(
+            &self,
+            _: &CycleState,
+            _: &PodInfo,
+            nodes: &[Arc<NodeInfo>],
+        ) -> Result<Vec<i64>, Status> {
+            self.calls.lock().push("Score");
+            Ok(vec![10; nodes.len()])
+        }
+        fn normalize_score(&self, _: &CycleState, _: &PodInfo, _: &mut [i64]) -> Status {
+            self.calls.lock().push("NormalizeScore");
+            Status::success()
+        }
+    }
+
+    fn framework(plugins: &[Arc<Probe>]) -> Framework {
+        use ExtensionPoint::*;
+        let points = [PreFilter, Filter, PreScore, Score]
+            .into_iter()
+            .map(|p| {
+                let list = plugins.iter().map(|q| (q.clone() as PluginRef, 1)).collect();
+                (p, list)
+            })
+            .collect();
+        Framework::new("test", &points, None)
+    }
+
+    fn cycle(f: &Framework) -> Vec<i64> {
+        let p = pod("metadata: {name: p, uid: u}\nspec: {containers: [{name: c}]}");
+        let nodes = vec![node("metadata: {name: n1}"), node("metadata: {name: n2}")];
+        let snapshot = Snapshot::from_nodes(nodes.clone());
+        let mut state = CycleState::default();
+        f.run_pre_filter(&mut state, &p, &snapshot).unwrap();
+        f.run_filter(&state, &p, &nodes).unwrap();
+        f.run_pre_score(&mut state, &p, &nodes).unwrap();
+        f.run_score(&state, &p, &nodes).unwrap()
+    }
+
+    #[test]
+    fn a_pre_score_skip_skips_score_and_normalize_score() {
+        let skipping = Probe::new("Skipping", Code::Success, Code::Skip);
+        let scoring = Probe::new("Scoring", Code::Success, Code::Success);
+        let totals = cycle(&framework(&[skipping.clone(), scoring.clone()]));
+        assert_eq!(totals, [10, 10], "only the scoring plugin counts");
+        assert_eq!(
+            *skipping.calls.lock(),
+            ["PreFilter", "Filter", "PreScore"]
+        );
+        assert_eq!(
+            *scoring.calls.lock(),
+            ["PreFilter", "Filter", "PreScore", "Score", "NormalizeScore"]
+        );
+    }
+
+    /// Upstream: a PreFilter `Skip` skips only the plugin's Filter (`SkipFilterPlugins`); Score
+    /// is skipped only by a PreScore `Skip` (`SkipScorePlugins`).
+    #[test]
+    fn a_pre_filter_skip_skips_filter_but_not_score() {
+        let skipping = Probe::new("Skipping", Code::Skip, Code::Success);
+        cycle(&framework(std::slice::from_ref(&skipping)));
+        assert_eq!(
+            *skipping.calls.lock(),
+            ["PreFilter", "PreScore", "Score", "NormalizeScore"]
+        );
+    }
+}

@@ -29,7 +29,7 @@ pub mod resources;
 pub mod scheduling_gates;
 pub mod taint_toleration;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use default_binder::DefaultBinder;
 pub use node_affinity::NodeAffinity;

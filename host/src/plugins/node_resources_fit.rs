@@ -21,8 +21,7 @@ use crate::framework::{
 use super::helpers::{MAX_NODE_SCORE, decode_args};
 use super::registry::RegistryError;
 use super::resources::{
-    CPU, DEFAULT_MEMORY_REQUEST, DEFAULT_MILLI_CPU_REQUEST, EPHEMERAL_STORAGE, MEMORY,
-    compute_pod_non_zero_requests, compute_pod_requests, is_extended_resource_name,
+    CPU, EPHEMERAL_STORAGE, MEMORY, compute_pod_requests, is_extended_resource_name,
     is_scalar_resource_name,
 };
 
@@ -291,15 +290,16 @@ impl NodeResourcesFit {
         PreFilterState { requests, scalars }
     }
 
+    /// The pod's requests as Score counts them: the scoring defaults apply to cpu and memory
+    /// only, so the other resources are the plain requests.
     fn pod_score_requests(&self, pod: &PodInfo) -> Vec<i64> {
-        let non_zero = compute_pod_non_zero_requests(&pod.pod);
         self.resources
             .iter()
             .map(|r| match &r.field {
-                Field::Cpu => non_zero.milli_cpu,
-                Field::Memory => non_zero.memory,
-                Field::EphemeralStorage => non_zero.ephemeral_storage,
-                Field::Scalar(name) => non_zero.scalar.get(name).copied().unwrap_or(0),
+                Field::Cpu => pod.non_zero_requests.milli_cpu,
+                Field::Memory => pod.non_zero_requests.memory,
+                Field::EphemeralStorage => pod.requests.ephemeral_storage,
+                Field::Scalar(name) => pod.requests.scalar.get(name).copied().unwrap_or(0),
                 Field::Unknown => 0,
             })
             .collect()
@@ -371,21 +371,14 @@ impl NodeResourcesFit {
     }
 }
 
-/// CPU and memory requested on the node, counting a pod without a cpu or memory request as
-/// the scoring defaults (upstream `NodeInfo.NonZeroRequested`). The framework's `NodeInfo`
-/// keeps only exact sums, so the defaults are applied per pod here: exact for pods whose
-/// containers all set requests or all omit them.
+/// CPU and memory requested on the node, counting a container without a cpu or memory request
+/// as the scoring defaults (upstream `NodeInfo.NonZeroRequested`), kept as a running sum by
+/// `NodeInfo` so scoring does not walk the node's pods.
 fn non_zero_requested(node: &NodeInfo) -> (i64, i64) {
-    let (mut cpu, mut memory) = (node.requested.milli_cpu, node.requested.memory);
-    for p in &node.pods {
-        if p.requests.milli_cpu == 0 {
-            cpu += DEFAULT_MILLI_CPU_REQUEST;
-        }
-        if p.requests.memory == 0 {
-            memory += DEFAULT_MEMORY_REQUEST;
-        }
-    }
-    (cpu, memory)
+    (
+        node.non_zero_requested.milli_cpu,
+        node.non_zero_requested.memory,
+    )
 }
 
 /// `(capacity - requested) * 100 / capacity`, 0 when over capacity.

@@ -81,13 +81,7 @@ impl Plugin for NodeUnschedulable {
         nodes
             .iter()
             .map(|n| {
-                let cordoned = n
-                    .node
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.unschedulable)
-                    .unwrap_or(false);
-                if !cordoned
+                if !n.unschedulable
                     || *tolerated
                         .get_or_insert_with(|| tolerations_tolerate(tolerations, &self.taint))
                 {

@@ -54,8 +54,13 @@ impl Shared {
                 fwk.run_post_bind(&pod, &node);
                 self.metrics
                     .attempt(fwk.name(), "scheduled", start.elapsed());
-                self.outcomes.lock().insert(
-                    pod.key.uid.clone(),
+                if let Some(first) = qp.initial_attempt {
+                    self.metrics.pod_scheduled(qp.attempts, first.elapsed());
+                }
+                tracing::Span::current().record("result", "scheduled");
+                tracing::debug!(result = "scheduled", %node, "bound");
+                self.outcomes.record(
+                    &pod.key.uid,
                     PodOutcome {
                         namespace: pod.key.namespace.clone(),
                         name: pod.key.name.clone(),

@@ -84,8 +84,23 @@ pub fn load_wasm(config: &SchedulerConfig) -> Result<Option<WasmPlugins>, WasmEr
 pub async fn build(
     client: Client,
     config: &SchedulerConfig,
+    registry: Registry,
+    metrics: Arc<Metrics>,
+) -> Result<Scheduler, BuildError> {
+    build_with(client, config, registry, metrics, options(config)).await
+}
+
+/// Like [`build`] with explicit scheduler options (e.g. [`SchedulerOptions::start_paused`]
+/// for a leader-election standby); start from [`options`] of the configuration.
+///
+/// # Errors
+/// As [`build`].
+pub async fn build_with(
+    client: Client,
+    config: &SchedulerConfig,
     mut registry: Registry,
     metrics: Arc<Metrics>,
+    options: SchedulerOptions,
 ) -> Result<Scheduler, BuildError> {
     wasm::register_native_sdk_plugins(&mut registry);
     let wasm_plugins = load_wasm(config)?;
@@ -109,7 +124,7 @@ pub async fn build(
         .with_percentage_of_nodes_to_score(resolved.percentage_of_nodes_to_score);
         profiles.push(Arc::new(framework));
     }
-    let mut scheduler = Scheduler::start(client, cache, profiles, options(config), metrics)?;
+    let mut scheduler = Scheduler::start(client, cache, profiles, options, metrics)?;
     scheduler.wasm = wasm_plugins;
     Ok(scheduler)
 }

@@ -34,7 +34,7 @@ use crate::framework::{BindContext, EventAction, Framework, PodInfo, ResourceKin
 use crate::metrics::Metrics;
 use crate::queue::{PreEnqueueCheck, QueueConfig, SchedulingQueue};
 
-pub use build::{BuildError, build};
+pub use build::{BuildError, build, build_with};
 pub use diagnosis::{Diagnosis, num_feasible_nodes_to_find, select_host};
 pub use intents::{FIELD_MANAGER, IntentError, apply_intent, check_kinds};
 pub use recorder::Recorder;
@@ -53,6 +53,9 @@ pub struct SchedulerOptions {
     pub bind_concurrency: usize,
     /// Post Events and set the PodScheduled condition, as kube-scheduler does.
     pub record_events: bool,
+    /// Hold the scheduling loop until [`Scheduler::resume`]: the cache watches and the queue
+    /// fills, but nothing is scheduled (a leader-election standby, kept warm).
+    pub start_paused: bool,
 }
 
 impl Default for SchedulerOptions {
@@ -66,6 +69,7 @@ impl Default for SchedulerOptions {
                 .min(16),
             bind_concurrency: 64,
             record_events: true,
+            start_paused: false,
         }
     }
 }
@@ -111,10 +115,51 @@ pub(crate) struct Shared {
     waiting: Arc<WaitingPods>,
     bind_limit: Arc<Semaphore>,
     recorder: Recorder,
-    outcomes: Mutex<HashMap<String, PodOutcome>>,
+    outcomes: Arc<Outcomes>,
     bindings: AtomicUsize,
     progress: Notify,
     bind_ctx: BindContext,
+    /// CPUs available to the process, read once: `available_parallelism` reads cgroup files
+    /// on every call.
+    cores: usize,
+}
+
+/// The latest outcome per pod uid. Deleted pods leave it (see [`CacheEvents::pod_deleted`]);
+/// an outcome recorded just after its pod's deletion was seen is swept once the map has
+/// doubled, so it stays bounded by the pods the cache knows.
+struct Outcomes {
+    cache: Arc<Cache>,
+    map: Mutex<HashMap<String, PodOutcome>>,
+    /// The map's size after the last sweep.
+    swept_at: AtomicUsize,
+}
+
+/// Sweeps never run below this many outcomes.
+const MIN_OUTCOMES_SWEEP: usize = 1024;
+
+impl Outcomes {
+    fn new(cache: Arc<Cache>) -> Self {
+        Outcomes {
+            cache,
+            map: Mutex::new(HashMap::new()),
+            swept_at: AtomicUsize::new(0),
+        }
+    }
+
+    fn record(&self, uid: &str, outcome: PodOutcome) {
+        let mut map = self.map.lock();
+        map.insert(uid.to_string(), outcome);
+        let limit = (2 * self.swept_at.load(Ordering::Relaxed)).max(MIN_OUTCOMES_SWEEP);
+        if map.len() > limit {
+            let known = self.cache.pod_uids();
+            map.retain(|uid, _| known.contains(uid));
+            self.swept_at.store(map.len(), Ordering::Relaxed);
+        }
+    }
+
+    fn remove(&self, uid: &str) {
+        self.map.lock().remove(uid);
+    }
 }
 
 /// Feeds cache changes to the queue: pending pods of our profiles, and cluster events.
@@ -122,6 +167,7 @@ struct QueueFeeder {
     queue: Arc<SchedulingQueue>,
     waiting: Arc<WaitingPods>,
     profiles: HashSet<String>,
+    outcomes: Arc<Outcomes>,
 }
 
 impl CacheEvents for QueueFeeder {
@@ -133,6 +179,10 @@ impl CacheEvents for QueueFeeder {
 
     fn pod_gone(&self, uid: &str) {
         self.queue.delete(uid);
+    }
+
+    fn pod_deleted(&self, uid: &str) {
+        self.outcomes.remove(uid);
     }
 
     fn cluster_event(&self, resource: &ResourceKind, action: EventAction) {
@@ -153,6 +203,10 @@ impl CacheEvents for DeleteRejectsWaiting {
             .waiting
             .reject(uid, "", "pod was deleted while waiting at Permit");
         self.0.pod_gone(uid);
+    }
+
+    fn pod_deleted(&self, uid: &str) {
+        self.0.pod_deleted(uid);
     }
 
     fn cluster_event(&self, resource: &ResourceKind, action: EventAction) {
@@ -178,6 +232,8 @@ pub struct Scheduler {
     wasm: Option<crate::wasm::WasmPlugins>,
     loop_thread: Option<std::thread::JoinHandle<()>>,
     cache_task: JoinHandle<()>,
+    /// `true` lets the loop run (see [`SchedulerOptions::start_paused`]); dropped on shutdown.
+    go: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Scheduler {
@@ -217,11 +273,13 @@ impl Scheduler {
         queue.set_hints(hints);
         queue.set_pre_enqueue(Arc::new(ProfilesPreEnqueue(by_name.clone())));
         let waiting = Arc::new(WaitingPods::default());
+        let outcomes = Arc::new(Outcomes::new(cache.clone()));
         cache.set_subscribers(&plugins);
         cache.set_handler(Arc::new(DeleteRejectsWaiting(Arc::new(QueueFeeder {
             queue: queue.clone(),
             waiting: waiting.clone(),
             profiles: by_name.keys().cloned().collect(),
+            outcomes: outcomes.clone(),
         }))));
         let instance = format!(
             "{}-{}",
@@ -238,6 +296,7 @@ impl Scheduler {
             Recorder::disabled()
         };
         let rt = tokio::runtime::Handle::current();
+        let (go, mut go_rx) = tokio::sync::watch::channel(!options.start_paused);
         let shared = Arc::new(Shared {
             rt: rt.clone(),
             bind_ctx: BindContext {
@@ -252,9 +311,10 @@ impl Scheduler {
             metrics,
             waiting,
             recorder,
-            outcomes: Mutex::new(HashMap::new()),
+            outcomes,
             bindings: AtomicUsize::new(0),
             progress: Notify::new(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         });
         let cache_task = cache.start(client);
         let s = shared.clone();
@@ -267,6 +327,10 @@ impl Scheduler {
             .name("scheduling-loop".into())
             .spawn(move || {
                 local.block_on(s.cache.wait_synced());
+                // Paused: wait for resume(); a dropped sender means shutdown.
+                if local.block_on(go_rx.wait_for(|go| *go)).is_err() {
+                    return;
+                }
                 s.run_loop(&local);
             })?;
         Ok(Scheduler {
@@ -274,7 +338,15 @@ impl Scheduler {
             wasm: None,
             loop_thread: Some(loop_thread),
             cache_task,
+            go: Some(go),
         })
+    }
+
+    /// Lets a scheduler started with [`SchedulerOptions::start_paused`] schedule.
+    pub fn resume(&self) {
+        if let Some(go) = &self.go {
+            go.send_replace(true);
+        }
     }
 
     /// The Wasm plugins loaded by [`build`] (for hot swap and status), if any.
@@ -363,7 +435,7 @@ impl Scheduler {
 
     /// The latest outcome of every pod the scheduler tried, sorted by namespace and name.
     pub fn outcomes(&self) -> Vec<PodOutcome> {
-        let mut v: Vec<PodOutcome> = self.shared.outcomes.lock().values().cloned().collect();
+        let mut v: Vec<PodOutcome> = self.shared.outcomes.map.lock().values().cloned().collect();
         v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         v
     }
@@ -371,6 +443,7 @@ impl Scheduler {
     /// Stops scheduling and watching; waits for the loop to end (bindings in flight finish in
     /// the background).
     pub async fn shutdown(mut self) {
+        self.go = None;
         self.shared.queue.close();
         self.cache_task.abort();
         if let Some(t) = self.loop_thread.take() {

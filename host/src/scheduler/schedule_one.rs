@@ -70,6 +70,24 @@ impl Shared {
             self.queue.delete(&pod.key.uid);
             return;
         };
+        // A pod bound or assumed already is not pending (upstream skips assigned and assumed
+        // pods); the cache keeps such pods out of the queue, this guards the loop anyway.
+        if self.cache.is_assigned(&pod.key.uid) {
+            tracing::debug!(pod = %pod.key.name, "dropping a popped pod that is already assigned");
+            self.queue.delete(&pod.key.uid);
+            return;
+        }
+        // One span per attempt; `result` and `node` are recorded where the attempt ends (the
+        // binding cycle runs inside it too).
+        let span = tracing::debug_span!(
+            "schedule_attempt",
+            pod = %format_args!("{}/{}", pod.key.namespace, pod.key.name),
+            profile = fwk.name(),
+            attempt = qp.attempts,
+            result = tracing::field::Empty,
+            node = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         self.cache.update_snapshot(snapshot);
         st.cycles += 1;
         let mut state = CycleState::default();
@@ -133,10 +151,10 @@ impl Shared {
             }
         };
 
-        // The candidate nodes, in snapshot order.
+        // The candidate nodes, in snapshot order (`None`: all of them, not materialized).
         let mut excluded: Vec<(String, Status)> = Vec::new();
-        let candidates: Vec<usize> = match &narrowed {
-            None => (0..num_all_nodes).collect(),
+        let candidates: Option<Vec<usize>> = match &narrowed {
+            None => None,
             Some((names, by)) => {
                 let mut idx: Vec<usize> = names
                     .iter()
@@ -154,12 +172,12 @@ impl Shared {
                         .filter(|i| !keep.contains(i))
                         .map(|i| (snapshot.nodes[i].name.clone(), reason.clone())),
                 );
-                idx
+                Some(idx)
             }
         };
 
         let (feasible, rejected) =
-            self.find_feasible(fwk, state, pod, snapshot, &candidates, st)?;
+            self.find_feasible(fwk, state, pod, snapshot, candidates.as_deref(), st)?;
         if feasible.is_empty() {
             let mut plugins: HashSet<String> = narrowed
                 .map(|(_, by)| by.into_iter().collect())
@@ -192,9 +210,9 @@ impl Shared {
         Ok(feasible[best].name.clone())
     }
 
-    /// Runs Filter over candidates from the rotating start index until enough nodes fit.
-    /// Returns the feasible nodes and, per rejected node, its name, the rejecting Filter
-    /// plugin's index and status.
+    /// Runs Filter over candidates (snapshot indexes; `None` for every node) from the rotating
+    /// start index until enough nodes fit. Returns the feasible nodes and, per rejected node,
+    /// its name, the rejecting Filter plugin's index and status.
     #[allow(clippy::type_complexity)]
     fn find_feasible(
         &self,
@@ -202,10 +220,10 @@ impl Shared {
         state: &CycleState,
         pod: &PodInfo,
         snapshot: &Snapshot,
-        candidates: &[usize],
+        candidates: Option<&[usize]>,
         st: &mut LoopState,
     ) -> Result<(Vec<Arc<NodeInfo>>, Vec<(String, usize, Status)>), CycleFailure> {
-        let total = candidates.len();
+        let total = candidates.map_or(snapshot.len(), <[usize]>::len);
         if total == 0 {
             return Ok((Vec::new(), Vec::new()));
         }
@@ -217,18 +235,29 @@ impl Shared {
         let mut feasible = Vec::with_capacity(to_find);
         let mut rejected = Vec::new();
         let mut processed = 0;
-        let mut batch: Vec<Arc<NodeInfo>> = Vec::new();
+        let mut gathered: Vec<Arc<NodeInfo>> = Vec::new();
         while feasible.len() < to_find && processed < total {
-            let len = (to_find - feasible.len())
+            let mut len = (to_find - feasible.len())
                 .max(MIN_FILTER_BATCH)
                 .min(total - processed);
-            batch.clear();
-            batch.extend(
-                (0..len)
-                    .map(|k| snapshot.nodes[candidates[(start + processed + k) % total]].clone()),
-            );
+            let from = (start + processed) % total;
+            let batch: &[Arc<NodeInfo>] = match candidates {
+                // Filter a slice of the snapshot itself: cloning the Arcs would touch every
+                // node's refcount, a cache miss each on large clusters. A batch stops at the
+                // end of the node list; the next one starts at its beginning.
+                None => {
+                    len = len.min(total - from);
+                    &snapshot.nodes[from..from + len]
+                }
+                Some(c) => {
+                    gathered.clear();
+                    gathered
+                        .extend((0..len).map(|k| snapshot.nodes[c[(from + k) % total]].clone()));
+                    &gathered
+                }
+            };
             let verdicts = self
-                .filter_batch(fwk, state, pod, &batch)
+                .filter_batch(fwk, state, pod, batch)
                 .map_err(|(p, s)| plugin_error("Filter", p, s))?;
             for (node, verdict) in batch.iter().zip(verdicts) {
                 match verdict {
@@ -252,10 +281,9 @@ impl Shared {
         nodes: &[Arc<NodeInfo>],
     ) -> Result<FilterVerdicts, PluginFailure> {
         let threads = self.options.parallelism;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         if threads <= 1
             || nodes.len() < PARALLEL_FILTER_MIN_NODES
-            || cores < PARALLEL_FILTER_MIN_CORES
+            || self.cores < PARALLEL_FILTER_MIN_CORES
         {
             return fwk.run_filter(state, pod, nodes);
         }
@@ -366,10 +394,13 @@ impl Shared {
             // A new waiting pod (see `Scheduler::waiting_pods`).
             self.progress.notify_waiters();
         }
-        self.rt.spawn(
+        let span = tracing::Span::current();
+        span.record("node", node.as_str());
+        self.rt.spawn(tracing::Instrument::instrument(
             self.clone()
                 .binding_cycle(fwk, state, qp, node, reserved, wait, start),
-        );
+            span,
+        ));
     }
 
     /// Records a failed attempt and requeues the pod (upstream `handleSchedulingFailure`).
@@ -388,11 +419,11 @@ impl Shared {
             "unschedulable"
         };
         self.metrics.attempt(fwk.name(), result, start.elapsed());
-        self.queue.requeue_failed(qp, code, plugins);
         let pod = &qp.pod;
-        tracing::debug!(pod = %pod.key.name, attempts = qp.attempts, "{message}");
-        self.outcomes.lock().insert(
-            pod.key.uid.clone(),
+        tracing::Span::current().record("result", result);
+        tracing::debug!(result, "{message}");
+        self.outcomes.record(
+            &pod.key.uid,
             PodOutcome {
                 namespace: pod.key.namespace.clone(),
                 name: pod.key.name.clone(),
@@ -408,6 +439,9 @@ impl Shared {
         };
         self.recorder
             .failed(pod.clone(), reason, message, fwk.name());
+        // Last: once the pod leaves in-flight the scheduler may look idle, and whoever waited
+        // for that (e.g. `simulate`) must find the outcome and the queued records.
+        self.queue.requeue_failed(qp, code, plugins);
     }
 }
 

@@ -98,7 +98,13 @@ impl WasmPlugin {
             &mut wasmtime::Store<super::sandbox::HostState>,
         ) -> wasmtime::Result<R>,
     ) -> Result<R, Status> {
-        match inst.call(f) {
+        let started = std::time::Instant::now();
+        let result = inst.call(f);
+        self.slot
+            .stats()
+            .call_latency
+            .observe(point, started.elapsed());
+        match result {
             Ok(r) => {
                 self.slot.succeeded();
                 Ok(r)

@@ -15,6 +15,10 @@ use wasmtime::{Config, Engine, OptLevel};
 /// How often the epoch advances; the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Set to `1` to write `/tmp/perf-PID.map`, so `perf report` names the functions of Wasm
+/// plugins (profiling only; it costs a little at module load).
+pub const PERFMAP_ENV: &str = "WASM_SCHEDULER_PERFMAP";
+
 /// The process-wide engine: component model, epoch interruption, optimized Cranelift code,
 /// parallel compilation. Created on first use together with its epoch ticker thread.
 pub fn engine() -> &'static Engine {
@@ -26,6 +30,9 @@ pub fn engine() -> &'static Engine {
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
             .parallel_compilation(true);
+        if std::env::var_os(PERFMAP_ENV).is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).expect("the wasmtime configuration is valid");
         let ticker = engine.weak();
         std::thread::Builder::new()

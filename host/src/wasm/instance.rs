@@ -1,6 +1,12 @@
 //! One live instance of a plugin: its own store (memory cap, epoch deadline), the exported
 //! functions, and the metadata it reported. An instance that trapped is *poisoned*: wasmtime
 //! leaves its state unreliable, so it is never called again and its slot replaces it.
+//!
+//! Object events do not wait for a busy instance: [`Instance::push_event`] queues the event
+//! and delivers the queue at once only if the instance is idle. Every call delivers what is
+//! queued before it runs, so a call sees every event pushed before it started, exactly as if
+//! delivery had been synchronous, while the watch threads that push events never block behind
+//! a long Filter (they also serve the API server in-process).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,6 +26,11 @@ use super::sandbox::HostState;
 /// Events per `on-event` call when state is replayed into a new instance.
 const REPLAY_BATCH: usize = 256;
 
+/// Events per `on-event` call when queued events are delivered; each call has the call
+/// deadline, so a batch stays small enough that a plugin spending a normal time per event
+/// cannot hit it.
+const QUEUE_BATCH: usize = 32;
+
 /// Time and memory an instance may use.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
@@ -34,6 +45,16 @@ pub struct Budget {
 /// A failed call. The instance is poisoned from then on.
 #[derive(Debug, Clone)]
 pub struct CallError(pub String);
+
+impl CallError {
+    /// Whether the call was stopped by its deadline (`describe` names it first).
+    pub fn is_deadline(&self) -> bool {
+        self.0.starts_with(DEADLINE_EXCEEDED)
+    }
+}
+
+/// How `describe` starts the message of a call stopped by its deadline.
+const DEADLINE_EXCEEDED: &str = "deadline of ";
 
 struct Live {
     store: Store<HostState>,
@@ -50,6 +71,8 @@ pub struct Instance {
     pub metadata: Metadata,
     budget: Budget,
     live: Mutex<Live>,
+    /// Events pushed while the instance was busy, delivered before its next call.
+    queued: Mutex<Vec<bindings::wit::ObjectEvent>>,
     poisoned: AtomicBool,
 }
 
@@ -113,6 +136,7 @@ impl Instance {
             metadata,
             budget,
             live: Mutex::new(Live { store, plugin }),
+            queued: Mutex::new(Vec::new()),
             poisoned: AtomicBool::new(false),
         })
     }
@@ -144,13 +168,59 @@ impl Instance {
                 "instance is unusable after an earlier trap".into(),
             ));
         }
-        let Live { store, plugin } = &mut *live;
+        self.deliver_queued(&mut live)?;
+        self.run(&mut live, deadline, f)
+    }
+
+    fn run<R>(
+        &self,
+        live: &mut Live,
+        deadline: Duration,
+        f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let Live { store, plugin } = live;
         store.set_epoch_deadline(deadline_ticks(deadline));
         store.data_mut().last_error = None;
         f(plugin.kube_scheduler_plugin_plugin_api(), store).map_err(|e| {
             self.poisoned.store(true, Ordering::Release);
             CallError(describe(&e, store, deadline, self.budget.memory))
         })
+    }
+
+    /// Queues an object event; delivers the queue now if the instance is idle, else the next
+    /// call (or the next push that finds it idle) does. Never waits for a running call.
+    ///
+    /// # Errors
+    /// The delivery trapped (the instance is poisoned).
+    pub fn push_event(&self, event: bindings::wit::ObjectEvent) -> Result<(), CallError> {
+        if self.is_poisoned() {
+            return Ok(()); // its replacement is fed the whole state
+        }
+        self.queued.lock().push(event);
+        match self.live.try_lock() {
+            Some(mut live) if !self.is_poisoned() => self.deliver_queued(&mut live),
+            _ => Ok(()),
+        }
+    }
+
+    /// Delivers the queued events in order, in batches with the call deadline. Runs with `live`
+    /// held, so two deliveries never interleave.
+    fn deliver_queued(&self, live: &mut Live) -> Result<(), CallError> {
+        loop {
+            let batch: Vec<_> = {
+                let mut q = self.queued.lock();
+                if q.is_empty() {
+                    return Ok(());
+                }
+                let n = q.len().min(QUEUE_BATCH);
+                q.drain(..n).collect()
+            };
+            self.run(live, self.budget.call, |g, s| g.call_on_event(s, &batch))
+                .map_err(|e| {
+                    self.queued.lock().clear();
+                    CallError(format!("{} (delivering queued object events)", e.0))
+                })?;
+        }
     }
 
     /// Pushes events in batches, each with the setup deadline (used for state replay).
@@ -194,7 +264,7 @@ fn describe(
     memory: usize,
 ) -> String {
     let mut msg = match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => format!("deadline of {deadline:?} exceeded"),
+        Some(wasmtime::Trap::Interrupt) => format!("{DEADLINE_EXCEEDED}{deadline:?} exceeded"),
         _ => {
             let text = chain(e);
             if text.contains("growing memory") || text.contains("memory minimum size") {

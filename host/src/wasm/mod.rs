@@ -54,7 +54,7 @@ mod slot;
 pub use adapter::WasmPlugin;
 pub use error::WasmError;
 pub use instance::Budget;
-pub use metrics::WasmCollector;
+pub use metrics::{CallLatency, WasmCollector};
 pub use module::{Module, sha256_hex};
 pub use native::{NativeSdkPlugin, register_native_sdk_plugins};
 #[cfg(unix)]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use wasm_scheduler_sdk as sdk;
 
 use super::limits;
@@ -15,10 +15,15 @@ use crate::framework::{
 use crate::plugins::{FactoryContext, PluginFactory, Registry, RegistryError};
 
 /// An SDK plugin running natively. Calls are serialized by a mutex, as the SDK promises.
+///
+/// Object events never wait for a running call: they are queued and delivered at once if the
+/// plugin is idle, else before its next call, as the Wasm runtime does (see
+/// `Instance::push_event`), so both builds see the same events at the same points.
 pub struct NativeSdkPlugin<P> {
     name: String,
     metadata: sdk::Metadata,
     inner: Mutex<P>,
+    queued: Mutex<Vec<ObjectEvent>>,
 }
 
 impl<P: sdk::Plugin> NativeSdkPlugin<P> {
@@ -44,7 +49,29 @@ impl<P: sdk::Plugin> NativeSdkPlugin<P> {
             name: name.to_string(),
             metadata,
             inner: Mutex::new(plugin),
+            queued: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The plugin, locked, with every queued event delivered.
+    fn plugin(&self) -> MutexGuard<'_, P> {
+        let mut p = self.inner.lock();
+        self.deliver_queued(&mut p);
+        p
+    }
+
+    /// Delivers queued events in order; runs with the plugin locked, so deliveries never
+    /// interleave.
+    fn deliver_queued(&self, p: &mut P) {
+        loop {
+            let events = std::mem::take(&mut *self.queued.lock());
+            if events.is_empty() {
+                return;
+            }
+            for e in &events {
+                p.on_event(e);
+            }
+        }
     }
 
     /// A registry factory for `P` under `name`.
@@ -106,13 +133,17 @@ impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
     }
 
     fn on_event(&self, event: &ObjectEvent) {
-        if self.metadata.subscriptions.contains(&event.resource) {
-            self.inner.lock().on_event(event);
+        if !self.metadata.subscriptions.contains(&event.resource) {
+            return;
+        }
+        self.queued.lock().push(event.clone());
+        if let Some(mut p) = self.inner.try_lock() {
+            self.deliver_queued(&mut p);
         }
     }
 
     fn pre_enqueue(&self, pod: &PodInfo) -> Status {
-        self.inner.lock().pre_enqueue(&pod.key)
+        self.plugin().pre_enqueue(&pod.key)
     }
 
     fn pre_filter(
@@ -121,11 +152,11 @@ impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
         pod: &PodInfo,
         _snapshot: &Snapshot,
     ) -> PreFilterResult {
-        self.inner.lock().pre_filter(&pod.key)
+        self.plugin().pre_filter(&pod.key)
     }
 
     fn filter(&self, _state: &CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Vec<Status> {
-        let v = self.inner.lock().filter(&pod.key, &names(nodes));
+        let v = self.plugin().filter(&pod.key, &names(nodes));
         match self.checked("filter", limits::statuses("filter", &v, nodes.len())) {
             Ok(()) => v,
             Err(st) => vec![st; nodes.len()],
@@ -144,7 +175,7 @@ impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
                 ..Default::default()
             };
         }
-        let r = self.inner.lock().post_filter(&pod.key, rejected);
+        let r = self.plugin().post_filter(&pod.key, rejected);
         match self.checked(
             "post-filter",
             limits::intents("post-filter", &r.intents, &self.metadata.patches),
@@ -158,7 +189,7 @@ impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
     }
 
     fn pre_score(&self, _state: &mut CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Status {
-        self.inner.lock().pre_score(&pod.key, &names(nodes))
+        self.plugin().pre_score(&pod.key, &names(nodes))
     }
 
     fn score(
@@ -167,7 +198,7 @@ impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
         pod: &PodInfo,
         nodes: &[Arc<NodeInfo>],
     ) -> Result<Vec<i64>, Status> {
-        let v = self.inner.lock().score(&pod.key, &names(nodes))?;
+        let v = self.plugin().score(&pod.key, &names(nodes))?;
         self.checked("score", limits::scores("score", &v, nodes.len()))?;
         Ok(v)
     }
@@ -178,7 +209,7 @@ impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
         pod: &PodInfo,
         node: &str,
     ) -> Result<Vec<PatchIntent>, Status> {
-        let v = self.inner.lock().reserve(&pod.key, node)?;
+        let v = self.plugin().reserve(&pod.key, node)?;
         self.checked(
             "reserve",
             limits::intents("reserve", &v, &self.metadata.patches),
@@ -187,7 +218,7 @@ impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
     }
 
     fn unreserve(&self, _state: &mut CycleState, pod: &PodInfo, node: &str) -> Vec<PatchIntent> {
-        let v = self.inner.lock().unreserve(&pod.key, node);
+        let v = self.plugin().unreserve(&pod.key, node);
         match self.checked(
             "unreserve",
             limits::intents("unreserve", &v, &self.metadata.patches),
@@ -198,7 +229,7 @@ impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
     }
 
     fn permit(&self, _state: &mut CycleState, pod: &PodInfo, node: &str) -> PermitResult {
-        self.inner.lock().permit(&pod.key, node)
+        self.plugin().permit(&pod.key, node)
     }
 
     fn pre_bind(
@@ -207,7 +238,7 @@ impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
         pod: &PodInfo,
         node: &str,
     ) -> Result<Vec<PatchIntent>, Status> {
-        let v = self.inner.lock().pre_bind(&pod.key, node)?;
+        let v = self.plugin().pre_bind(&pod.key, node)?;
         self.checked(
             "pre-bind",
             limits::intents("pre-bind", &v, &self.metadata.patches),
@@ -216,7 +247,7 @@ impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
     }
 
     fn post_bind(&self, pod: &PodInfo, node: &str) {
-        self.inner.lock().post_bind(&pod.key, node);
+        self.plugin().post_bind(&pod.key, node);
     }
 }
 

@@ -91,6 +91,8 @@ pub struct PluginStatus {
     pub sha256: String,
     /// Calls that trapped, hit the deadline or the memory cap.
     pub traps: u64,
+    /// Calls stopped by the call deadline (counted in `traps` too).
+    pub deadline_hits: u64,
     /// Traps since the last successful call.
     pub consecutive_traps: u64,
     /// Instances replaced after a trap.
@@ -345,6 +347,7 @@ impl WasmPlugins {
             path: e.source.path.clone(),
             sha256: e.module.load().sha256.clone(),
             traps: s.traps.load(Ordering::Relaxed),
+            deadline_hits: s.deadline_hits.load(Ordering::Relaxed),
             consecutive_traps: s.consecutive_traps.load(Ordering::Relaxed),
             respawns: s.respawns.load(Ordering::Relaxed),
             rejected_outputs: s.rejected_outputs.load(Ordering::Relaxed),
@@ -352,6 +355,11 @@ impl WasmPlugins {
             reloads_failed: s.reloads_failed.load(Ordering::Relaxed),
             last_error: s.last_error.lock().clone(),
         })
+    }
+
+    /// The live counters of a plugin (for metrics).
+    pub fn stats(&self, name: &str) -> Option<Arc<super::slot::PluginStats>> {
+        self.inner.entries.get(name).map(|e| e.stats.clone())
     }
 
     /// Status of every plugin.

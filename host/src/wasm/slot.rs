@@ -24,6 +24,10 @@ use crate::framework::StateReplay;
 pub struct PluginStats {
     /// Calls that trapped, hit the deadline or the memory cap.
     pub traps: AtomicU64,
+    /// Calls stopped by the call deadline (counted in `traps` too).
+    pub deadline_hits: AtomicU64,
+    /// Time of calls into the guest by extension point.
+    pub call_latency: super::metrics::CallLatency,
     /// Traps since the last successful call.
     pub consecutive_traps: AtomicU64,
     /// Instances replaced after a trap.
@@ -141,7 +145,9 @@ impl Slot {
     }
 
     /// Delivers an object event to the serving instance (and to the log of a replacement being
-    /// prepared). A trap poisons the instance; the replacement is fed the whole state anyway.
+    /// prepared): at once if it is idle, else before its next call (see
+    /// [`Instance::push_event`]). A trap poisons the instance; the replacement is fed the whole
+    /// state anyway.
     pub fn on_event(&self, event: &ObjectEvent) {
         if !self.contract.subscriptions.contains(&event.resource) {
             return;
@@ -150,12 +156,16 @@ impl Slot {
         if let Some(log) = log.as_mut() {
             log.push(event.clone());
         }
+        // Queued under the log lock: a replacement committed after this point gets the event
+        // from the log; one committed before it is the instance loaded here.
         let inst = self.current.load_full();
-        if inst.is_poisoned() {
-            return;
-        }
-        let batch = [super::convert::event_out(event)];
-        if let Err(e) = inst.call(|g, s| g.call_on_event(s, &batch)) {
+        let started = std::time::Instant::now();
+        let result = inst.push_event(super::convert::event_out(event));
+        self.cfg
+            .stats
+            .call_latency
+            .observe("on-event", started.elapsed());
+        if let Err(e) = result {
             self.trapped("on-event", &e);
         }
     }
@@ -164,6 +174,9 @@ impl Slot {
     pub fn trapped(&self, point: &str, e: &CallError) -> Status {
         let stats = &self.cfg.stats;
         stats.traps.fetch_add(1, Ordering::Relaxed);
+        if e.is_deadline() {
+            stats.deadline_hits.fetch_add(1, Ordering::Relaxed);
+        }
         let streak = stats.consecutive_traps.fetch_add(1, Ordering::Relaxed) + 1;
         let msg = format!("plugin {}: {point}: {}", self.cfg.name, e.0);
         tracing::warn!(plugin = %self.cfg.name, point, consecutive = streak, "{msg}");

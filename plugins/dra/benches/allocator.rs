@@ -4,8 +4,13 @@
 //!
 //! - `pre_filter+filter/500-nodes-empty`: every device free;
 //! - `pre_filter+filter/500-nodes-half-full`: 5 of each node's 10 devices allocated to other
-//!   claims, as in the steady-state workload;
-//! - `pre_filter+filter+reserve/500-nodes-half-full`: the whole scheduling cycle's DRA work.
+//!   claims, as in the steady-state workload. Repeated for the same claims on an unchanged
+//!   cluster, these reuse the plugin's cached per-node verdicts (as pods from one template do);
+//! - `…/cold`: the same with the verdicts invalidated before each iteration (a DeviceClass
+//!   event, parsed too), i.e. the allocator search on every node;
+//! - `pre_filter+filter+reserve/500-nodes-half-full`: the whole scheduling cycle's DRA work;
+//! - `on_event/pod`, `on_event/claim`: one pushed change of a pod or of an allocated claim (the
+//!   plugin parses every change of its subscribed kinds, about ten per scheduled DRA pod).
 //!
 //! `cargo bench -p dra-plugin --bench allocator`
 
@@ -49,13 +54,17 @@ fn claim(name: &str, uid: &str, allocated: Option<(usize, usize)>) -> Value {
 }
 
 /// A plugin fed the cluster; `allocated_per_node` devices of each node are taken.
-fn plugin(allocated_per_node: usize) -> (DraPlugin, PodRef, Vec<String>) {
-    let mut p = DraPlugin::new("{}").expect("the plugin takes empty args");
-    p.on_event(&added(
+fn class_event() -> ObjectEvent {
+    added(
         ResourceKind::device_class(),
         json!({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": "test-class"},
                "spec": {"selectors": [{"cel": {"expression": format!("device.driver == \"{DRIVER}\"")}}]}}),
-    ));
+    )
+}
+
+fn plugin(allocated_per_node: usize) -> (DraPlugin, PodRef, Vec<String>) {
+    let mut p = DraPlugin::new("{}").expect("the plugin takes empty args");
+    p.on_event(&class_event());
     for i in 0..NODES {
         let name = node_name(i);
         p.on_event(&added(
@@ -112,6 +121,14 @@ fn bench(c: &mut Criterion) {
                 black_box(p.filter(black_box(&pod), black_box(&nodes)))
             })
         });
+        let class = class_event();
+        c.bench_function(&format!("pre_filter+filter/{label}/cold"), |b| {
+            b.iter(|| {
+                p.on_event(&class);
+                black_box(p.pre_filter(black_box(&pod)));
+                black_box(p.filter(black_box(&pod), black_box(&nodes)))
+            })
+        });
     }
     let (mut p, pod, nodes) = plugin(DEVICES / 2);
     c.bench_function("pre_filter+filter+reserve/500-nodes-half-full", |b| {
@@ -128,5 +145,60 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// A pod as the API server returns it (defaults and status filled in), with a claim from a
+/// template, and its generated claim allocated and reserved: the objects most events carry.
+fn event_objects() -> (Value, Value) {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "pod-7", "namespace": "test", "uid": "6f1c2f3e-9c39-4f43-9b43-6a3c1ad2e001",
+                     "resourceVersion": "18231", "creationTimestamp": "2026-11-26T05:14:19Z"},
+        "spec": {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+                                 "resources": {"claims": [{"name": "resource"}]},
+                                 "terminationMessagePath": "/dev/termination-log",
+                                 "terminationMessagePolicy": "File", "imagePullPolicy": "IfNotPresent"}],
+                 "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
+                 "securityContext": {}, "schedulerName": "default-scheduler", "enableServiceLinks": true,
+                 "preemptionPolicy": "PreemptLowerPriority", "priority": 0,
+                 "tolerations": [
+                     {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                     {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
+                 "resourceClaims": [{"name": "resource", "resourceClaimTemplateName": "test-claim-template"}],
+                 "nodeName": "node-3"},
+        "status": {"phase": "Pending", "qosClass": "BestEffort",
+                   "resourceClaimStatuses": [{"name": "resource", "resourceClaimName": "pod-7-resource-x7k2p"}]}});
+    let claim = json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": "pod-7-resource-x7k2p", "generateName": "pod-7-resource-", "namespace": "test",
+                     "uid": "0b7e3f0c-3f51-4f7e-8a7e-5c2d0e9a1002", "resourceVersion": "18240",
+                     "creationTimestamp": "2026-11-26T05:14:19Z",
+                     "annotations": {"resource.kubernetes.io/pod-claim-name": "resource"},
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "pod-7",
+                                          "uid": "6f1c2f3e-9c39-4f43-9b43-6a3c1ad2e001", "controller": true, "blockOwnerDeletion": true}],
+                     "finalizers": ["resource.kubernetes.io/delete-protection"]},
+        "spec": {"devices": {"requests": [{"name": "req-0", "exactly": {"deviceClassName": "test-class", "allocationMode": "ExactCount", "count": 1}}]}},
+        "status": {"allocation": {"devices": {"results": [{"request": "req-0", "driver": DRIVER, "pool": "node-3", "device": "device-4"}]},
+                                  "nodeSelector": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-3"]}]}]}},
+                   "reservedFor": [{"resource": "pods", "name": "pod-7", "uid": "6f1c2f3e-9c39-4f43-9b43-6a3c1ad2e001"}]}});
+    (pod, claim)
+}
+
+/// What one pushed object event costs the plugin (parsing and bookkeeping), per kind.
+fn bench_events(c: &mut Criterion) {
+    let (mut p, _, _) = plugin(0);
+    let (pod, claim) = event_objects();
+    for (label, kind, object) in [
+        ("pod", ResourceKind::pod(), pod),
+        ("claim", ResourceKind::resource_claim(), claim),
+    ] {
+        let event = ObjectEvent {
+            action: EventAction::Modified,
+            resource: kind,
+            object: object.to_string(),
+        };
+        p.on_event(&event);
+        c.bench_function(&format!("on_event/{label}"), |b| {
+            b.iter(|| p.on_event(black_box(&event)))
+        });
+    }
+}
+
+criterion_group!(benches, bench, bench_events);
 criterion_main!(benches);

@@ -20,8 +20,9 @@
 //! the claims then cannot be allocated, the first such error is part of the reason. Upstream
 //! fails the whole Filter with an error instead; skipping the device keeps mixed fleets usable.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorTerm};
 use k8s_openapi::api::resource::v1::{DeviceClaim, DeviceSelector, DeviceTaint, DeviceToleration};
@@ -39,8 +40,9 @@ pub const SEARCH_BUDGET: usize = 20_000;
 /// One allocated device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceResult {
-    /// The request name, `request/subrequest` for a `firstAvailable` request.
-    pub request: String,
+    /// The request name, `request/subrequest` for a `firstAvailable` request (shared with the
+    /// plan, so a Filter over many nodes copies no strings).
+    pub request: Arc<str>,
     /// Index into [`Inventory::devices`].
     pub device: u32,
     /// The request asked for admin access.
@@ -52,10 +54,16 @@ pub struct DeviceResult {
 pub struct ClaimAllocation {
     /// Devices, grouped by request in spec order.
     pub results: Vec<DeviceResult>,
-    /// Where the claim can be used; `None` for devices usable from all nodes.
-    pub node_selector: Option<NodeSelector>,
     /// For each `firstAvailable` request: (chosen subrequest index, number of subrequests).
     pub subrequest_choices: Vec<(usize, usize)>,
+}
+
+impl ClaimAllocation {
+    /// Where the claim can be used; `None` for devices usable from all nodes. Built on demand
+    /// (at Reserve), not for every node Filter tries.
+    pub fn node_selector(&self, inv: &Inventory) -> Option<NodeSelector> {
+        allocation_node_selector(inv, &self.results)
+    }
 }
 
 /// Why claims cannot be allocated on a node.
@@ -68,7 +76,7 @@ pub struct AllocError {
 /// A request alternative: an `exactly` request or one subrequest.
 struct Alt {
     /// Name in results: `req` or `req/sub`.
-    name: String,
+    name: Arc<str>,
     selectors: Vec<SelectorId>,
     mode: Mode,
     admin_access: bool,
@@ -195,6 +203,13 @@ pub fn plan_claim(
 /// A claim compiled by [`plan_claim`], ready for [`allocate`].
 pub struct PlannedClaim(ClaimPlan);
 
+impl PlannedClaim {
+    /// True if a request uses `firstAvailable` (only then do nodes score differently).
+    pub fn has_first_available(&self) -> bool {
+        self.0.requests.iter().any(|r| r.first_available)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn make_alt(
     request: &str,
@@ -242,7 +257,7 @@ fn make_alt(
         }
     };
     Ok(Alt {
-        name,
+        name: name.into(),
         selectors: ids,
         mode,
         admin_access,
@@ -250,86 +265,144 @@ fn make_alt(
     })
 }
 
+/// Buffers the search reuses from node to node, so a Filter over many nodes does not allocate
+/// per node. One per plugin instance is enough; [`allocate`] and [`fits`] clear what they use.
+#[derive(Default)]
+pub struct Scratch {
+    /// Candidate lists: (claim, request, alternative) → range in `cand_buf`.
+    cand_index: Vec<((usize, usize, usize), usize, usize)>,
+    cand_buf: Vec<u32>,
+    /// Devices picked so far.
+    chosen: Vec<u32>,
+    /// Per claim: picked devices as (request, alternative, device).
+    picked: Vec<Vec<(usize, usize, u32)>>,
+    /// Per claim, per request: the alternative chosen.
+    choices: Vec<Vec<usize>>,
+}
+
 /// Allocates all `claims` together on `node` (no device twice), or says why not.
 ///
-/// `in_use(key)` tells whether a device (by [`crate::inventory::Device::key`]) is allocated to
-/// some claim or in flight.
+/// `in_use(index)` tells whether a device (by index into [`Inventory::devices`]) is allocated
+/// to some claim or in flight.
 ///
 /// # Errors
 /// [`AllocError`] when no combination of devices satisfies every claim.
 pub fn allocate(
     inv: &Inventory,
     selectors: &mut Selectors,
+    scratch: &mut Scratch,
     node: &str,
     labels: &BTreeMap<String, String>,
-    claims: &mut [&mut PlannedClaim],
-    in_use: &dyn Fn(&str) -> bool,
+    claims: &mut [PlannedClaim],
+    in_use: &dyn Fn(u32) -> bool,
 ) -> Result<Vec<ClaimAllocation>, AllocError> {
+    search(inv, selectors, scratch, node, labels, claims, in_use)?;
+    Ok(claims
+        .iter()
+        .zip(&scratch.picked)
+        .zip(&scratch.choices)
+        .map(|((plan, picked), choices)| {
+            let plan = &plan.0;
+            ClaimAllocation {
+                results: picked
+                    .iter()
+                    .map(|&(ri, ai, d)| {
+                        let alt = &plan.requests[ri].alts[ai];
+                        DeviceResult {
+                            request: alt.name.clone(),
+                            device: d,
+                            admin_access: alt.admin_access,
+                        }
+                    })
+                    .collect(),
+                subrequest_choices: choices
+                    .iter()
+                    .zip(&plan.requests)
+                    .filter(|(_, r)| r.first_available)
+                    .map(|(&i, r)| (i, r.alts.len()))
+                    .collect(),
+            }
+        })
+        .collect())
+}
+
+/// Like [`allocate`], but only tells whether the claims fit on `node` (nothing is built).
+///
+/// # Errors
+/// [`AllocError`] when no combination of devices satisfies every claim.
+pub fn fits(
+    inv: &Inventory,
+    selectors: &mut Selectors,
+    scratch: &mut Scratch,
+    node: &str,
+    labels: &BTreeMap<String, String>,
+    claims: &mut [PlannedClaim],
+    in_use: &dyn Fn(u32) -> bool,
+) -> Result<(), AllocError> {
+    search(inv, selectors, scratch, node, labels, claims, in_use)
+}
+
+fn search(
+    inv: &Inventory,
+    selectors: &mut Selectors,
+    scratch: &mut Scratch,
+    node: &str,
+    labels: &BTreeMap<String, String>,
+    claims: &mut [PlannedClaim],
+    in_use: &dyn Fn(u32) -> bool,
+) -> Result<(), AllocError> {
     let reachable = reachable_devices(inv, node, labels);
+    scratch.cand_index.clear();
+    scratch.cand_buf.clear();
+    scratch.chosen.clear();
+    scratch.picked.resize_with(claims.len(), Vec::new);
+    scratch.choices.resize_with(claims.len(), Vec::new);
+    for (ci, c) in claims.iter_mut().enumerate() {
+        scratch.picked[ci].clear();
+        scratch.choices[ci].clear();
+        scratch.choices[ci].resize(c.0.requests.len(), 0);
+        for k in &mut c.0.constraints {
+            k.values.clear();
+        }
+    }
     let mut search = Search {
         inv,
         selectors,
         reachable,
         in_use,
-        candidates: HashMap::new(),
-        chosen: Vec::new(),
-        results: claims.iter().map(|_| Vec::new()).collect(),
-        choices: claims
-            .iter()
-            .map(|c| vec![(0, 0); c.0.requests.len()])
-            .collect(),
+        s: scratch,
         steps: 0,
         errors: Vec::new(),
     };
-    let plans: Vec<&mut ClaimPlan> = claims.iter_mut().map(|c| &mut c.0).collect();
-    let mut plans = plans;
-    for p in plans.iter_mut() {
-        for c in &mut p.constraints {
-            c.values.clear();
+    if search.solve_claim(claims, 0) {
+        return Ok(());
+    }
+    let mut details = search.errors;
+    if search.steps >= SEARCH_BUDGET {
+        details.push(format!("gave up after {SEARCH_BUDGET} search steps"));
+    }
+    for p in &inv.unusable {
+        if p.node.as_deref().is_none_or(|n| n == node) {
+            details.push(format!(
+                "resource pool {}/{} {}",
+                p.driver, p.pool, p.reason
+            ));
         }
     }
-    if search.solve_claim(&mut plans, 0) {
-        let Search {
-            results,
-            choices,
-            inv,
-            ..
-        } = search;
-        Ok(results
-            .into_iter()
-            .zip(choices)
-            .zip(plans.iter())
-            .map(|((results, choices), plan)| ClaimAllocation {
-                node_selector: allocation_node_selector(inv, &results),
-                subrequest_choices: choices
-                    .into_iter()
-                    .zip(&plan.requests)
-                    .filter(|(_, r)| r.first_available)
-                    .map(|((i, _), r)| (i, r.alts.len()))
-                    .collect(),
-                results,
-            })
-            .collect())
-    } else {
-        let mut details = search.errors;
-        if search.steps >= SEARCH_BUDGET {
-            details.push(format!("gave up after {SEARCH_BUDGET} search steps"));
-        }
-        for p in &inv.unusable {
-            if p.node.as_deref().is_none_or(|n| n == node) {
-                details.push(format!(
-                    "resource pool {}/{} {}",
-                    p.driver, p.pool, p.reason
-                ));
-            }
-        }
-        Err(AllocError { details })
-    }
+    Err(AllocError { details })
 }
 
-/// Devices usable from `node`, in inventory order.
-fn reachable_devices(inv: &Inventory, node: &str, labels: &BTreeMap<String, String>) -> Vec<u32> {
+/// Devices usable from `node`, in inventory order. Borrowed when only node-local devices
+/// exist (the common case: no copy per node).
+fn reachable_devices<'a>(
+    inv: &'a Inventory,
+    node: &str,
+    labels: &BTreeMap<String, String>,
+) -> Cow<'a, [u32]> {
     let local = inv.by_node.get(node).map(Vec::as_slice).unwrap_or_default();
+    if inv.shared.is_empty() {
+        return Cow::Borrowed(local);
+    }
     let shared = inv
         .shared
         .iter()
@@ -341,7 +414,7 @@ fn reachable_devices(inv: &Inventory, node: &str, labels: &BTreeMap<String, Stri
         });
     let mut out: Vec<u32> = local.iter().copied().chain(shared).collect();
     out.sort_unstable();
-    out
+    Cow::Owned(out)
 }
 
 /// As upstream `createNodeSelector`: a node-local device pins the claim to its node; otherwise
@@ -382,38 +455,32 @@ fn allocation_node_selector(inv: &Inventory, results: &[DeviceResult]) -> Option
 struct Search<'a> {
     inv: &'a Inventory,
     selectors: &'a mut Selectors,
-    reachable: Vec<u32>,
-    in_use: &'a dyn Fn(&str) -> bool,
-    /// Matching reachable devices per (claim, request, alternative).
-    candidates: HashMap<(usize, usize, usize), Rc<Vec<u32>>>,
-    /// Devices picked so far in this search.
-    chosen: Vec<u32>,
-    results: Vec<Vec<DeviceResult>>,
-    /// Per claim, per request: (alternative index, alternatives).
-    choices: Vec<Vec<(usize, usize)>>,
+    reachable: Cow<'a, [u32]>,
+    in_use: &'a dyn Fn(u32) -> bool,
+    s: &'a mut Scratch,
     steps: usize,
     errors: Vec<String>,
 }
 
 impl Search<'_> {
-    fn solve_claim(&mut self, plans: &mut [&mut ClaimPlan], ci: usize) -> bool {
+    fn solve_claim(&mut self, plans: &mut [PlannedClaim], ci: usize) -> bool {
         if ci == plans.len() {
             return true;
         }
         self.solve_request(plans, ci, 0)
     }
 
-    fn solve_request(&mut self, plans: &mut [&mut ClaimPlan], ci: usize, ri: usize) -> bool {
-        if ri == plans[ci].requests.len() {
+    fn solve_request(&mut self, plans: &mut [PlannedClaim], ci: usize, ri: usize) -> bool {
+        if ri == plans[ci].0.requests.len() {
             return self.solve_claim(plans, ci + 1);
         }
-        for ai in 0..plans[ci].requests[ri].alts.len() {
-            self.choices[ci][ri] = (ai, plans[ci].requests[ri].alts.len());
+        for ai in 0..plans[ci].0.requests[ri].alts.len() {
+            self.s.choices[ci][ri] = ai;
             let cands = self.candidates(plans, ci, ri, ai);
-            let mode = plans[ci].requests[ri].alts[ai].mode;
+            let mode = plans[ci].0.requests[ri].alts[ai].mode;
             let ok = match mode {
-                Mode::Exact(n) => self.pick(plans, ci, ri, ai, &cands, n, 0),
-                Mode::All => self.pick_all(plans, ci, ri, ai, &cands),
+                Mode::Exact(n) => self.pick(plans, (ci, ri, ai), cands, n, cands.0),
+                Mode::All => self.pick_all(plans, (ci, ri, ai), cands),
             };
             if ok {
                 return true;
@@ -425,72 +492,67 @@ impl Search<'_> {
         false
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Picks `remaining` devices from `cand_buf[start..cands.1]` (backtracking).
     fn pick(
         &mut self,
-        plans: &mut [&mut ClaimPlan],
-        ci: usize,
-        ri: usize,
-        ai: usize,
-        cands: &[u32],
+        plans: &mut [PlannedClaim],
+        (ci, ri, ai): (usize, usize, usize),
+        cands: (usize, usize),
         remaining: usize,
         start: usize,
     ) -> bool {
         if remaining == 0 {
             return self.solve_request(plans, ci, ri + 1);
         }
-        if self.results[ci].len() + remaining + plans[ci].min_rest[ri + 1] > MAX_DEVICES_PER_CLAIM {
+        let plan = &plans[ci].0;
+        if self.s.picked[ci].len() + remaining + plan.min_rest[ri + 1] > MAX_DEVICES_PER_CLAIM {
             return false;
         }
-        let admin = plans[ci].requests[ri].alts[ai].admin_access;
-        for i in start..cands.len() {
-            if cands.len() - i < remaining {
+        let admin = plan.requests[ri].alts[ai].admin_access;
+        for i in start..cands.1 {
+            if cands.1 - i < remaining {
                 break;
             }
             self.steps += 1;
             if self.steps >= SEARCH_BUDGET {
                 return false;
             }
-            let d = cands[i];
-            if self.chosen.contains(&d)
-                || (!admin && (self.in_use)(&self.inv.devices[d as usize].key))
-            {
+            let d = self.s.cand_buf[i];
+            if self.s.chosen.contains(&d) || (!admin && (self.in_use)(d)) {
                 continue;
             }
-            if !self.push(plans, ci, ri, ai, d) {
+            if !self.push(plans, (ci, ri, ai), d) {
                 continue;
             }
-            if self.pick(plans, ci, ri, ai, cands, remaining - 1, i + 1) {
+            if self.pick(plans, (ci, ri, ai), cands, remaining - 1, i + 1) {
                 return true;
             }
-            self.pop(plans, ci, ri, ai);
+            self.pop(plans, ci);
         }
         false
     }
 
     fn pick_all(
         &mut self,
-        plans: &mut [&mut ClaimPlan],
-        ci: usize,
-        ri: usize,
-        ai: usize,
-        cands: &[u32],
+        plans: &mut [PlannedClaim],
+        (ci, ri, ai): (usize, usize, usize),
+        cands: (usize, usize),
     ) -> bool {
-        let admin = plans[ci].requests[ri].alts[ai].admin_access;
-        if cands.is_empty()
-            || self.results[ci].len() + cands.len() + plans[ci].min_rest[ri + 1]
-                > MAX_DEVICES_PER_CLAIM
-        {
+        let plan = &plans[ci].0;
+        let admin = plan.requests[ri].alts[ai].admin_access;
+        let n = cands.1 - cands.0;
+        if n == 0 || self.s.picked[ci].len() + n + plan.min_rest[ri + 1] > MAX_DEVICES_PER_CLAIM {
             return false;
         }
         // Upstream: an incomplete pool could hide matching devices, so All cannot be satisfied.
         let mut pushed = 0;
         let mut ok = true;
-        for &d in cands {
+        for i in cands.0..cands.1 {
+            let d = self.s.cand_buf[i];
             self.steps += 1;
-            if self.chosen.contains(&d)
-                || (!admin && (self.in_use)(&self.inv.devices[d as usize].key))
-                || !self.push(plans, ci, ri, ai, d)
+            if self.s.chosen.contains(&d)
+                || (!admin && (self.in_use)(d))
+                || !self.push(plans, (ci, ri, ai), d)
             {
                 ok = false;
                 break;
@@ -501,7 +563,7 @@ impl Search<'_> {
             return true;
         }
         for _ in 0..pushed {
-            self.pop(plans, ci, ri, ai);
+            self.pop(plans, ci);
         }
         false
     }
@@ -509,69 +571,76 @@ impl Search<'_> {
     /// Adds `d` to claim `ci` if the claim's constraints allow it.
     fn push(
         &mut self,
-        plans: &mut [&mut ClaimPlan],
-        ci: usize,
-        ri: usize,
-        ai: usize,
+        plans: &mut [PlannedClaim],
+        (ci, ri, ai): (usize, usize, usize),
         d: u32,
     ) -> bool {
         let device = &self.inv.devices[d as usize];
-        let alt = &plans[ci].requests[ri].alts[ai];
-        let names = plans_alt_names(&alt.name);
-        for c in &plans[ci].constraints {
-            if !applies_names(c, &names) {
-                continue;
+        let plan = &mut plans[ci].0;
+        if !plan.constraints.is_empty() {
+            let names = plans_alt_names(&plan.requests[ri].alts[ai].name);
+            for c in &plan.constraints {
+                if !applies_names(c, &names) {
+                    continue;
+                }
+                let Some(v) = device.attributes.get(&c.attribute) else {
+                    return false;
+                };
+                let ok = match c.kind {
+                    ConstraintKind::Match => c.values.first().is_none_or(|x| x == v),
+                    ConstraintKind::Distinct => !c.values.contains(v),
+                };
+                if !ok {
+                    return false;
+                }
             }
-            let Some(v) = device.attributes.get(&c.attribute) else {
-                return false;
-            };
-            let ok = match c.kind {
-                ConstraintKind::Match => c.values.first().is_none_or(|x| x == v),
-                ConstraintKind::Distinct => !c.values.contains(v),
-            };
-            if !ok {
-                return false;
+            let name = plan.requests[ri].alts[ai].name.clone();
+            for c in plan.constraints.iter_mut() {
+                if applies_names(c, &plans_alt_names(&name)) {
+                    c.values.push(device.attributes[&c.attribute].clone());
+                }
             }
         }
-        let (name, admin) = (alt.name.clone(), alt.admin_access);
-        for c in plans[ci].constraints.iter_mut() {
-            if applies_names(c, &plans_alt_names(&name)) {
-                c.values.push(device.attributes[&c.attribute].clone());
-            }
-        }
-        self.chosen.push(d);
-        self.results[ci].push(DeviceResult {
-            request: name,
-            device: d,
-            admin_access: admin,
-        });
+        self.s.chosen.push(d);
+        self.s.picked[ci].push((ri, ai, d));
         true
     }
 
-    fn pop(&mut self, plans: &mut [&mut ClaimPlan], ci: usize, _ri: usize, _ai: usize) {
-        let r = self.results[ci].pop().expect("pop after push");
-        self.chosen.pop();
-        for c in plans[ci].constraints.iter_mut() {
-            if applies_names(c, &plans_alt_names(&r.request)) {
+    fn pop(&mut self, plans: &mut [PlannedClaim], ci: usize) {
+        let (ri, ai, _) = self.s.picked[ci].pop().expect("pop after push");
+        self.s.chosen.pop();
+        let plan = &mut plans[ci].0;
+        if plan.constraints.is_empty() {
+            return;
+        }
+        let name = plan.requests[ri].alts[ai].name.clone();
+        for c in plan.constraints.iter_mut() {
+            if applies_names(c, &plans_alt_names(&name)) {
                 c.values.pop();
             }
         }
     }
 
-    /// Reachable devices matching alternative `ai` of request `ri` of claim `ci`.
+    /// Reachable devices matching alternative `ai` of request `ri` of claim `ci`, as a range
+    /// of `cand_buf`.
     fn candidates(
         &mut self,
-        plans: &[&mut ClaimPlan],
+        plans: &[PlannedClaim],
         ci: usize,
         ri: usize,
         ai: usize,
-    ) -> Rc<Vec<u32>> {
-        if let Some(c) = self.candidates.get(&(ci, ri, ai)) {
-            return c.clone();
+    ) -> (usize, usize) {
+        if let Some(&(_, start, end)) = self
+            .s
+            .cand_index
+            .iter()
+            .find(|(k, _, _)| *k == (ci, ri, ai))
+        {
+            return (start, end);
         }
-        let alt = &plans[ci].requests[ri].alts[ai];
-        let mut out = Vec::new();
-        for &d in &self.reachable {
+        let alt = &plans[ci].0.requests[ri].alts[ai];
+        let start = self.s.cand_buf.len();
+        for &d in self.reachable.iter() {
             let device = &self.inv.devices[d as usize];
             if !tolerates(&alt.tolerations, &device.taints) {
                 continue;
@@ -605,15 +674,14 @@ impl Search<'_> {
                 }
             }
             if all {
-                out.push(d);
+                self.s.cand_buf.push(d);
             }
         }
-        let out = Rc::new(out);
-        self.candidates.insert((ci, ri, ai), out.clone());
-        out
+        let end = self.s.cand_buf.len();
+        self.s.cand_index.push(((ci, ri, ai), start, end));
+        (start, end)
     }
 }
-
 fn note(errors: &mut Vec<String>, e: String) {
     if errors.len() < 3 && !errors.contains(&e) {
         errors.push(e);
@@ -721,7 +789,9 @@ mod tests {
     struct Fixture {
         inv: Inventory,
         sel: Selectors,
-        used: Vec<String>,
+        used: Vec<u32>,
+        /// Shared by every call, as the plugin shares one across nodes and pods.
+        scratch: Scratch,
     }
 
     impl Fixture {
@@ -736,6 +806,7 @@ mod tests {
                 inv,
                 sel: Selectors::new(),
                 used: Vec::new(),
+                scratch: Scratch::default(),
             }
         }
 
@@ -748,15 +819,15 @@ mod tests {
                 .iter()
                 .map(|c| plan_claim(c, &classes(), &mut self.sel).unwrap())
                 .collect();
-            let mut refs: Vec<&mut PlannedClaim> = planned.iter_mut().collect();
             let used = self.used.clone();
-            let in_use = move |k: &str| used.iter().any(|u| u == k);
+            let in_use = move |i: u32| used.contains(&i);
             let r = allocate(
                 &self.inv,
                 &mut self.sel,
+                &mut self.scratch,
                 node,
                 &BTreeMap::new(),
-                &mut refs,
+                &mut planned,
                 &in_use,
             )?;
             Ok(r.iter()
@@ -765,7 +836,7 @@ mod tests {
                         .iter()
                         .map(|d| {
                             (
-                                d.request.clone(),
+                                d.request.to_string(),
                                 self.inv.devices[d.device as usize].name.clone(),
                             )
                         })
@@ -775,8 +846,13 @@ mod tests {
         }
 
         fn take(&mut self, name: &str) {
-            let d = self.inv.devices.iter().find(|d| d.name == name).unwrap();
-            self.used.push(d.key.clone());
+            let i = self
+                .inv
+                .devices
+                .iter()
+                .position(|d| d.name == name)
+                .unwrap();
+            self.used.push(i as u32);
         }
     }
 
@@ -910,17 +986,15 @@ mod tests {
         let r = allocate(
             &f.inv,
             &mut f.sel,
+            &mut Scratch::default(),
             "a",
             &BTreeMap::new(),
-            &mut [&mut planned],
+            std::slice::from_mut(&mut planned),
             &|_| false,
         )
         .unwrap();
         assert_eq!(
-            r[0].results
-                .iter()
-                .map(|d| d.request.as_str())
-                .collect::<Vec<_>>(),
+            r[0].results.iter().map(|d| &*d.request).collect::<Vec<_>>(),
             ["gpu/small", "gpu/small"]
         );
         assert_eq!(r[0].subrequest_choices, [(1, 3)]);
@@ -1024,13 +1098,17 @@ mod tests {
         let r = allocate(
             &f.inv,
             &mut f.sel,
+            &mut Scratch::default(),
             "a",
             &BTreeMap::new(),
-            &mut [&mut planned],
+            std::slice::from_mut(&mut planned),
             &|_| false,
         )
         .unwrap();
-        assert_eq!(r[0].node_selector, Some(node_selector::for_node("a")));
+        assert_eq!(
+            r[0].node_selector(&f.inv),
+            Some(node_selector::for_node("a"))
+        );
     }
 
     #[test]
@@ -1044,13 +1122,14 @@ mod tests {
         let r = allocate(
             &f.inv,
             &mut f.sel,
+            &mut Scratch::default(),
             "any",
             &BTreeMap::new(),
-            &mut [&mut planned],
+            std::slice::from_mut(&mut planned),
             &|_| false,
         )
         .unwrap();
-        assert_eq!(r[0].node_selector, None);
+        assert_eq!(r[0].node_selector(&f.inv), None);
     }
 
     #[test]

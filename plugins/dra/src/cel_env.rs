@@ -225,13 +225,23 @@ pub type SelectorId = u32;
 ///
 /// Compilation is cached by expression for the plugin's lifetime. Results are cached by
 /// (selector, device index) until [`Selectors::clear_results`] is called, which the plugin does
-/// whenever ResourceSlices change (device indices are reassigned then).
+/// whenever ResourceSlices change (device indices are reassigned then). The result cache is
+/// dense (one byte per selector and device), so a Filter over many nodes looks results up by
+/// index instead of hashing.
 pub struct Selectors {
     env: Arc<Env>,
     programs: Vec<Program>,
     by_expr: HashMap<String, Result<SelectorId, String>>,
-    results: HashMap<(SelectorId, u32), Result<bool, String>>,
+    /// Per selector, per device index: [`UNKNOWN`], [`MATCH`], [`NO_MATCH`] or [`FAILED`].
+    results: Vec<Vec<u8>>,
+    /// Runtime errors of results marked [`FAILED`].
+    errors: HashMap<(SelectorId, u32), String>,
 }
+
+const UNKNOWN: u8 = 0;
+const MATCH: u8 = 1;
+const NO_MATCH: u8 = 2;
+const FAILED: u8 = 3;
 
 impl Default for Selectors {
     fn default() -> Self {
@@ -246,7 +256,8 @@ impl Selectors {
             env: Arc::new(build_env()),
             programs: Vec::new(),
             by_expr: HashMap::new(),
-            results: HashMap::new(),
+            results: Vec::new(),
+            errors: HashMap::new(),
         }
     }
 
@@ -279,17 +290,49 @@ impl Selectors {
         device_index: u32,
         device: &CelDevice,
     ) -> Result<bool, String> {
-        if let Some(r) = self.results.get(&(id, device_index)) {
-            return r.clone();
+        let (id_us, idx) = (id as usize, device_index as usize);
+        if self.results.len() <= id_us {
+            self.results.resize_with(id_us + 1, Vec::new);
         }
-        let r = eval(&self.env, &self.programs[id as usize], device);
-        self.results.insert((id, device_index), r.clone());
+        match self.results[id_us].get(idx).copied().unwrap_or(UNKNOWN) {
+            MATCH => return Ok(true),
+            NO_MATCH => return Ok(false),
+            FAILED => {
+                if let Some(e) = self.errors.get(&(id, device_index)) {
+                    return Err(e.clone());
+                }
+            }
+            _ => {}
+        }
+        let r = eval(&self.env, &self.programs[id_us], device);
+        let row = &mut self.results[id_us];
+        if row.len() <= idx {
+            row.resize(idx + 1, UNKNOWN);
+        }
+        row[idx] = match &r {
+            Ok(true) => MATCH,
+            Ok(false) => NO_MATCH,
+            Err(e) => {
+                self.errors.insert((id, device_index), e.clone());
+                FAILED
+            }
+        };
         r
+    }
+
+    /// Number of cached results (for tests).
+    #[cfg(test)]
+    fn cached(&self) -> usize {
+        self.results
+            .iter()
+            .map(|r| r.iter().filter(|&&v| v != UNKNOWN).count())
+            .sum()
     }
 
     /// Forgets cached results (device indices changed).
     pub fn clear_results(&mut self) {
         self.results.clear();
+        self.errors.clear();
     }
 }
 
@@ -549,8 +592,8 @@ mod tests {
         assert_eq!(a, b);
         let d = gpu();
         assert_eq!(s.matches(a, 7, &d), Ok(true));
-        assert_eq!(s.results.len(), 1);
+        assert_eq!(s.cached(), 1);
         assert_eq!(s.matches(a, 7, &d), Ok(true));
-        assert_eq!(s.results.len(), 1);
+        assert_eq!(s.cached(), 1);
     }
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::NodeSelector;
 use k8s_openapi::api::resource::v1::{DeviceTaint, ResourceSliceSpec};
+use rustc_hash::FxHashMap;
 
 use crate::cel_env::CelDevice;
 
@@ -51,6 +52,8 @@ pub struct Device {
     pub name: String,
     /// Where it can be used from.
     pub reach: Reach,
+    /// For a node-local device, its node's index in [`Inventory::node_ids`].
+    pub node: Option<u32>,
     /// The CEL view of it, or why it has none (then no selector matches it).
     pub cel: Result<CelDevice, String>,
     /// Attributes by fully qualified name (`domain/name`; the driver's domain when none).
@@ -88,8 +91,12 @@ pub struct UnusablePool {
 pub struct Inventory {
     /// Devices in (driver, pool, slice name, position) order.
     pub devices: Vec<Device>,
-    /// Node-local devices by node name.
-    pub by_node: HashMap<String, Vec<u32>>,
+    /// Node-local devices by node name, in index order.
+    pub by_node: FxHashMap<String, Vec<u32>>,
+    /// Device index by [`Device::key`], to turn allocations into indices.
+    pub index: FxHashMap<String, u32>,
+    /// A dense index per node that has node-local devices (see [`Device::node`]).
+    pub node_ids: FxHashMap<String, u32>,
     /// Devices with a node selector or for all nodes.
     pub shared: Vec<u32>,
     /// Pools skipped because they are incomplete or invalid.
@@ -200,16 +207,26 @@ impl Inventory {
                 .cloned()
                 .collect();
             let index = self.devices.len() as u32;
-            match &reach {
-                Reach::Node(n) => self.by_node.entry(n.clone()).or_default().push(index),
-                _ => self.shared.push(index),
-            }
+            let node = match &reach {
+                Reach::Node(n) => {
+                    self.by_node.entry(n.clone()).or_default().push(index);
+                    let next = self.node_ids.len() as u32;
+                    Some(*self.node_ids.entry(n.clone()).or_insert(next))
+                }
+                _ => {
+                    self.shared.push(index);
+                    None
+                }
+            };
+            let key = device_key(&spec.driver, &spec.pool.name, &d.name);
+            self.index.insert(key.clone(), index);
             self.devices.push(Device {
-                key: device_key(&spec.driver, &spec.pool.name, &d.name),
+                key,
                 driver: spec.driver.clone(),
                 pool: spec.pool.name.clone(),
                 name: d.name.clone(),
                 reach,
+                node,
                 cel: CelDevice::new(&spec.driver, d.attributes.as_ref(), d.capacity.as_ref()),
                 attributes,
                 taints,

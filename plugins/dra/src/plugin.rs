@@ -8,6 +8,7 @@
 //! | PreFilter | sorts the pod's claims into allocated / to allocate, compiles requests; waits on claims in use by 256 consumers or being allocated for another pod; `Skip` for pods without claims |
 //! | Filter | allocated claims: their node selector must match; unallocated: the allocator must find devices on the node |
 //! | PostFilter | deallocates one allocated claim of the pod that nobody uses |
+//! | PreScore | `Skip` unless a claim to allocate has a `firstAvailable` request (Score would give 0 everywhere) |
 //! | Score | prefers nodes where earlier `firstAvailable` subrequests fit |
 //! | Reserve | picks the devices, records them as in flight, returns the claim patches |
 //! | Unreserve | compensating patches; forgets what Reserve recorded (idempotent) |
@@ -17,13 +18,14 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 use wasm_scheduler_sdk::{
     ClusterEvent, Code, EventAction, ExtensionPoint, Metadata, ObjectEvent, PatchIntent, Plugin,
     PodRef, PostFilterResult, PreFilterResult, ResourceKind, Status,
 };
 
-use crate::allocator::{self, ClaimAllocation, PlannedClaim};
+use crate::allocator::{self, ClaimAllocation, PlannedClaim, Scratch};
 use crate::cel_env::Selectors;
 use crate::intents::{self, ClaimTarget};
 use crate::node_selector;
@@ -72,10 +74,38 @@ struct Cycle {
     epoch: u64,
     /// Claims that are allocated (their node selector is checked).
     allocated: Vec<Key>,
-    /// Claims to allocate, with their compiled requests.
-    to_allocate: Vec<(Key, PlannedClaim)>,
-    /// Filter's outcome per node for the claims to allocate.
-    per_node: HashMap<String, Vec<ClaimAllocation>>,
+    /// Claims to allocate.
+    to_allocate: Vec<Key>,
+    /// Their compiled requests, in the same order.
+    plans: Vec<PlannedClaim>,
+    /// A claim to allocate has a `firstAvailable` request: Score needs each node's choice, so
+    /// Filter keeps its allocations.
+    prioritized: bool,
+    /// Allocations found per node (by Filter when `prioritized`, by Score, by Reserve).
+    per_node: FxHashMap<String, Vec<ClaimAllocation>>,
+    /// The specs of the claims to allocate, as JSON: pods with equal signatures get equal
+    /// Filter verdicts on equal cluster state.
+    signature: String,
+}
+
+/// Filter verdicts per node for one shape of claims to allocate, reused by later pods whose
+/// claims have the same shape (e.g. all generated from one template) until something the
+/// verdict depends on changes: a device the node reaches is taken or freed, labels, classes,
+/// or the inventory ([`ClusterState::fit_generation`], the plugin's epoch). Pods of a
+/// template then cost one lookup per node instead of an allocation search.
+#[derive(Default)]
+struct FitCache {
+    epoch: u64,
+    /// The claims' specs the verdicts are for (see [`Cycle::signature`]).
+    signature: String,
+    nodes: FxHashMap<String, FitEntry>,
+}
+
+struct FitEntry {
+    /// The node's index in the inventory (`None`: no node-local devices).
+    node: Option<u32>,
+    generation: (u64, u64),
+    status: Status,
 }
 
 /// The plugin. See the module docs.
@@ -85,8 +115,13 @@ pub struct DraPlugin {
     epoch: u64,
     cycle: Option<Cycle>,
     in_flight: HashMap<String, InFlight>,
-    in_flight_devices: HashSet<String>,
+    /// Device keys of `in_flight`, with how many in-flight allocations hold each.
+    in_flight_devices: FxHashMap<String, u32>,
+    /// `in_flight_devices` by inventory device index (kept in step, rebuilt with the inventory).
+    in_flight_mask: Vec<bool>,
+    fit_cache: FitCache,
     reservations: HashMap<String, Vec<Reservation>>,
+    scratch: Scratch,
 }
 
 impl DraPlugin {
@@ -94,15 +129,68 @@ impl DraPlugin {
         if self.state.refresh_inventory() {
             self.selectors.clear_results();
             self.epoch += 1;
+            self.rebuild_in_flight_mask();
         }
     }
 
-    fn rebuild_in_flight_devices(&mut self) {
-        self.in_flight_devices = self
-            .in_flight
-            .values()
-            .flat_map(|f| f.devices.iter().cloned())
-            .collect();
+    /// Records an allocation decided at Reserve for `claim_uid`; its devices are taken until it
+    /// is confirmed or dropped.
+    fn add_in_flight(&mut self, claim_uid: String, f: InFlight) {
+        for key in &f.devices {
+            let n = self.in_flight_devices.entry(key.clone()).or_default();
+            *n += 1;
+            if *n == 1 {
+                self.mark_in_flight(key, true);
+            }
+        }
+        if let Some(old) = self.in_flight.insert(claim_uid, f) {
+            self.release_devices(&old);
+        }
+    }
+
+    /// Forgets the in-flight allocation of `claim_uid`, if any.
+    fn remove_in_flight(&mut self, claim_uid: &str) {
+        if let Some(f) = self.in_flight.remove(claim_uid) {
+            self.release_devices(&f);
+        }
+    }
+
+    fn release_devices(&mut self, f: &InFlight) {
+        for key in &f.devices {
+            let Some(n) = self.in_flight_devices.get_mut(key) else {
+                continue;
+            };
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight_devices.remove(key);
+                self.mark_in_flight(key, false);
+            }
+        }
+    }
+
+    fn mark_in_flight(&mut self, key: &str, taken: bool) {
+        if let Some(&i) = self.state.inventory().index.get(key) {
+            if let Some(m) = self.in_flight_mask.get_mut(i as usize) {
+                *m = taken;
+            }
+            self.state.touch_device(i);
+        }
+    }
+
+    fn rebuild_in_flight_mask(&mut self) {
+        let inv = self.state.inventory();
+        self.in_flight_mask.clear();
+        self.in_flight_mask.resize(inv.devices.len(), false);
+        for key in self.in_flight_devices.keys() {
+            if let Some(&i) = inv.index.get(key) {
+                self.in_flight_mask[i as usize] = true;
+            }
+        }
+    }
+
+    /// True if device `index` is allocated or in flight.
+    fn device_in_use(&self, index: u32) -> bool {
+        self.state.is_taken(index) || self.in_flight_mask.get(index as usize) == Some(&true)
     }
 
     /// PreFilter's work: classify the pod's claims. `Ok(None)` means the pod has no claims.
@@ -124,7 +212,10 @@ impl DraPlugin {
             epoch: self.epoch,
             allocated: Vec::new(),
             to_allocate: Vec::new(),
-            per_node: HashMap::new(),
+            plans: Vec::new(),
+            prioritized: false,
+            per_node: FxHashMap::default(),
+            signature: String::new(),
         };
         for name in names {
             let key = (p.namespace.clone(), name.to_owned());
@@ -160,7 +251,11 @@ impl DraPlugin {
                         .map_err(|e| {
                             Status::unresolvable(format!("resourceclaim \"{name}\": {e}"))
                         })?;
-                cycle.to_allocate.push((key, plan));
+                cycle.prioritized |= plan.has_first_available();
+                cycle.signature += &serde_json::to_string(&claim.spec).unwrap_or_default();
+                cycle.signature.push('\n');
+                cycle.to_allocate.push(key);
+                cycle.plans.push(plan);
             }
         }
         Ok(Some(cycle))
@@ -180,8 +275,10 @@ impl DraPlugin {
         Ok(self.cycle.is_some())
     }
 
-    /// Filter for one node, caching the allocation for Score and Reserve.
-    fn filter_node(&mut self, node: &str) -> Status {
+    /// Filter for one node; with `keep` (or for a prioritized cycle) the allocation found is
+    /// kept for Score and Reserve. Filter over many nodes keeps nothing otherwise: Reserve
+    /// recomputes the one node it needs, which costs less than storing every node's result.
+    fn filter_node(&mut self, node: &str, keep: bool) -> Status {
         let Some(cycle) = self.cycle.as_mut() else {
             return Status::success();
         };
@@ -203,22 +300,43 @@ impl DraPlugin {
             return Status::success();
         }
         let state = &self.state;
-        let in_flight = &self.in_flight_devices;
-        let in_use = |k: &str| state.allocated.contains_key(k) || in_flight.contains(k);
-        let mut plans: Vec<&mut PlannedClaim> =
-            cycle.to_allocate.iter_mut().map(|(_, p)| p).collect();
-        match allocator::allocate(
-            state.inventory(),
-            &mut self.selectors,
-            node,
-            labels,
-            &mut plans,
-            &in_use,
-        ) {
-            Ok(allocs) => {
+        let in_flight = &self.in_flight_mask;
+        let in_use =
+            |i: u32| state.is_taken(i) || in_flight.get(i as usize).is_some_and(|&taken| taken);
+        let inv = state.inventory();
+        let cached = !(keep || cycle.prioritized);
+        if cached
+            && let Some(e) = self.fit_cache.nodes.get(node)
+            && e.generation == state.fit_generation(e.node)
+        {
+            return e.status.clone();
+        }
+        let result = if !cached {
+            allocator::allocate(
+                inv,
+                &mut self.selectors,
+                &mut self.scratch,
+                node,
+                labels,
+                &mut cycle.plans,
+                &in_use,
+            )
+            .map(|allocs| {
                 cycle.per_node.insert(node.to_owned(), allocs);
-                Status::success()
-            }
+            })
+        } else {
+            allocator::fits(
+                inv,
+                &mut self.selectors,
+                &mut self.scratch,
+                node,
+                labels,
+                &mut cycle.plans,
+                &in_use,
+            )
+        };
+        let status = match result {
+            Ok(()) => Status::success(),
             Err(e) => {
                 let mut reasons = vec![REASON_CANNOT_ALLOCATE.to_owned()];
                 reasons.extend(e.details);
@@ -227,6 +345,38 @@ impl DraPlugin {
                     reasons,
                 }
             }
+        };
+        if cached {
+            match self.fit_cache.nodes.get_mut(node) {
+                Some(e) => {
+                    e.generation = state.fit_generation(e.node);
+                    e.status.clone_from(&status);
+                }
+                None => {
+                    let id = inv.node_ids.get(node).copied();
+                    let entry = FitEntry {
+                        node: id,
+                        generation: state.fit_generation(id),
+                        status: status.clone(),
+                    };
+                    self.fit_cache.nodes.insert(node.to_owned(), entry);
+                }
+            }
+        }
+        status
+    }
+
+    /// Points the fit cache at the current cycle's claims, dropping verdicts for other claims
+    /// or an older inventory.
+    fn sync_fit_cache(&mut self) {
+        let Some(cycle) = &self.cycle else {
+            return;
+        };
+        let c = &mut self.fit_cache;
+        if c.epoch != cycle.epoch || c.signature != cycle.signature {
+            c.epoch = cycle.epoch;
+            c.signature.clone_from(&cycle.signature);
+            c.nodes.clear();
         }
     }
 
@@ -239,7 +389,7 @@ impl DraPlugin {
             .iter()
             .map(|r| {
                 let d = &inv.devices[r.device as usize];
-                let mut v = json!({"request": r.request, "driver": d.driver, "pool": d.pool, "device": d.name});
+                let mut v = json!({"request": &*r.request, "driver": d.driver, "pool": d.pool, "device": d.name});
                 if r.admin_access {
                     v["adminAccess"] = Value::Bool(true);
                 }
@@ -247,7 +397,7 @@ impl DraPlugin {
             })
             .collect();
         let mut out = json!({"devices": {"results": results}});
-        if let Some(sel) = &a.node_selector {
+        if let Some(sel) = a.node_selector(inv) {
             out["nodeSelector"] = serde_json::to_value(sel).unwrap_or(Value::Null);
         }
         out
@@ -258,18 +408,15 @@ impl DraPlugin {
     fn allocation_for(&mut self, node: &str) -> Result<Vec<ClaimAllocation>, Status> {
         let cached = self.cycle.as_mut().and_then(|c| c.per_node.remove(node));
         if let Some(allocs) = cached {
-            let inv = self.state.inventory();
-            let free = allocs.iter().flat_map(|a| &a.results).all(|r| {
-                let k = &inv.devices[r.device as usize].key;
-                r.admin_access
-                    || (!self.state.allocated.contains_key(k)
-                        && !self.in_flight_devices.contains(k))
-            });
+            let free = allocs
+                .iter()
+                .flat_map(|a| &a.results)
+                .all(|r| r.admin_access || !self.device_in_use(r.device));
             if free {
                 return Ok(allocs);
             }
         }
-        let status = self.filter_node(node);
+        let status = self.filter_node(node, true);
         if !status.is_success() {
             return Err(status);
         }
@@ -289,8 +436,11 @@ impl Plugin for DraPlugin {
             epoch: 0,
             cycle: None,
             in_flight: HashMap::new(),
-            in_flight_devices: HashSet::new(),
+            in_flight_devices: FxHashMap::default(),
+            in_flight_mask: Vec::new(),
+            fit_cache: FitCache::default(),
             reservations: HashMap::new(),
+            scratch: Scratch::default(),
         })
     }
 
@@ -308,6 +458,7 @@ impl Plugin for DraPlugin {
                 ExtensionPoint::PreFilter,
                 ExtensionPoint::Filter,
                 ExtensionPoint::PostFilter,
+                ExtensionPoint::PreScore,
                 ExtensionPoint::Score,
                 ExtensionPoint::Reserve,
                 ExtensionPoint::PostBind,
@@ -335,9 +486,7 @@ impl Plugin for DraPlugin {
         // An object that does not parse is skipped, as an informer would.
         if let Ok(Changed::Claim { uid, gone: true }) = self.state.apply(event) {
             // The claim was deleted: its allocation can never land.
-            if self.in_flight.remove(&uid).is_some() {
-                self.rebuild_in_flight_devices();
-            }
+            self.remove_in_flight(&uid);
         }
     }
 
@@ -418,7 +567,13 @@ impl Plugin for DraPlugin {
     fn filter(&mut self, pod: &PodRef, nodes: &[String]) -> Vec<Status> {
         match self.ensure_cycle(pod) {
             Ok(true) => {
-                let mut out: Vec<Status> = nodes.iter().map(|n| self.filter_node(n)).collect();
+                if let Some(c) = self.cycle.as_mut() {
+                    c.per_node
+                        .reserve(if c.prioritized { nodes.len() } else { 0 });
+                }
+                self.sync_fit_cache();
+                let mut out: Vec<Status> =
+                    nodes.iter().map(|n| self.filter_node(n, false)).collect();
                 // Details (CEL errors, pools being updated) repeat across nodes; keep them on the
                 // first few so the batch stays well under the host's reason-size limit.
                 for s in out
@@ -478,6 +633,22 @@ impl Plugin for DraPlugin {
         no_change
     }
 
+    /// PreScore: Score only matters for claims to allocate with a `firstAvailable` request;
+    /// otherwise every node would score 0, so Score is skipped.
+    fn pre_score(&mut self, pod: &PodRef, _nodes: &[String]) -> Status {
+        match self.ensure_cycle(pod) {
+            Ok(true) => {}
+            Ok(false) => return Status::skip(),
+            Err(s) => return s,
+        }
+        let prioritized = self.cycle.as_ref().is_some_and(|c| c.prioritized);
+        if prioritized {
+            Status::success()
+        } else {
+            Status::skip()
+        }
+    }
+
     /// Score: `100 × mean over firstAvailable requests of (n − i) / n`, where `i` is the index of
     /// the subrequest the allocator chose on the node and `n` the number of subrequests. Nodes
     /// where the first choice fits get 100; pods without `firstAvailable` score 0 everywhere.
@@ -491,7 +662,7 @@ impl Plugin for DraPlugin {
                 .cycle
                 .as_ref()
                 .is_some_and(|c| c.per_node.contains_key(node));
-            if !have && !self.filter_node(node).is_success() {
+            if !have && !self.filter_node(node, true).is_success() {
                 scores.push(0);
                 continue;
             }
@@ -526,15 +697,12 @@ impl Plugin for DraPlugin {
         let cycle = self.cycle.take().expect("cycle prepared above");
         let mut out = Vec::new();
         let mut records = Vec::new();
+        let mut added = Vec::new();
         let mut new_allocs: HashMap<&Key, &ClaimAllocation> = HashMap::new();
-        for ((key, _), a) in cycle.to_allocate.iter().zip(&allocs) {
+        for (key, a) in cycle.to_allocate.iter().zip(&allocs) {
             new_allocs.insert(key, a);
         }
-        for key in cycle
-            .allocated
-            .iter()
-            .chain(cycle.to_allocate.iter().map(|(k, _)| k))
-        {
+        for key in cycle.allocated.iter().chain(cycle.to_allocate.iter()) {
             let Some(claim) = self.state.claims.get(key) else {
                 return Err(Status::unresolvable(format!(
                     "resourceclaim \"{}\" not found",
@@ -568,14 +736,14 @@ impl Plugin for DraPlugin {
                         .iter()
                         .map(|r| inv.devices[r.device as usize].key.clone())
                         .collect();
-                    self.in_flight.insert(
+                    added.push((
                         claim.uid.clone(),
                         InFlight {
                             carriers: vec![pod.uid.clone()],
                             devices,
                             allocation: json.clone(),
                         },
-                    );
+                    ));
                     Some(json)
                 }
                 (None, Some(f)) => {
@@ -591,7 +759,9 @@ impl Plugin for DraPlugin {
             });
             out.push(intents::reserve(target, allocation, &pod.name, &pod.uid));
         }
-        self.rebuild_in_flight_devices();
+        for (uid, f) in added {
+            self.add_in_flight(uid, f);
+        }
         self.reservations
             .entry(pod.uid.clone())
             .or_default()
@@ -603,10 +773,14 @@ impl Plugin for DraPlugin {
     /// server now.
     fn post_bind(&mut self, pod: &PodRef, _node: &str) {
         self.reservations.remove(&pod.uid);
-        let before = self.in_flight.len();
-        self.in_flight.retain(|_, f| !f.carriers.contains(&pod.uid));
-        if self.in_flight.len() != before {
-            self.rebuild_in_flight_devices();
+        let landed: Vec<String> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.carriers.contains(&pod.uid))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in landed {
+            self.remove_in_flight(&uid);
         }
     }
 
@@ -620,7 +794,7 @@ impl Plugin for DraPlugin {
             if let Some(f) = self.in_flight.get_mut(&r.claim_uid) {
                 f.carriers.retain(|c| *c != pod.uid);
                 if f.carriers.is_empty() {
-                    self.in_flight.remove(&r.claim_uid);
+                    self.remove_in_flight(&r.claim_uid);
                 }
             }
             let target = ClaimTarget {
@@ -641,7 +815,6 @@ impl Plugin for DraPlugin {
                 }
             }
         }
-        self.rebuild_in_flight_devices();
         out
     }
 }
@@ -1002,6 +1175,99 @@ mod tests {
                 .all(Status::is_success)
         );
         assert_eq!(p.score(&pod_ref("p"), &nodes).unwrap(), [100, 50]);
+    }
+
+    /// Filter verdicts are reused across pods with claims of one shape; every change they depend
+    /// on must show: devices taken in flight, freed by a claim event, the class, node labels.
+    #[test]
+    fn reused_filter_verdicts_follow_every_change_they_depend_on() {
+        let mut p = cluster();
+        let nodes = ["node-a".to_string(), "node-b".to_string()];
+        let filter = |p: &mut DraPlugin, name: &str| {
+            add(
+                p,
+                ResourceKind::resource_claim(),
+                claim(&format!("c-{name}"), 2),
+            );
+            add(p, ResourceKind::pod(), pod(name, &format!("c-{name}")));
+            assert!(p.pre_filter(&pod_ref(name)).status.is_success());
+            p.filter(&pod_ref(name), &nodes)
+                .iter()
+                .map(Status::is_success)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(filter(&mut p, "p1"), [true, true]);
+        p.reserve(&pod_ref("p1"), "node-a").unwrap();
+        // node-a's GPUs are in flight: the verdict cached for p1's shape must not be reused.
+        assert_eq!(filter(&mut p, "p2"), [false, true]);
+        p.reserve(&pod_ref("p2"), "node-b").unwrap();
+        assert_eq!(filter(&mut p, "p3"), [false, false]);
+        // p1's allocation is confirmed (claim event), then the claim is deleted: free again.
+        let mut c1 = claim("c-p1", 2);
+        c1["status"] = json!({"allocation": {"devices": {"results": [
+            {"request": "gpu", "driver": "gpu.example.com", "pool": "node-a", "device": "gpu-0"},
+            {"request": "gpu", "driver": "gpu.example.com", "pool": "node-a", "device": "gpu-1"}]}}});
+        p.on_event(&event(
+            EventAction::Modified,
+            ResourceKind::resource_claim(),
+            c1.clone(),
+        ));
+        p.post_bind(&pod_ref("p1"), "node-a");
+        assert_eq!(filter(&mut p, "p4"), [false, false]);
+        p.on_event(&event(
+            EventAction::Deleted,
+            ResourceKind::resource_claim(),
+            c1,
+        ));
+        assert_eq!(filter(&mut p, "p5"), [true, false]);
+        // Unreserve of p2 frees node-b.
+        p.unreserve(&pod_ref("p2"), "node-b");
+        assert_eq!(filter(&mut p, "p6"), [true, true]);
+        // A class whose selector no device matches any more.
+        add(
+            &mut p,
+            ResourceKind::device_class(),
+            json!({"metadata": {"name": "gpu.example.com"},
+            "spec": {"selectors": [{"cel": {"expression": "device.driver == \"other\""}}]}}),
+        );
+        assert_eq!(filter(&mut p, "p7"), [false, false]);
+    }
+
+    #[test]
+    fn reused_filter_verdicts_follow_node_labels_for_shared_devices() {
+        let mut p = cluster();
+        add(
+            &mut p,
+            ResourceKind::resource_slice(),
+            json!({"metadata": {"name": "rack-gpu"},
+            "spec": {"driver": "gpu.example.com", "pool": {"name": "rack", "generation": 1, "resourceSliceCount": 1},
+                     "nodeSelector": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "rack", "operator": "In", "values": ["r1"]}]}]},
+                     "devices": [{"name": "gpu-0"}, {"name": "gpu-1"}, {"name": "gpu-2"}]}}),
+        );
+        let nodes = ["node-a".to_string()];
+        let filter = |p: &mut DraPlugin, name: &str| {
+            add(
+                p,
+                ResourceKind::resource_claim(),
+                claim(&format!("c-{name}"), 3),
+            );
+            add(p, ResourceKind::pod(), pod(name, &format!("c-{name}")));
+            assert!(p.pre_filter(&pod_ref(name)).status.is_success());
+            p.filter(&pod_ref(name), &nodes)[0].is_success()
+        };
+        assert!(
+            !filter(&mut p, "p1"),
+            "two local GPUs, the rack's are out of reach"
+        );
+        add(
+            &mut p,
+            ResourceKind::node(),
+            json!({"metadata": {"name": "node-a", "labels": {"rack": "r1"}}}),
+        );
+        assert!(
+            filter(&mut p, "p2"),
+            "the label brings the rack's GPUs in reach"
+        );
     }
 
     #[test]

@@ -10,9 +10,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::NodeSelector;
 use k8s_openapi::api::resource::v1::{
-    DeviceClaim, DeviceClass, ResourceClaim, ResourceSlice, ResourceSliceSpec,
+    DeviceClaim, DeviceClass, ResourceClaimSpec, ResourceSlice, ResourceSliceSpec,
 };
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use wasm_scheduler_sdk::{EventAction, ObjectEvent};
 
 use crate::inventory::{Inventory, device_key};
@@ -59,7 +61,7 @@ pub struct Pod {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PodJson {
-    metadata: MetaJson,
+    metadata: PodMetaJson,
     #[serde(default)]
     spec: PodSpecJson,
     #[serde(default)]
@@ -73,8 +75,6 @@ struct MetaJson {
     name: String,
     #[serde(default)]
     namespace: String,
-    #[serde(default)]
-    uid: String,
     #[serde(default)]
     labels: BTreeMap<String, String>,
 }
@@ -106,6 +106,112 @@ struct ClaimStatusJson {
 #[derive(Deserialize)]
 struct NodeJson {
     metadata: MetaJson,
+}
+
+/// A pod's metadata: only what DRA keeps (no labels, annotations or timestamps to parse).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PodMetaJson {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    uid: String,
+}
+
+/// A ResourceClaim reduced to what [`Claim`] keeps. Claims change several times per scheduled
+/// pod and every change is parsed, so the generic object metadata (timestamps, managed
+/// fields) and the status' device results beyond their identity are skipped unparsed; only
+/// `spec.devices` uses the Kubernetes type, which the allocator plans from.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimJson {
+    #[serde(default)]
+    metadata: ClaimMetaJson,
+    spec: ResourceClaimSpec,
+    #[serde(default)]
+    status: ResourceClaimStatusJson,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ClaimMetaJson {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    deletion_timestamp: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    finalizers: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    owner_references: Vec<OwnerJson>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OwnerJson {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    controller: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ResourceClaimStatusJson {
+    #[serde(default)]
+    allocation: Option<AllocationJson>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    reserved_for: Vec<ConsumerJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AllocationJson {
+    #[serde(default)]
+    devices: AllocatedDevicesJson,
+    #[serde(default)]
+    node_selector: Option<NodeSelector>,
+}
+
+#[derive(Deserialize, Default)]
+struct AllocatedDevicesJson {
+    #[serde(default, deserialize_with = "null_as_default")]
+    results: Vec<ResultJson>,
+}
+
+#[derive(Deserialize)]
+struct ResultJson {
+    driver: String,
+    pool: String,
+    device: String,
+}
+
+#[derive(Deserialize)]
+struct ConsumerJson {
+    #[serde(default)]
+    resource: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    uid: String,
+}
+
+/// `null` as the type's default, as Kubernetes clients read omitted-or-null lists and maps.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A pod (or other consumer) in a claim's `status.reservedFor`.
@@ -160,45 +266,28 @@ impl Claim {
         self.reserved_for.iter().any(|c| c.uid == pod_uid)
     }
 
-    fn from_object(c: ResourceClaim) -> Claim {
-        let status = c.status.unwrap_or_default();
+    fn from_json(c: ClaimJson) -> Claim {
+        let meta = c.metadata;
+        let status = c.status;
         Claim {
-            namespace: c.metadata.namespace.unwrap_or_default(),
-            name: c.metadata.name.unwrap_or_default(),
-            uid: c.metadata.uid.unwrap_or_default(),
-            deleting: c.metadata.deletion_timestamp.is_some(),
-            has_finalizer: c
-                .metadata
-                .finalizers
-                .iter()
-                .flatten()
-                .any(|f| f == FINALIZER),
-            generated_for: c
-                .metadata
+            deleting: meta.deletion_timestamp.is_some(),
+            has_finalizer: meta.finalizers.iter().any(|f| f == FINALIZER),
+            generated_for: meta
                 .owner_references
                 .iter()
-                .flatten()
                 .find(|o| o.controller == Some(true) && o.kind == "Pod")
-                .zip(
-                    c.metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(POD_CLAIM_NAME_ANNOTATION)),
-                )
+                .zip(meta.annotations.get(POD_CLAIM_NAME_ANNOTATION))
                 .map(|(o, n)| (o.uid.clone(), n.clone())),
-            owners: c
-                .metadata
-                .owner_references
-                .into_iter()
-                .flatten()
-                .map(|o| o.uid)
-                .collect(),
+            owners: meta.owner_references.into_iter().map(|o| o.uid).collect(),
+            namespace: meta.namespace,
+            name: meta.name,
+            uid: meta.uid,
             spec: c.spec.devices.unwrap_or_default(),
             allocation: status.allocation.map(|a| Allocation {
                 devices: a
                     .devices
-                    .into_iter()
-                    .flat_map(|d| d.results.into_iter().flatten())
+                    .results
+                    .iter()
                     .map(|r| device_key(&r.driver, &r.pool, &r.device))
                     .collect(),
                 node_selector: a.node_selector,
@@ -206,7 +295,6 @@ impl Claim {
             reserved_for: status
                 .reserved_for
                 .into_iter()
-                .flatten()
                 .map(|r| Consumer {
                     resource: r.resource,
                     name: r.name,
@@ -224,11 +312,11 @@ pub type Key = (String, String);
 #[derive(Default)]
 pub struct ClusterState {
     /// Pods by UID.
-    pub pods: HashMap<String, Pod>,
+    pub pods: FxHashMap<String, Pod>,
     /// Node labels by node name.
-    pub nodes: HashMap<String, BTreeMap<String, String>>,
+    pub nodes: FxHashMap<String, BTreeMap<String, String>>,
     /// Claims by namespace and name.
-    pub claims: HashMap<Key, Claim>,
+    pub claims: FxHashMap<Key, Claim>,
     /// Template names (namespace, name) that exist.
     pub templates: HashSet<Key>,
     /// Device class selectors (CEL expressions) by class name.
@@ -236,11 +324,20 @@ pub struct ClusterState {
     /// ResourceSlice specs by slice name.
     pub slices: HashMap<String, ResourceSliceSpec>,
     /// How many claims hold each device (adminAccess allocations may share a device).
-    pub allocated: HashMap<String, u32>,
+    pub allocated: FxHashMap<String, u32>,
     /// Generated claims by (pod uid, pod claim name).
     generated: HashMap<(String, String), String>,
     inventory: Inventory,
     inventory_dirty: bool,
+    /// `allocated` by inventory device index, kept in step with it while the inventory is
+    /// current and rebuilt with the inventory: the allocator's per-device check is an index.
+    taken: Vec<u32>,
+    /// Per node of the inventory ([`Inventory::node_ids`]): bumped whenever one of its devices
+    /// is taken or freed, so a Filter result computed for the node can be reused until then.
+    node_generation: Vec<u64>,
+    /// Bumped by changes that can alter Filter results on any node: devices reachable from
+    /// several nodes taken or freed, node labels, device classes.
+    shared_generation: u64,
 }
 
 /// Which kind of object an event changed, for the plugin's bookkeeping.
@@ -306,13 +403,16 @@ impl ClusterState {
                 let n: NodeJson = serde_json::from_str(&event.object).map_err(err)?;
                 if deleted {
                     self.nodes.remove(&n.metadata.name);
-                } else {
+                } else if self.nodes.get(&n.metadata.name) != Some(&n.metadata.labels) {
                     self.nodes.insert(n.metadata.name, n.metadata.labels);
+                } else {
+                    return Ok(Changed::Node); // status-only update: nothing DRA sees changed
                 }
+                self.shared_generation += 1; // labels decide which shared devices a node reaches
                 Ok(Changed::Node)
             }
             ("resource.k8s.io/v1", "ResourceClaim") => {
-                let c = Claim::from_object(serde_json::from_str(&event.object).map_err(err)?);
+                let c = Claim::from_json(serde_json::from_str(&event.object).map_err(err)?);
                 let key = (c.namespace.clone(), c.name.clone());
                 let mut replaced = None;
                 if let Some(old) = self.claims.remove(&key) {
@@ -354,6 +454,7 @@ impl ClusterState {
             ("resource.k8s.io/v1", "DeviceClass") => {
                 let c: DeviceClass = serde_json::from_str(&event.object).map_err(err)?;
                 let name = c.metadata.name.unwrap_or_default();
+                self.shared_generation += 1;
                 if deleted {
                     self.classes.remove(&name);
                 } else {
@@ -414,12 +515,51 @@ impl ClusterState {
 
     fn count_devices(&mut self, c: &Claim, delta: i32) {
         for d in c.allocation.iter().flat_map(|a| &a.devices) {
-            let n = self.allocated.entry(d.clone()).or_default();
+            let n = match self.allocated.get_mut(d) {
+                Some(n) => n,
+                None => self.allocated.entry(d.clone()).or_default(),
+            };
             *n = n.saturating_add_signed(delta);
-            if *n == 0 {
+            let count = *n;
+            if count == 0 {
                 self.allocated.remove(d);
             }
+            if !self.inventory_dirty
+                && let Some(&i) = self.inventory.index.get(d)
+            {
+                if (self.taken[i as usize] == 0) != (count == 0) {
+                    self.touch_device(i);
+                }
+                self.taken[i as usize] = count;
+            }
         }
+    }
+
+    /// Records that device `index` of the current inventory was taken or freed (allocated or
+    /// in flight): Filter results cached for the nodes that reach it are stale.
+    pub fn touch_device(&mut self, index: u32) {
+        match self
+            .inventory
+            .devices
+            .get(index as usize)
+            .and_then(|d| d.node)
+        {
+            Some(n) => self.node_generation[n as usize] += 1,
+            None => self.shared_generation += 1,
+        }
+    }
+
+    /// The generation a Filter result for a node with inventory node index `node` is valid
+    /// for: (that node's, everything shared). Equal pairs mean no device the node reaches
+    /// changed hands and no label or class changed (within one inventory).
+    pub fn fit_generation(&self, node: Option<u32>) -> (u64, u64) {
+        let own = node.map_or(0, |n| self.node_generation[n as usize]);
+        (own, self.shared_generation)
+    }
+
+    /// True if device `index` of the current inventory is allocated to some claim.
+    pub fn is_taken(&self, index: u32) -> bool {
+        self.taken.get(index as usize).is_some_and(|&n| n > 0)
     }
 
     /// The device inventory, rebuilt if slices changed since the last call. Returns whether it
@@ -429,6 +569,14 @@ impl ClusterState {
             return false;
         }
         self.inventory = Inventory::build(self.slices.iter().map(|(n, s)| (n.as_str(), s)));
+        self.taken = vec![0; self.inventory.devices.len()];
+        self.node_generation = vec![0; self.inventory.node_ids.len()];
+        self.shared_generation += 1;
+        for (key, &n) in &self.allocated {
+            if let Some(&i) = self.inventory.index.get(key) {
+                self.taken[i as usize] = n;
+            }
+        }
         self.inventory_dirty = false;
         true
     }
