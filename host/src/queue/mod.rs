@@ -25,6 +25,9 @@ use tokio::time::Instant;
 
 use crate::framework::{ClusterEvent, Code, EventAction, PodInfo, ResourceKind, Status};
 
+/// How often, at most, gated pods are re-checked while activeQ has work (see `on_event`).
+const GATED_RECHECK_INTERVAL: Duration = Duration::from_millis(10);
+
 pub use queued_pod::QueuedPodInfo;
 
 /// Queue timing. Defaults as upstream (kubernetes/pkg/scheduler/apis/config/v1/defaults.go and
@@ -112,6 +115,10 @@ struct State {
     seq: u64,
     /// Bumped by every cluster event some plugin cares about.
     move_cycle: u64,
+    /// Gated pods an event may have released, waiting for their PreEnqueue re-check.
+    stale_gated: HashSet<String>,
+    /// When gated pods were last re-checked.
+    last_gated_recheck: Option<Instant>,
     closed: bool,
 }
 
@@ -159,8 +166,8 @@ impl SchedulingQueue {
     }
 
     fn settled(s: &State) -> bool {
-        // active + backoff + in flight
-        s.counts[0] + s.counts[1] + s.counts[4] == 0
+        // active + backoff + in flight, and no gated pod waiting for its re-check
+        s.counts[0] + s.counts[1] + s.counts[4] == 0 && s.stale_gated.is_empty()
     }
 
     fn notify_if(&self, settled: bool) {
@@ -388,27 +395,55 @@ impl SchedulingQueue {
         if s.counts[2] + s.counts[3] == 0 {
             return;
         }
-        let to_move: Vec<String> = s
-            .pods
-            .iter()
-            .filter(|(_, slot)| matches!(slot.place, Place::Unschedulable(_) | Place::Gated))
-            .filter(|(_, slot)| {
-                let plugins = &slot.info.unschedulable_plugins;
-                plugins.is_empty() || plugins.iter().any(|p| interested(p))
-            })
-            .map(|(uid, _)| uid.clone())
-            .collect();
+        let mut to_move = Vec::new();
+        let mut gated = Vec::new();
+        for (uid, slot) in &s.pods {
+            let plugins = &slot.info.unschedulable_plugins;
+            if !(plugins.is_empty() || plugins.iter().any(|p| interested(p))) {
+                continue;
+            }
+            match slot.place {
+                Place::Unschedulable(_) => to_move.push(uid.clone()),
+                Place::Gated => gated.push(uid.clone()),
+                _ => {}
+            }
+        }
         drop(hints);
-        if to_move.is_empty() {
+        if to_move.is_empty() && gated.is_empty() {
             return;
         }
         for uid in &to_move {
             self.move_out(&mut s, uid, now);
         }
+        // Re-running PreEnqueue for every gated pod on every event is quadratic when many pods
+        // wait for their objects (a burst of claims from templates). The re-checks are coalesced:
+        // at once while activeQ is empty, else at most every GATED_RECHECK_INTERVAL, at a pop.
+        s.stale_gated.extend(gated);
+        self.recheck_gated(&mut s, now);
         let settled = Self::settled(&s);
         drop(s);
         self.wake.notify_one();
         self.notify_if(settled);
+    }
+
+    /// Re-runs PreEnqueue for the gated pods events may have released, if activeQ is empty or
+    /// the last re-check is older than [`GATED_RECHECK_INTERVAL`].
+    fn recheck_gated(&self, s: &mut State, now: Instant) {
+        if s.stale_gated.is_empty() {
+            return;
+        }
+        let due = s.counts[0] == 0
+            || s.last_gated_recheck
+                .is_none_or(|at| now.saturating_duration_since(at) >= GATED_RECHECK_INTERVAL);
+        if !due {
+            return;
+        }
+        s.last_gated_recheck = Some(now);
+        for uid in std::mem::take(&mut s.stale_gated) {
+            if matches!(s.pods.get(&uid), Some(slot) if slot.place == Place::Gated) {
+                self.move_out(s, &uid, now);
+            }
+        }
     }
 
     /// Moves a parked pod back: to backoffQ if its backoff has not expired, else to activeQ.
@@ -498,6 +533,7 @@ impl SchedulingQueue {
 
     /// Moves expired backoffs to activeQ and long-unschedulable pods out of the pool.
     fn flush(&self, s: &mut State, now: Instant) {
+        self.recheck_gated(s, now);
         while let Some(Reverse((at, seq, _))) = s.backoff.peek() {
             if *at > now {
                 break;

@@ -207,6 +207,50 @@ fn a_gated_pod_waits_until_an_update_lets_it_pass_pre_enqueue() {
     assert_eq!(names(&q, t), ["a"]);
 }
 
+/// Counts PreEnqueue calls; passes pods whose name starts with "ok".
+struct CountingGate(std::sync::atomic::AtomicUsize);
+
+impl PreEnqueueCheck for CountingGate {
+    fn check(&self, pod: &PodInfo) -> Result<(), (String, Status)> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if pod.key.name.starts_with("ok") {
+            Ok(())
+        } else {
+            Err(("Gate".to_string(), Status::unresolvable("not yet")))
+        }
+    }
+}
+
+#[test]
+fn gated_pods_are_rechecked_once_per_interval_while_active_has_work() {
+    let q = SchedulingQueue::new(QueueConfig::default());
+    let gate = Arc::new(CountingGate(Default::default()));
+    q.set_pre_enqueue(gate.clone());
+    let calls = || gate.0.load(std::sync::atomic::Ordering::Relaxed);
+    let t = Instant::now();
+    for i in 0..100 {
+        q.add_or_update_at(pod(&format!("gated-{i}"), 0), false, t);
+    }
+    q.add_or_update_at(pod("ok-busy", 0), false, t);
+    assert_eq!((q.stats().gated, q.stats().active, calls()), (100, 1, 101));
+    let (kind, action) = node_added();
+    // 50 events while activeQ has work: one re-check at most per interval, none yet due
+    // within the interval after the first.
+    for _ in 0..50 {
+        q.on_event_at(&kind, action, t);
+    }
+    assert_eq!(calls(), 201, "the first event re-checks, the next 49 wait");
+    assert!(!SchedulingQueue::settled(&q.state.lock()));
+    // Past the interval, the next pop re-checks the pods once more.
+    let later = t + GATED_RECHECK_INTERVAL;
+    assert_eq!(names(&q, later), ["ok-busy"]);
+    assert_eq!(calls(), 301);
+    // With activeQ empty, an event re-checks at once.
+    q.on_event_at(&kind, action, later);
+    assert_eq!(calls(), 401);
+    assert_eq!(q.stats().gated, 100);
+}
+
 #[test]
 fn a_pod_deleted_while_in_flight_is_not_requeued() {
     let q = SchedulingQueue::new(QueueConfig::default());
