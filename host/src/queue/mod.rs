@@ -71,6 +71,9 @@ pub struct QueueStats {
     pub gated: usize,
     /// Popped and not yet done (scheduling or binding).
     pub in_flight: usize,
+    /// Gated pods an event may have released, waiting for their coalesced PreEnqueue re-check
+    /// (at the next pop). Also counted in `gated`.
+    pub recheck_pending: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +188,7 @@ impl SchedulingQueue {
             unschedulable: s.counts[2],
             gated: s.counts[3],
             in_flight: s.counts[4],
+            recheck_pending: s.stale_gated.len(),
         }
     }
 
@@ -280,12 +284,16 @@ impl SchedulingQueue {
                     return None;
                 }
                 let now = Instant::now();
-                if let Some(p) = self.try_pop_locked(&mut s, now) {
-                    let settled = Self::settled(&s);
+                let popped = self.try_pop_locked(&mut s, now);
+                // Also when nothing was popped: the flush may have settled the queue (a
+                // coalesced re-check of gated pods).
+                let settled = Self::settled(&s);
+                if let Some(p) = popped {
                     drop(s);
                     self.notify_if(settled);
                     return Some(p);
                 }
+                self.notify_if(settled);
                 self.next_deadline(&s)
             };
             match deadline {

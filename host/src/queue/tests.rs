@@ -240,11 +240,13 @@ fn gated_pods_are_rechecked_once_per_interval_while_active_has_work() {
         q.on_event_at(&kind, action, t);
     }
     assert_eq!(calls(), 201, "the first event re-checks, the next 49 wait");
+    assert_eq!(q.stats().recheck_pending, 100);
     assert!(!SchedulingQueue::settled(&q.state.lock()));
     // Past the interval, the next pop re-checks the pods once more.
     let later = t + GATED_RECHECK_INTERVAL;
     assert_eq!(names(&q, later), ["ok-busy"]);
     assert_eq!(calls(), 301);
+    assert_eq!(q.stats().recheck_pending, 0);
     // With activeQ empty, an event re-checks at once.
     q.on_event_at(&kind, action, later);
     assert_eq!(calls(), 401);

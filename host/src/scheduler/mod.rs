@@ -387,6 +387,7 @@ impl Scheduler {
             && q.active == 0
             && q.backoff == 0
             && q.in_flight == 0
+            && q.recheck_pending == 0
             && s.bindings.load(Ordering::Acquire) == 0
             && s.waiting.is_empty()
             && s.cache.pending_work() == PendingWork::default()
