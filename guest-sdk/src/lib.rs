@@ -82,7 +82,24 @@ pub mod __export;
 ///
 /// Use it once per crate, with a type that implements [`Plugin`]:
 ///
-/// ```ignore
+/// ```
+/// use wasm_scheduler_sdk::{Metadata, Plugin};
+///
+/// struct MyPlugin;
+///
+/// impl Plugin for MyPlugin {
+///     fn new(_args: &str) -> Result<Self, String> {
+///         Ok(MyPlugin)
+///     }
+///     fn metadata(&self) -> Metadata {
+///         Metadata {
+///             name: "MyPlugin".into(),
+///             version: "0.1.0".into(),
+///             ..Default::default()
+///         }
+///     }
+/// }
+///
 /// wasm_scheduler_sdk::export_plugin!(MyPlugin);
 /// ```
 #[macro_export]

@@ -647,7 +647,10 @@ mod tests {
         let points = [PreFilter, Filter, PreScore, Score]
             .into_iter()
             .map(|p| {
-                let list = plugins.iter().map(|q| (q.clone() as PluginRef, 1)).collect();
+                let list = plugins
+                    .iter()
+                    .map(|q| (q.clone() as PluginRef, 1))
+                    .collect();
                 (p, list)
             })
             .collect();
@@ -671,10 +674,7 @@ mod tests {
         let scoring = Probe::new("Scoring", Code::Success, Code::Success);
         let totals = cycle(&framework(&[skipping.clone(), scoring.clone()]));
         assert_eq!(totals, [10, 10], "only the scoring plugin counts");
-        assert_eq!(
-            *skipping.calls.lock(),
-            ["PreFilter", "Filter", "PreScore"]
-        );
+        assert_eq!(*skipping.calls.lock(), ["PreFilter", "Filter", "PreScore"]);
         assert_eq!(
             *scoring.calls.lock(),
             ["PreFilter", "Filter", "PreScore", "Score", "NormalizeScore"]

@@ -296,7 +296,7 @@ pub fn allocate(
     claims: &mut [PlannedClaim],
     in_use: &dyn Fn(u32) -> bool,
 ) -> Result<Vec<ClaimAllocation>, AllocError> {
-    search(inv, selectors, scratch, node, labels, claims, in_use)?;
+    fits(inv, selectors, scratch, node, labels, claims, in_use)?;
     Ok(claims
         .iter()
         .zip(&scratch.picked)
@@ -331,18 +331,6 @@ pub fn allocate(
 /// # Errors
 /// [`AllocError`] when no combination of devices satisfies every claim.
 pub fn fits(
-    inv: &Inventory,
-    selectors: &mut Selectors,
-    scratch: &mut Scratch,
-    node: &str,
-    labels: &BTreeMap<String, String>,
-    claims: &mut [PlannedClaim],
-    in_use: &dyn Fn(u32) -> bool,
-) -> Result<(), AllocError> {
-    search(inv, selectors, scratch, node, labels, claims, in_use)
-}
-
-fn search(
     inv: &Inventory,
     selectors: &mut Selectors,
     scratch: &mut Scratch,

@@ -1177,25 +1177,29 @@ mod tests {
         assert_eq!(p.score(&pod_ref("p"), &nodes).unwrap(), [100, 50]);
     }
 
+    /// Adds pod `name` with its own claim for `count` devices, runs PreFilter and returns
+    /// whether each node passes Filter.
+    fn new_pod_fits(p: &mut DraPlugin, name: &str, count: i64, nodes: &[String]) -> Vec<bool> {
+        add(
+            p,
+            ResourceKind::resource_claim(),
+            claim(&format!("c-{name}"), count),
+        );
+        add(p, ResourceKind::pod(), pod(name, &format!("c-{name}")));
+        assert!(p.pre_filter(&pod_ref(name)).status.is_success());
+        p.filter(&pod_ref(name), nodes)
+            .iter()
+            .map(Status::is_success)
+            .collect()
+    }
+
     /// Filter verdicts are reused across pods with claims of one shape; every change they depend
     /// on must show: devices taken in flight, freed by a claim event, the class, node labels.
     #[test]
     fn reused_filter_verdicts_follow_every_change_they_depend_on() {
         let mut p = cluster();
         let nodes = ["node-a".to_string(), "node-b".to_string()];
-        let filter = |p: &mut DraPlugin, name: &str| {
-            add(
-                p,
-                ResourceKind::resource_claim(),
-                claim(&format!("c-{name}"), 2),
-            );
-            add(p, ResourceKind::pod(), pod(name, &format!("c-{name}")));
-            assert!(p.pre_filter(&pod_ref(name)).status.is_success());
-            p.filter(&pod_ref(name), &nodes)
-                .iter()
-                .map(Status::is_success)
-                .collect::<Vec<_>>()
-        };
+        let filter = |p: &mut DraPlugin, name: &str| new_pod_fits(p, name, 2, &nodes);
         assert_eq!(filter(&mut p, "p1"), [true, true]);
         p.reserve(&pod_ref("p1"), "node-a").unwrap();
         // node-a's GPUs are in flight: the verdict cached for p1's shape must not be reused.
@@ -1245,16 +1249,7 @@ mod tests {
                      "devices": [{"name": "gpu-0"}, {"name": "gpu-1"}, {"name": "gpu-2"}]}}),
         );
         let nodes = ["node-a".to_string()];
-        let filter = |p: &mut DraPlugin, name: &str| {
-            add(
-                p,
-                ResourceKind::resource_claim(),
-                claim(&format!("c-{name}"), 3),
-            );
-            add(p, ResourceKind::pod(), pod(name, &format!("c-{name}")));
-            assert!(p.pre_filter(&pod_ref(name)).status.is_success());
-            p.filter(&pod_ref(name), &nodes)[0].is_success()
-        };
+        let filter = |p: &mut DraPlugin, name: &str| new_pod_fits(p, name, 3, &nodes)[0];
         assert!(
             !filter(&mut p, "p1"),
             "two local GPUs, the rack's are out of reach"
@@ -1283,70 +1278,5 @@ mod tests {
             s.message().contains("in the process of being allocated"),
             "{s:?}"
         );
-    }
-
-    /// Native throughput of the plugin alone: `cargo test --release -p dra-plugin -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn measure_cycles_per_second() {
-        let mut p = DraPlugin::new("{}").unwrap();
-        add(
-            &mut p,
-            ResourceKind::device_class(),
-            json!({"metadata": {"name": "gpu.example.com"},
-            "spec": {"selectors": [{"cel": {"expression": "device.driver == \"gpu.example.com\" && device.capacity[\"gpu.example.com\"].memory.compareTo(quantity(\"40Gi\")) >= 0"}}]}}),
-        );
-        let nodes: Vec<String> = (0..100).map(|i| format!("node-{i}")).collect();
-        for node in &nodes {
-            add(
-                &mut p,
-                ResourceKind::node(),
-                json!({"metadata": {"name": node}}),
-            );
-            let devices: Vec<Value> = (0..8).map(|i| json!({"name": format!("gpu-{i}"),
-                "attributes": {"model": {"string": "H100"}}, "capacity": {"memory": {"value": "80Gi"}}})).collect();
-            add(
-                &mut p,
-                ResourceKind::resource_slice(),
-                json!({"metadata": {"name": format!("{node}-gpu")},
-                "spec": {"driver": "gpu.example.com", "nodeName": node,
-                         "pool": {"name": node, "generation": 1, "resourceSliceCount": 1}, "devices": devices}}),
-            );
-        }
-        let n = 800;
-        let mut claims: Vec<Value> = Vec::new();
-        for i in 0..n {
-            let c = claim(&format!("c{i}"), 1);
-            add(&mut p, ResourceKind::resource_claim(), c.clone());
-            claims.push(c);
-            add(
-                &mut p,
-                ResourceKind::pod(),
-                pod(&format!("p{i}"), &format!("c{i}")),
-            );
-        }
-        let start = std::time::Instant::now();
-        for (i, c) in claims.iter_mut().enumerate() {
-            let pr = pod_ref(&format!("p{i}"));
-            assert!(p.pre_filter(&pr).status.is_success());
-            let st = p.filter(&pr, &nodes);
-            let feasible: Vec<String> = nodes
-                .iter()
-                .zip(&st)
-                .filter(|(_, s)| s.is_success())
-                .map(|(n, _)| n.clone())
-                .collect();
-            p.score(&pr, &feasible).unwrap();
-            let intents = p.reserve(&pr, &feasible[0]).unwrap();
-            assume(&mut p, c, &intents);
-            p.post_bind(&pr, &feasible[0]);
-        }
-        let el = start.elapsed();
-        eprintln!(
-            "{n} pods x 100 nodes: {:?} ({:.0} pods/s)",
-            el,
-            n as f64 / el.as_secs_f64()
-        );
-        assert_eq!(p.state.allocated.len(), n);
     }
 }
