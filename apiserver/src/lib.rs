@@ -45,6 +45,7 @@ mod controller;
 mod defaults;
 mod discovery;
 mod events;
+mod faults;
 mod http;
 mod manifests;
 mod quantity;
@@ -65,6 +66,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 pub use audit::RequestRecord;
+pub use faults::{Fault, FaultPlan, FaultRule, FaultSpecError};
 pub use manifests::{LoadReport, ManifestError};
 pub use server::{ServeError, ServeHandle};
 
@@ -202,6 +204,18 @@ impl ApiServer {
         yaml: &str,
     ) -> Result<LoadReport, ManifestError> {
         manifests::load_str(&self.reg, source_name, yaml)
+    }
+
+    /// Starts injecting faults into the requests of clients and the network listener (not into
+    /// [`ApiServer::load_manifests`] or the built-in controller), or stops with `None`. The
+    /// same plan and seed fail the same requests; see [`FaultPlan`].
+    pub fn set_faults(&self, plan: Option<FaultPlan>) {
+        self.reg.faults.set(plan);
+    }
+
+    /// How many faults were injected so far.
+    pub fn injected_faults(&self) -> u64 {
+        self.reg.faults.injected()
     }
 
     /// The latest resourceVersion of the whole store (what a list would report now).

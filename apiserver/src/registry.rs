@@ -143,6 +143,8 @@ pub(crate) struct Registry {
     pub(crate) store: Store,
     /// The request log (see [`crate::ApiServer::record_requests`]).
     pub(crate) audit: crate::audit::Log,
+    /// Injected faults (see [`crate::ApiServer::set_faults`]).
+    pub(crate) faults: crate::faults::Faults,
 }
 
 enum Attempt<T> {
@@ -155,6 +157,7 @@ impl Registry {
         Registry {
             store: Store::new(history_limit),
             audit: crate::audit::Log::default(),
+            faults: crate::faults::Faults::default(),
         }
     }
 

@@ -26,6 +26,30 @@ impl ResponseBody {
     pub(crate) fn stream(rx: mpsc::Receiver<Bytes>) -> Self {
         ResponseBody(Inner::Stream(rx))
     }
+
+    /// A stream that ends after `after` (an injected watch cut); a full body is left as it is.
+    pub(crate) fn cut_after(self, after: std::time::Duration) -> Self {
+        let Inner::Stream(mut rx) = self.0 else {
+            return self;
+        };
+        let (tx, out) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let deadline = tokio::time::sleep(after);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    chunk = rx.recv() => {
+                        let Some(c) = chunk else { break };
+                        if tx.send(c).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        ResponseBody(Inner::Stream(out))
+    }
 }
 
 impl http_body::Body for ResponseBody {

@@ -24,6 +24,7 @@ pub(crate) use body::ResponseBody;
 
 use crate::audit;
 use crate::discovery;
+use crate::faults::Decision;
 use crate::registry::{DeleteOptions, DeleteResult, Registry, WriteOptions, WriteResult};
 use crate::resources::{self, Kind, ResourceDef};
 use crate::selectors::{FieldSelector, LabelSelector};
@@ -81,14 +82,23 @@ pub(crate) async fn handle(
     user: &str,
     req: Request<Bytes>,
 ) -> Response<ResponseBody> {
-    let record = reg
-        .audit
-        .enabled()
+    // Described only when something needs the description: it costs a few allocations.
+    let info = (reg.audit.enabled() || reg.faults.active())
         .then(|| audit::request_info(&req, audit::user_of(&req, user)));
+    let decision = info.as_ref().and_then(|i| reg.faults.decide(i));
+    let record = info.filter(|_| reg.audit.enabled());
     let audit = record.as_ref().map(|_| reg.clone());
-    let resp = match route(reg, req).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+    let resp = match decision {
+        Some(Decision::Fail(e)) => error_response(&e),
+        Some(Decision::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            route(reg, req).await.unwrap_or_else(|e| error_response(&e))
+        }
+        Some(Decision::CutWatch(d)) => match route(reg, req).await {
+            Ok(r) => r.map(|body| body.cut_after(d)),
+            Err(e) => error_response(&e),
+        },
+        None => route(reg, req).await.unwrap_or_else(|e| error_response(&e)),
     };
     if let (Some(mut record), Some(reg)) = (record, audit) {
         record.code = resp.status().as_u16();

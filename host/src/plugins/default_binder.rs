@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 
 use crate::framework::{BindContext, ExtensionPoint, Plugin, PodInfo, Status};
+use crate::retry::RetryPolicy;
 
 use super::helpers::expect_no_args;
 use super::registry::RegistryError;
@@ -66,17 +67,45 @@ impl Plugin for DefaultBinder {
         Box::pin(async move {
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.key.namespace);
             let binding = binding_for(pod, node);
-            // The API server answers with a Status object; only success matters.
-            match api
-                .create_subresource::<_, serde_json::Value>(
-                    "binding",
-                    &pod.key.name,
-                    &PostParams::default(),
-                    &binding,
+            // The API server answers with a Status object; only success matters. Transient
+            // errors are retried; after one, a 409 may be our own earlier try that did land.
+            let mut retried = false;
+            let params = PostParams::default();
+            let result = RetryPolicy::default()
+                .run(
+                    || {
+                        api.create_subresource::<_, serde_json::Value>(
+                            "binding",
+                            &pod.key.name,
+                            &params,
+                            &binding,
+                        )
+                    },
+                    |n, e| {
+                        retried = true;
+                        tracing::debug!(pod = %pod.key.name, "binding (try {n}) failed, retrying: {e}");
+                    },
                 )
-                .await
-            {
+                .await;
+            match result {
                 Ok(_) => Status::success(),
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    let ours = retried
+                        && api.get(&pod.key.name).await.is_ok_and(|p| {
+                            p.metadata.uid.as_deref() == Some(pod.key.uid.as_str())
+                                && p.spec.and_then(|s| s.node_name).as_deref() == Some(node)
+                        });
+                    if ours {
+                        Status::success()
+                    } else {
+                        // Someone else bound it (another scheduler, or a previous leader): the
+                        // watch will report the pod as assigned and it leaves the queue.
+                        Status::error(format!(
+                            "binding pod {}/{} to node {node}: already bound elsewhere: {}",
+                            pod.key.namespace, pod.key.name, s.message
+                        ))
+                    }
+                }
                 Err(e) => Status::error(format!(
                     "binding pod {}/{} to node {node}: {e}",
                     pod.key.namespace, pod.key.name

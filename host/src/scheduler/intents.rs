@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::cache::dynamic_api;
 use crate::framework::{PatchIntent, PatchKind, Plugin, Status};
+use crate::retry::RetryPolicy;
 
 /// Field manager of the scheduler's writes.
 pub const FIELD_MANAGER: &str = "wasm-scheduler";
@@ -105,13 +106,22 @@ pub async fn apply_intent(
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PatchParams::default()
     };
-    let result = match intent.subresource.as_deref() {
-        Some(sub) => {
-            api.patch_subresource(sub, &intent.target.name, &params, &patch)
-                .await
-        }
-        None => api.patch(&intent.target.name, &params, &patch).await,
-    };
+    // Patches merge by key and carry the uid precondition, so repeating one after a transient
+    // error is safe.
+    let result = RetryPolicy::default()
+        .run(
+            || async {
+                match intent.subresource.as_deref() {
+                    Some(sub) => {
+                        api.patch_subresource(sub, &intent.target.name, &params, &patch)
+                            .await
+                    }
+                    None => api.patch(&intent.target.name, &params, &patch).await,
+                }
+            },
+            |n, e| tracing::debug!("patching {} (try {n}) failed, retrying: {e}", target()),
+        )
+        .await;
     result
         .map(|obj| obj.metadata.resource_version)
         .map_err(|source| IntentError::Api {
