@@ -30,14 +30,14 @@ async fn the_two_system_priority_classes_exist_from_the_start() {
     let (_s, client) = setup();
     let classes: Api<PriorityClass> = Api::all(client);
     let node = classes.get("system-node-critical").await.unwrap();
-    assert_eq!(node.value, 2_000_001_000);
+    assert_eq!(node.value, Some(2_000_001_000));
     assert_eq!(
         node.preemption_policy.as_deref(),
         Some("PreemptLowerPriority")
     );
     assert_eq!(
         classes.get("system-cluster-critical").await.unwrap().value,
-        2_000_000_000
+        Some(2_000_000_000)
     );
 }
 
@@ -196,7 +196,7 @@ async fn pdb_status_follows_its_pods_as_the_disruption_controller_keeps_it() {
             st.desired_healthy,
             st.disruptions_allowed
         ),
-        (0, 0, 2, 0)
+        (Some(0), Some(0), Some(2), Some(0))
     );
     for name in ["db-0", "db-1", "db-2"] {
         bound_db_pod(&client, name).await;
@@ -209,7 +209,7 @@ async fn pdb_status_follows_its_pods_as_the_disruption_controller_keeps_it() {
             st.desired_healthy,
             st.disruptions_allowed
         ),
-        (3, 3, 2, 1)
+        (Some(3), Some(3), Some(2), Some(1))
     );
     let cond = &st.conditions.unwrap()[0];
     assert_eq!(
@@ -226,7 +226,10 @@ async fn pdb_status_follows_its_pods_as_the_disruption_controller_keeps_it() {
         .await
         .unwrap();
     let st = pdbs.get("db").await.unwrap().status.unwrap();
-    assert_eq!((st.current_healthy, st.disruptions_allowed), (2, 0));
+    assert_eq!(
+        (st.current_healthy, st.disruptions_allowed),
+        (Some(2), Some(0))
+    );
     assert_eq!(st.conditions.unwrap()[0].reason, "InsufficientPods");
 }
 
