@@ -149,11 +149,10 @@ pub struct Selection<'a> {
 }
 
 impl Selection<'_> {
-    fn fits(&self, pod: &PodInfo, node: &NodeInfo) -> Result<Option<Status>, PluginFailure> {
-        let node = Arc::new(node.clone());
+    fn fits(&self, pod: &PodInfo, node: &Arc<NodeInfo>) -> Result<Option<Status>, PluginFailure> {
         Ok(self
             .framework
-            .run_filter_with_nominated(self.state, pod, &node, self.nominator)?
+            .run_filter_with_nominated(self.state, pod, node, self.nominator)?
             .map(|(_, st)| st))
     }
 
@@ -172,7 +171,9 @@ impl Selection<'_> {
                 st.message()
             ))
         };
-        let mut info = node.clone();
+        // One private copy, changed in place (the Arc is never shared, so `make_mut` does not
+        // copy again): the dry run is most of preemption's cost on large clusters.
+        let mut info = Arc::new(node.clone());
         let mut potential: Vec<Arc<PodInfo>> = node
             .pods
             .iter()
@@ -183,7 +184,7 @@ impl Selection<'_> {
             return Err(Status::unresolvable(ERR_NO_VICTIMS));
         }
         for p in &potential {
-            info.remove_pod(&p.key.uid);
+            Arc::make_mut(&mut info).remove_pod(&p.key.uid);
         }
         if let Some(st) = self.fits(pod, &info).map_err(error)? {
             return Err(st);
@@ -198,9 +199,9 @@ impl Selection<'_> {
             .map(|p| (p, true))
             .chain(fine.into_iter().map(|p| (p, false)))
         {
-            info.add_pod(p.clone());
+            Arc::make_mut(&mut info).add_pod(p.clone());
             if self.fits(pod, &info).map_err(error)?.is_some() {
-                info.remove_pod(&p.key.uid);
+                Arc::make_mut(&mut info).remove_pod(&p.key.uid);
                 num_pdb_violations += usize::from(is_violating);
                 victims.push(p);
             }
