@@ -48,6 +48,25 @@ pub(crate) fn after_write(
     new: Option<&Arc<Stored>>,
 ) {
     match kind {
+        // The disruption controller: PDB status follows its pods and its spec.
+        Kind::Pod | Kind::PodDisruptionBudget => {
+            if let Some(ns) = new.or(old).map(|o| o.namespace().to_string()) {
+                let spec_or_pods_changed = kind == Kind::Pod
+                    || new.is_some_and(|n| {
+                        old.is_none_or(|o| {
+                            o.value().get("spec") != n.value().get("spec")
+                                || o.value().pointer("/metadata/generation")
+                                    != n.value().pointer("/metadata/generation")
+                        })
+                    });
+                if spec_or_pods_changed {
+                    crate::disruption::sync_namespace(reg, &ns);
+                }
+            }
+        }
+        _ => {}
+    }
+    match kind {
         Kind::Pod => match (old, new) {
             (None, Some(pod)) => generate_claims(reg, pod),
             (Some(pod), None) => release_pod(reg, pod),

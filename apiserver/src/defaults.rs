@@ -8,7 +8,7 @@
 //! - The node `not-ready` taint is NOT added: the real taint is removed by the node lifecycle
 //!   controller once the kubelet reports Ready, and neither runs here, so every node from a manifest
 //!   would stay unschedulable forever.
-//! - Priority admission knows only the two built-in classes.
+//! - Priority admission lives in `crate::admission` (it reads PriorityClasses).
 
 use serde_json::{Map, Value, json};
 
@@ -40,6 +40,16 @@ pub(crate) fn apply(kind: Kind, obj: &mut Value) {
         }
         Kind::ResourceSlice => slice(obj),
         Kind::Event => event(obj),
+        Kind::PriorityClass => {
+            if let Some(m) = obj.as_object_mut() {
+                set_default(m, "preemptionPolicy", "PreemptLowerPriority".into());
+            }
+        }
+        Kind::PodDisruptionBudget => {
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                set_default(spec, "unhealthyPodEvictionPolicy", "IfHealthyBudget".into());
+            }
+        }
         Kind::DeviceClass | Kind::Lease => {}
     }
 }
@@ -54,6 +64,10 @@ pub(crate) fn status_on_create(kind: Kind, obj: &mut Value) {
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
         Kind::Namespace => obj["status"] = json!({"phase": "Active"}),
+        // Written by the disruption controller (`crate::disruption`) right after the create.
+        Kind::PodDisruptionBudget => {
+            obj["status"] = json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0})
+        }
         _ => {}
     }
 }
@@ -148,13 +162,8 @@ fn pod(obj: &mut Value) {
             }
         }
     }
-    // Priority admission (only the built-in classes exist here).
-    let priority = match spec.get("priorityClassName").and_then(Value::as_str) {
-        Some("system-node-critical") => 2_000_001_000,
-        Some("system-cluster-critical") => 2_000_000_000,
-        _ => 0,
-    };
-    set_default(spec, "priority", priority.into());
+    // Priority admission (`crate::admission`) has set the priority of new pods already.
+    set_default(spec, "priority", 0.into());
     set_default(spec, "enableServiceLinks", true.into());
     set_default(spec, "preemptionPolicy", "PreemptLowerPriority".into());
     canonicalize_map(spec.get_mut("overhead"));

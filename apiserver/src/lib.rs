@@ -40,10 +40,12 @@
 //! `controller` reacts to commits. `validation/`, `defaults`, `discovery` and `manifests` hold what
 //! their names say.
 
+mod admission;
 mod audit;
 mod controller;
 mod defaults;
 mod discovery;
+mod disruption;
 mod events;
 mod faults;
 mod http;
@@ -120,11 +122,17 @@ impl ApiServer {
     /// A new, empty cluster with custom settings.
     pub fn with_config(config: Config) -> Self {
         let reg = Arc::new(Registry::new(config.watch_history));
+        reg.set_self();
         let namespaces = resources::Kind::Namespace.canonical();
         for ns in ["default", "kube-system"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             reg.create(namespaces, None, body, WriteOptions::default())
                 .expect("built-in namespaces are valid");
+        }
+        let classes = resources::Kind::PriorityClass.canonical();
+        for class in admission::system_priority_classes() {
+            reg.create(classes, None, class, WriteOptions::default())
+                .expect("built-in priority classes are valid");
         }
         ApiServer { reg }
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use crate::admission;
 use crate::controller;
 use crate::defaults;
 use crate::events;
@@ -28,8 +29,8 @@ use crate::validation::{self, Subresource};
 pub(crate) struct WriteOptions {
     pub field_validation: FieldValidation,
     pub dry_run: bool,
-    /// Skip the check that the namespace exists (manifest pre-checks, whose namespaces may be
-    /// created by the same load).
+    /// Skip the checks that the namespace and a pod's PriorityClass exist (manifest pre-checks,
+    /// whose namespaces and classes may be created by the same load).
     pub skip_namespace_check: bool,
 }
 
@@ -56,6 +57,8 @@ pub(crate) struct DeleteOptions {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub dry_run: bool,
+    /// `gracePeriodSeconds`: for pods, overrides `spec.terminationGracePeriodSeconds`.
+    pub grace_period_seconds: Option<i64>,
 }
 
 /// What a DELETE answers.
@@ -72,6 +75,24 @@ pub(crate) fn now() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
+}
+
+/// [`now`] plus some seconds (a pod's `deletionTimestamp` is when its grace period ends).
+fn now_plus(seconds: i64) -> String {
+    let t = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds);
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Whether this object, with no finalizers left, is removed from storage: anything being
+/// deleted, except a pod still within its grace period (`deletionGracePeriodSeconds` > 0).
+fn is_finished(kind: Kind, v: &Value) -> bool {
+    is_deleting(v)
+        && finalizers(v) == 0
+        && (kind != Kind::Pod
+            || v.pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                == 0)
 }
 
 fn key_of(res: &ResourceDef, ns: Option<&str>, name: &str) -> Key {
@@ -145,6 +166,8 @@ pub(crate) struct Registry {
     pub(crate) audit: crate::audit::Log,
     /// Injected faults (see [`crate::ApiServer::set_faults`]).
     pub(crate) faults: crate::faults::Faults,
+    /// A handle on itself, for the timers that end pods' grace periods.
+    self_ref: std::sync::OnceLock<std::sync::Weak<Registry>>,
 }
 
 enum Attempt<T> {
@@ -158,7 +181,13 @@ impl Registry {
             store: Store::new(history_limit),
             audit: crate::audit::Log::default(),
             faults: crate::faults::Faults::default(),
+            self_ref: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets the registry start timers that hold a reference to it (pod grace periods).
+    pub(crate) fn set_self(self: &Arc<Self>) {
+        let _ = self.self_ref.set(Arc::downgrade(self));
     }
 
     // ----- shared steps -----
@@ -353,6 +382,11 @@ impl Registry {
             // Validate as if the name were generated.
             body["metadata"]["name"] = format!("{generate}xxxxx").into();
         }
+        match canon.kind_enum {
+            Kind::Pod => admission::admit_pod(self, &mut body, opts.skip_namespace_check)?,
+            Kind::PriorityClass => admission::admit_priority_class(self, &body)?,
+            _ => {}
+        }
         prune(&mut body);
         defaults::apply(canon.kind_enum, &mut body);
         defaults::status_on_create(canon.kind_enum, &mut body);
@@ -479,6 +513,9 @@ impl Registry {
         if !causes.is_empty() {
             return Err(ApiError::invalid(res, cur.name(), causes));
         }
+        if canon.kind_enum == Kind::PriorityClass {
+            admission::admit_priority_class(self, &new)?;
+        }
         new["metadata"]["resourceVersion"] = cur.rv.to_string().into();
         if new == *cur_value {
             // A no-op write is not stored: same resourceVersion, no watch event.
@@ -494,7 +531,7 @@ impl Registry {
             }));
         }
         let kind = canon.kind_enum;
-        if is_deleting(&new) && finalizers(&new) == 0 {
+        if is_finished(kind, &new) {
             // The last finalizer is gone: storage deletes the object instead of writing this state.
             return match self.store.remove(kind, cur) {
                 Err(_) => Ok(Attempt::Retry),
@@ -741,10 +778,39 @@ impl Registry {
                     }
                 }
             }
+            if kind == Kind::Pod
+                && let Some(grace) = Self::pod_grace_period(&cur_value, opts)
+            {
+                // A bound pod's kubelet would stop it within its grace period and then delete it;
+                // here the pod stays terminating (deletionTimestamp = end of the grace period)
+                // until the period ends, then it is removed as if its kubelet had finished.
+                let remaining = cur_value
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64);
+                if cur.deleting() && remaining.is_some_and(|r| r <= grace) {
+                    return Ok(DeleteResult::Object(Self::present(res, &cur)));
+                }
+                let mut new = cur_value.clone();
+                new["metadata"]["deletionTimestamp"] = now_plus(grace).into();
+                new["metadata"]["deletionGracePeriodSeconds"] = grace.into();
+                let g = cur_value
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                new["metadata"]["generation"] = (g + 1).into();
+                match self.store.replace(kind, &cur, &mut new) {
+                    Err(_) => continue,
+                    Ok(stored) => {
+                        controller::after_write(self, kind, Some(&cur), Some(&stored));
+                        self.finish_termination_after(&key, stored.uid(), grace);
+                        return Ok(DeleteResult::Object(Self::present(res, &stored)));
+                    }
+                }
+            }
             if kind == Kind::Pod {
                 // Pods are first marked (MODIFIED with deletionTimestamp), then removed (DELETED),
-                // as the real server does for pods no kubelet has to stop. Without kubelets that
-                // holds for bound pods too.
+                // as the real server does for pods no kubelet has to stop (unbound or finished
+                // pods, or a grace period of 0).
                 let marked = if cur.deleting() {
                     cur.clone()
                 } else {
@@ -777,6 +843,61 @@ impl Registry {
                     details["uid"] = cur.uid().into();
                     return Ok(DeleteResult::Gone(success_status(200, Some(details))));
                 }
+            }
+        }
+    }
+
+    /// The grace period a pod deletion gets, `None` for "remove at once" (as the real server:
+    /// unbound and finished pods, and a grace period of 0). `gracePeriodSeconds` wins over
+    /// `spec.terminationGracePeriodSeconds`.
+    fn pod_grace_period(pod: &Value, opts: &DeleteOptions) -> Option<i64> {
+        let bound = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let finished = matches!(
+            pod.pointer("/status/phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        );
+        if !bound || finished {
+            return None;
+        }
+        let grace = opts.grace_period_seconds.unwrap_or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(30)
+        });
+        // As the real server, a negative grace period means 1 second.
+        let grace = if grace < 0 { 1 } else { grace };
+        (grace > 0).then_some(grace)
+    }
+
+    /// Removes the pod `key` with this uid once its grace period has passed, if it is still
+    /// terminating then. Without a Tokio runtime (no timer), it is removed at once.
+    fn finish_termination_after(&self, key: &Key, uid: &str, grace: i64) {
+        let (key, uid) = (key.clone(), uid.to_string());
+        let reg = self.self_ref.get().and_then(std::sync::Weak::upgrade);
+        match (tokio::runtime::Handle::try_current(), reg) {
+            (Ok(rt), Some(reg)) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(grace as u64)).await;
+                    reg.finish_termination(&key, &uid);
+                });
+            }
+            _ => self.finish_termination(&key, &uid),
+        }
+    }
+
+    /// The end of a pod's grace period: a still-terminating pod with no finalizers is removed.
+    fn finish_termination(&self, key: &Key, uid: &str) {
+        let kind = Kind::Pod;
+        while let Some(cur) = self.store.get(kind, key) {
+            if cur.uid() != uid || !cur.deleting() || finalizers(&cur.value()) > 0 {
+                return;
+            }
+            if self.store.remove(kind, &cur).is_ok() {
+                controller::after_write(self, kind, Some(&cur), None);
+                return;
             }
         }
     }

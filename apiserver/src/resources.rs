@@ -17,11 +17,13 @@ pub(crate) enum Kind {
     ResourceSlice,
     ResourceClaim,
     ResourceClaimTemplate,
+    PriorityClass,
+    PodDisruptionBudget,
 }
 
 impl Kind {
     /// All storage kinds, in the order used for namespace clean-up and discovery.
-    pub(crate) const ALL: [Kind; 9] = [
+    pub(crate) const ALL: [Kind; 11] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -31,6 +33,8 @@ impl Kind {
         Kind::ResourceSlice,
         Kind::ResourceClaim,
         Kind::ResourceClaimTemplate,
+        Kind::PriorityClass,
+        Kind::PodDisruptionBudget,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -285,11 +289,45 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
         converted: false,
         storage_version_hash: "KsC072WgaEY=",
     },
+    ResourceDef {
+        kind_enum: Kind::PodDisruptionBudget,
+        group: "policy",
+        version: "v1",
+        plural: "poddisruptionbudgets",
+        singular: "poddisruptionbudget",
+        kind: "PodDisruptionBudget",
+        namespaced: true,
+        verbs: ALL_VERBS,
+        short_names: &["pdb"],
+        categories: &[],
+        has_status: true,
+        generation: true,
+        converted: false,
+        storage_version_hash: "6BGBu0kpHtk=",
+    },
+    ResourceDef {
+        kind_enum: Kind::PriorityClass,
+        group: "scheduling.k8s.io",
+        version: "v1",
+        plural: "priorityclasses",
+        singular: "priorityclass",
+        kind: "PriorityClass",
+        namespaced: false,
+        verbs: ALL_VERBS,
+        short_names: &["pc"],
+        categories: &[],
+        has_status: false,
+        generation: false,
+        converted: false,
+        storage_version_hash: "1QwjyaZjj3Y=",
+    },
 ];
 
 /// The API groups in the order the real server lists them (group priority, not alphabetical).
 pub(crate) const GROUPS: &[(&str, &str)] = &[
     ("events.k8s.io", "v1"),
+    ("policy", "v1"),
+    ("scheduling.k8s.io", "v1"),
     ("coordination.k8s.io", "v1"),
     ("resource.k8s.io", "v1"),
 ];

@@ -137,9 +137,12 @@ async fn a_pod_with_a_node_name_counts_on_that_node() {
 async fn the_higher_priority_pod_is_scheduled_first() {
     let server = ApiServer::new();
     // Room for one pod only; `low` is older but `high` has the higher priority.
-    let yaml = node_yaml("only", "1", "4Gi", "{}", "[]")
-        + &pod_yaml("low", "1", "64Mi", "priority: 0")
-        + &pod_yaml("high", "1", "64Mi", "priority: 1000");
+    // Priorities come from PriorityClasses (the API server's Priority admission); `high` may
+    // not preempt, so `low` stays pending instead of being evicted.
+    let yaml = "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\npreemptionPolicy: Never\n---\n".to_string()
+        + &node_yaml("only", "1", "4Gi", "{}", "[]")
+        + &pod_yaml("low", "1", "64Mi", "")
+        + &pod_yaml("high", "1", "64Mi", "priorityClassName: high");
     server.load_manifest_str("pods.yaml", &yaml).await.unwrap();
     let cluster = TestCluster::start_on(
         server,

@@ -6,5 +6,6 @@ mod engine;
 mod hostile_plugins;
 mod hot_swap;
 mod operations;
+mod preemption;
 mod scenarios;
 mod wasm_plugins;

@@ -866,6 +866,54 @@ async fn every_request_is_allowed_by_deploy_rbac_and_every_rule_is_used() {
             && scheduled_condition(unbound[0]).is_some_and(|c| c.0 == "False")
     })
     .await;
+    // Preemption: a budget is watched, a victim is marked and deleted, the preemptor nominated.
+    let preemption = r#"
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: low}
+value: 1
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: high}
+value: 100
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: other, namespace: default}
+spec: {maxUnavailable: 1, selector: {matchLabels: {app: other}}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: tiny, labels: {pool: tiny}}
+status: {allocatable: {cpu: "1", memory: 1Gi, pods: "10"}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: victim, namespace: default}
+spec:
+  nodeName: tiny
+  priorityClassName: low
+  terminationGracePeriodSeconds: 0
+  containers: [{name: c, image: busybox, resources: {requests: {cpu: "1"}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: preemptor, namespace: default}
+spec:
+  priorityClassName: high
+  nodeSelector: {pool: tiny}
+  containers: [{name: c, image: busybox, resources: {requests: {cpu: "1"}}}]
+"#;
+    server
+        .load_manifest_str("preemption.yaml", preemption)
+        .await
+        .expect("the preemption manifest loads");
+    wait_for(&admin, TIMEOUT, |pods| {
+        pods.iter()
+            .any(|p| p.metadata.name.as_deref() == Some("preemptor") && is_bound(p))
+    })
+    .await;
     a.shutdown().await.unwrap();
 
     let records: Vec<RequestRecord> = server

@@ -552,6 +552,7 @@ fn apply_request(
 fn delete_options(req: &Request<Bytes>, query: &Query) -> Result<DeleteOptions, ApiError> {
     let mut opts = DeleteOptions {
         dry_run: query.get("dryRun") == Some("All"),
+        grace_period_seconds: query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()),
         ..Default::default()
     };
     if !req.body().is_empty() {
@@ -565,6 +566,7 @@ fn delete_options(req: &Request<Bytes>, query: &Query) -> Result<DeleteOptions, 
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)
             .map(str::to_string);
+        opts.grace_period_seconds = body.get("gracePeriodSeconds").and_then(Value::as_i64);
         if body
             .get("dryRun")
             .and_then(Value::as_array)

@@ -109,6 +109,44 @@ fn columns(kind: Kind) -> Vec<Column> {
             ("Pool", "The pool this slice belongs to.", 0),
             age,
         ],
+        Kind::PriorityClass => vec![
+            name,
+            (
+                "Value",
+                "value represents the integer value of this priority class.",
+                0,
+            ),
+            (
+                "Global-Default",
+                "globalDefault specifies whether this PriorityClass should be considered as the default priority for pods that do not have any priority class.",
+                0,
+            ),
+            age,
+            (
+                "PreemptionPolicy",
+                "preemptionPolicy is the Policy for preempting pods with lower priority.",
+                0,
+            ),
+        ],
+        Kind::PodDisruptionBudget => vec![
+            name,
+            (
+                "Min Available",
+                "The minimum number of pods that must be available simultaneously.",
+                0,
+            ),
+            (
+                "Max Unavailable",
+                "The maximum number of pods that may be unavailable simultaneously.",
+                0,
+            ),
+            (
+                "Allowed Disruptions",
+                "Calculated number of pods that may be disrupted at this time.",
+                0,
+            ),
+            age,
+        ],
         Kind::ResourceClaim => {
             vec![
                 name,
@@ -323,6 +361,32 @@ fn cells(kind: Kind, v: &Value) -> Vec<Value> {
             created.into(),
         ],
         Kind::DeviceClass | Kind::ResourceClaimTemplate => vec![name.into(), created.into()],
+        Kind::PriorityClass => vec![
+            name.into(),
+            v.get("value").cloned().unwrap_or(Value::from(0)),
+            v.get("globalDefault")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                .into(),
+            created.into(),
+            s(v, "/preemptionPolicy").into(),
+        ],
+        Kind::PodDisruptionBudget => {
+            let int_or_str = |ptr: &str| match v.pointer(ptr) {
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::String(s)) => s.clone(),
+                _ => "N/A".to_string(),
+            };
+            vec![
+                name.into(),
+                int_or_str("/spec/minAvailable").into(),
+                int_or_str("/spec/maxUnavailable").into(),
+                v.pointer("/status/disruptionsAllowed")
+                    .cloned()
+                    .unwrap_or(Value::from(0)),
+                created.into(),
+            ]
+        }
         Kind::ResourceSlice => vec![
             name.into(),
             or_none(s(v, "/spec/nodeName")).into(),

@@ -7,6 +7,7 @@ pub(crate) mod names;
 mod pod;
 pub(crate) mod resourceclaim;
 mod resourceslice;
+mod scheduling;
 
 use serde_json::Value;
 
@@ -65,6 +66,7 @@ pub(crate) fn validate_update(
                     ));
                 }
                 Kind::Pod => causes.extend(pod::validate_spec_update(new, old)),
+                Kind::PriorityClass => causes.extend(scheduling::validate_class_update(new, old)),
                 _ => {}
             }
         }
@@ -109,6 +111,8 @@ fn kind_rules(kind: Kind, obj: &Value) -> Vec<Cause> {
                 ));
             }
         }
+        Kind::PriorityClass => causes.extend(scheduling::validate_class(obj)),
+        Kind::PodDisruptionBudget => causes.extend(scheduling::validate_pdb(obj)),
         Kind::Namespace | Kind::Node | Kind::Event => {}
     }
     causes

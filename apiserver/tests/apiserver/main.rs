@@ -10,6 +10,7 @@ mod discovery;
 mod kubectl;
 mod manifests;
 mod patch;
+mod scheduling;
 mod validation;
 mod watch;
 

@@ -23,7 +23,8 @@ Options (each also as an environment variable):
   --quick               1/10 of every size, 2 s steady state          (BENCH_QUICK=1)
   --scale <F>           multiply every size by F                       (BENCH_SCALE)
   --workload <A,B,..>   SchedulingBasic, SchedulingWithResourceClaimTemplate,
-                        SchedulingWithSharedClaim, SteadyStateDRA      (BENCH_WORKLOADS)
+                        SchedulingWithSharedClaim, SteadyStateDRA,     (BENCH_WORKLOADS)
+                        PreemptionBasic, PreemptionAsync
   --mode <native,wasm>  how the DynamicResources plugin runs           (BENCH_MODES)
   --wasm <PATH>         the DRA plugin component                       (BENCH_WASM)
                         [default: target/wasm32-wasip2/release/dra_plugin.wasm]

@@ -160,6 +160,12 @@ mod tests {
     }
 
     #[test]
+    fn preemptors_evict_low_priority_pods_and_are_all_bound() {
+        let r = tiny(Workload::PreemptionBasic);
+        assert_eq!((r.spec.sizes.nodes, r.expected), (10, 10));
+    }
+
+    #[test]
     fn steady_state_keeps_scheduling_batches() {
         let r = tiny(Workload::SteadyStateDra);
         assert!(r.bound >= 10 && r.bound.is_multiple_of(10), "{}", r.bound);

@@ -103,6 +103,50 @@ pub fn claim(namespace: &str, name: &str) -> Value {
     })
 }
 
+/// The PriorityClass of the preemption workloads' init pods.
+pub const LOW_PRIORITY: &str = "low-priority";
+/// The PriorityClass of their measured pods.
+pub const HIGH_PRIORITY: &str = "high-priority";
+
+/// The preemption workloads' classes: priority 1 and 10 (the values upstream's
+/// `pod-low-priority.yaml` / `pod-high-priority.yaml` set directly; here the API server's
+/// Priority admission sets them from the class).
+pub fn priority_classes() -> Vec<Value> {
+    [(LOW_PRIORITY, 1), (HIGH_PRIORITY, 10)]
+        .into_iter()
+        .map(|(name, value)| {
+            json!({
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": name},
+                "value": value,
+            })
+        })
+        .collect()
+}
+
+/// A pod of the preemption workloads: low priority with 900m cpu (4 fill a node), or high
+/// priority with 3 cpu (upstream `pod-low-priority.yaml`, `pod-high-priority.yaml`). Victims
+/// have a grace period of 0: no kubelet runs to stop them, so they go at once.
+pub fn priority_pod(namespace: &str, name: &str, high: bool) -> Value {
+    let (class, cpu) = if high {
+        (HIGH_PRIORITY, "3")
+    } else {
+        (LOW_PRIORITY, "900m")
+    };
+    let r = json!({"cpu": cpu, "memory": "500Mi"});
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "priorityClassName": class,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "pause", "image": IMAGE, "resources": {"requests": r, "limits": r}}],
+        },
+    })
+}
+
 /// What a pod asks for.
 #[derive(Debug, Clone, Copy)]
 pub enum PodClaim<'a> {

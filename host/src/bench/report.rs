@@ -16,6 +16,10 @@ pub fn upstream(w: Workload) -> &'static str {
         Workload::SchedulingWithSharedClaim => "—",
         // SteadyStateClusterResourceClaimTemplate/half_500nodes_QueueingHintsEnabled.
         Workload::SteadyStateDra => "≥ 60 (typ. ~75)",
+        // PreemptionBasic/500Nodes has no threshold upstream.
+        Workload::PreemptionBasic => "—",
+        // PreemptionAsync/5000Nodes.
+        Workload::PreemptionAsync => "≥ 570",
     }
 }
 

@@ -168,6 +168,13 @@ fn deadline(pods: usize) -> Duration {
 fn pods(spec: &RunSpec, namespace: &str, prefix: &str, count: usize) -> (Vec<Value>, Vec<Value>) {
     let s = spec.sizes;
     let mut claims = Vec::new();
+    if spec.workload.preempts() {
+        let high = namespace == TEST_NAMESPACE;
+        let pods = (0..count)
+            .map(|i| objects::priority_pod(namespace, &format!("{prefix}-{i}"), high))
+            .collect();
+        return (pods, claims);
+    }
     let pods = (0..count)
         .map(|i| {
             let name = format!("{prefix}-{i}");
@@ -241,6 +248,9 @@ pub async fn run(
     if s.devices_per_node > 0 {
         cluster.push(objects::device_class());
         cluster.extend((0..s.nodes).map(|i| objects::resource_slice(i, s.devices_per_node)));
+    }
+    if spec.workload.preempts() {
+        cluster.extend(objects::priority_classes());
     }
     if s.pods_per_claim == 1 {
         cluster.push(objects::claim_template(INIT_NAMESPACE));

@@ -26,14 +26,23 @@ pub enum Workload {
     /// 10 s batches of 10 pods are created, scheduled and deleted (upstream
     /// `SteadyStateClusterResourceClaimTemplate/half_500nodes`).
     SteadyStateDra,
+    /// 500 nodes filled by 2000 low-priority pods (900m cpu each, 4 per node); each of 500
+    /// measured high-priority pods (3 cpu) has to preempt 3 of them (upstream
+    /// `PreemptionBasic/500Nodes`).
+    PreemptionBasic,
+    /// The same at 5000 nodes: 20000 low-priority pods, 5000 preemptors; evictions run off the
+    /// scheduling loop (upstream `PreemptionAsync/5000Nodes`).
+    PreemptionAsync,
 }
 
 /// Every workload, in the order they run by default.
-pub const ALL_WORKLOADS: [Workload; 4] = [
+pub const ALL_WORKLOADS: [Workload; 6] = [
     Workload::SchedulingBasic,
     Workload::SchedulingWithResourceClaimTemplate,
     Workload::SchedulingWithSharedClaim,
     Workload::SteadyStateDra,
+    Workload::PreemptionBasic,
+    Workload::PreemptionAsync,
 ];
 
 impl Workload {
@@ -44,12 +53,19 @@ impl Workload {
             Workload::SchedulingWithResourceClaimTemplate => "SchedulingWithResourceClaimTemplate",
             Workload::SchedulingWithSharedClaim => "SchedulingWithSharedClaim",
             Workload::SteadyStateDra => "SteadyStateDRA",
+            Workload::PreemptionBasic => "PreemptionBasic",
+            Workload::PreemptionAsync => "PreemptionAsync",
         }
     }
 
     /// Whether the workload uses DRA (and so runs with the plugin native and as Wasm).
     pub fn uses_dra(self) -> bool {
-        !matches!(self, Workload::SchedulingBasic)
+        !matches!(self, Workload::SchedulingBasic) && !self.preempts()
+    }
+
+    /// Whether the measured pods preempt the init pods.
+    pub fn preempts(self) -> bool {
+        matches!(self, Workload::PreemptionBasic | Workload::PreemptionAsync)
     }
 
     /// The full-size parameters.
@@ -87,6 +103,22 @@ impl Workload {
                 measure_pods: 10,
                 pods_per_claim: 1,
                 duration: Duration::from_secs(10),
+            },
+            Workload::PreemptionBasic => Sizes {
+                nodes: 500,
+                devices_per_node: 0,
+                init_pods: 2000,
+                measure_pods: 500,
+                pods_per_claim: 0,
+                duration: Duration::ZERO,
+            },
+            Workload::PreemptionAsync => Sizes {
+                nodes: 5000,
+                devices_per_node: 0,
+                init_pods: 20_000,
+                measure_pods: 5000,
+                pods_per_claim: 0,
+                duration: Duration::ZERO,
             },
         }
     }

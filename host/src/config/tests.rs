@@ -39,7 +39,11 @@ fn weights(p: &ResolvedProfile) -> Vec<(&str, i64)> {
 fn the_default_configuration_has_upstreams_default_plugins() {
     let p = resolve(&SchedulerConfig::default(), 0).unwrap();
     assert_eq!(p.scheduler_name, "default-scheduler");
-    assert_eq!(p.names_at(P::PreEnqueue), ["SchedulingGates"]);
+    assert_eq!(
+        p.names_at(P::PreEnqueue),
+        ["SchedulingGates", "DefaultPreemption"]
+    );
+    assert_eq!(p.names_at(P::PostFilter), ["DefaultPreemption"]);
     assert_eq!(
         p.names_at(P::PreFilter),
         ["NodeAffinity", "NodeResourcesFit"]
@@ -67,7 +71,7 @@ fn the_default_configuration_has_upstreams_default_plugins() {
         ]
     );
     assert_eq!(p.names_at(P::Bind), ["DefaultBinder"]);
-    assert_eq!(p.plugins.len(), 7);
+    assert_eq!(p.plugins.len(), 8);
 }
 
 #[test]
@@ -284,7 +288,7 @@ profiles:
     assert_eq!(
         e,
         "config.yaml: profiles[0].plugins.filter.enabled[1]: unknown plugin \"Foo\" (known: DefaultBinder, \
-         NodeAffinity, NodeName, NodeResourcesFit, NodeUnschedulable, SchedulingGates, TaintToleration) at line 9 column 13"
+         DefaultPreemption, NodeAffinity, NodeName, NodeResourcesFit, NodeUnschedulable, SchedulingGates, TaintToleration) at line 9 column 13"
     );
 }
 

@@ -6,12 +6,14 @@
 
 mod cycle_state;
 mod node_info;
+mod nominator;
 mod plugin;
 mod runtime;
 
 pub use cycle_state::CycleState;
 pub use node_info::{NodeInfo, NonZeroRequests, PodInfo, Resource, Snapshot};
-pub use plugin::{BindContext, Plugin, PluginRef, StateReplay};
+pub use nominator::Nominator;
+pub use plugin::{BindContext, Plugin, PluginRef, PodActivator, PostFilterContext, StateReplay};
 pub use runtime::{
     FilterVerdicts, Framework, MAX_NODE_SCORE, MAX_PERMIT_TIMEOUT, NarrowedNodes, OnIntents,
     PermitOutcome, PluginFailure, PluginIntents, PostFilterOutcome,

@@ -36,6 +36,12 @@ pub trait Plugin: Send + Sync {
     /// Receives a change of a subscribed object (including assumed objects).
     fn on_event(&self, _event: &ObjectEvent) {}
 
+    /// API work this plugin started in the background that may still change the cluster
+    /// (DefaultPreemption's evictions); the scheduler is idle only when every plugin says 0.
+    fn background_work(&self) -> usize {
+        0
+    }
+
     /// PreEnqueue. `Success`, or the pod stays out of the active queue until a cluster event.
     fn pre_enqueue(&self, _pod: &PodInfo) -> Status {
         Status::success()
@@ -54,6 +60,19 @@ pub trait Plugin: Send + Sync {
     /// Filter over a batch of nodes; one status per node, in order.
     fn filter(&self, _state: &CycleState, _pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Vec<Status> {
         vec![Status::success(); nodes.len()]
+    }
+
+    /// PostFilter with what only host-native plugins can use: the cycle's snapshot, the
+    /// profile's framework (to re-run Filter), the nominated pods and the queue. The default
+    /// calls [`Plugin::post_filter`]; DefaultPreemption implements this one.
+    fn post_filter_in(
+        &self,
+        _ctx: &PostFilterContext<'_>,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        rejected: &[(String, Status)],
+    ) -> PostFilterResult {
+        self.post_filter(state, pod, rejected)
     }
 
     /// PostFilter, when no node passed Filter; `rejected` holds each node's failing status.
@@ -141,6 +160,25 @@ pub trait Plugin: Send + Sync {
 
 /// A shared handle to a plugin.
 pub type PluginRef = Arc<dyn Plugin>;
+
+/// What [`Plugin::post_filter_in`] gets besides the pod (upstream's framework `Handle`).
+pub struct PostFilterContext<'a> {
+    /// The nodes as this cycle saw them.
+    pub snapshot: &'a Snapshot,
+    /// The profile, to run Filter on changed nodes.
+    pub framework: &'a super::Framework,
+    /// Pods nominated to nodes.
+    pub nominator: &'a Arc<super::Nominator>,
+    /// Moves pods back to the active queue.
+    pub activator: &'a Arc<dyn PodActivator>,
+}
+
+/// Moves a pending pod to the active queue through PreEnqueue (upstream `Handle.Activate`).
+pub trait PodActivator: Send + Sync {
+    /// The pod with this uid leaves the unschedulable pool, backoff or the gated set (if its
+    /// PreEnqueue plugins admit it now). Pods elsewhere are left alone.
+    fn activate(&self, uid: &str);
+}
 
 /// What a Bind plugin may use: the API client.
 pub struct BindContext {

@@ -37,7 +37,8 @@ pub struct PostFilterOutcome {
     /// `Success` if a plugin made the pod schedulable later; otherwise a rejection whose
     /// reasons are all plugins' messages (shown after the node reasons).
     pub status: Status,
-    /// The nominated node from the successful plugin.
+    /// The nominated node from the successful plugin; `Some("")` clears the pod's nomination
+    /// (upstream `ModeOverride` with an empty name).
     pub nominated_node: Option<String>,
     /// Intents to apply now, per plugin.
     pub intents: Vec<PluginIntents>,
@@ -315,10 +316,48 @@ impl Framework {
         Ok(verdicts)
     }
 
+    /// Filter on one node as if the pods nominated there with at least the pod's priority
+    /// already ran on it; then without them, as upstream `RunFilterPluginsWithNominatedPods`
+    /// does (a pod must fit both ways). `None` if it passes.
+    ///
+    /// # Errors
+    /// A Filter plugin failed (as [`Framework::run_filter`]).
+    pub fn run_filter_with_nominated(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &Arc<NodeInfo>,
+        nominator: &Nominator,
+    ) -> Result<Option<(usize, Status)>, PluginFailure> {
+        let holding = if nominator.is_empty() {
+            Vec::new()
+        } else {
+            nominator.holding_against(&node.name, pod)
+        };
+        if !holding.is_empty() {
+            let mut with = (**node).clone();
+            for p in holding {
+                with.add_pod(p);
+            }
+            let verdict = self
+                .run_filter(state, pod, &[Arc::new(with)])?
+                .pop()
+                .flatten();
+            if verdict.is_some() {
+                return Ok(verdict);
+            }
+        }
+        Ok(self
+            .run_filter(state, pod, std::slice::from_ref(node))?
+            .pop()
+            .flatten())
+    }
+
     /// PostFilter: plugins run in order until one returns `Success` or
     /// `UnschedulableAndUnresolvable`; the messages of the others are kept.
     pub fn run_post_filter(
         &self,
+        ctx: &PostFilterContext<'_>,
         state: &mut CycleState,
         pod: &PodInfo,
         rejected: &[(String, Status)],
@@ -334,7 +373,7 @@ impl Framework {
                 record,
                 p.as_ref(),
                 "PostFilter",
-                || p.post_filter(state, pod, rejected),
+                || p.post_filter_in(ctx, state, pod, rejected),
                 |r| r.status.code,
             );
             if !r.intents.is_empty() {
@@ -349,13 +388,20 @@ impl Framework {
                 Code::UnschedulableAndUnresolvable => {
                     out.status.code = Code::UnschedulableAndUnresolvable;
                     out.status.reasons.extend(r.status.reasons);
+                    out.nominated_node = r.nominated_node;
                     return out;
                 }
                 Code::Error => {
                     out.status = r.status;
                     return out;
                 }
-                _ => out.status.reasons.extend(r.status.reasons),
+                _ => {
+                    out.status.reasons.extend(r.status.reasons);
+                    // A plugin that found no way may ask to clear a stale nomination ("").
+                    if r.nominated_node.is_some() {
+                        out.nominated_node = r.nominated_node;
+                    }
+                }
             }
         }
         out

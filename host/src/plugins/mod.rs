@@ -11,12 +11,14 @@
 //! | [`TaintToleration`] | Filter, PreScore, Score | taints and tolerations |
 //! | [`NodeAffinity`] | PreFilter, Filter, PreScore, Score | `nodeSelector` and node affinity |
 //! | [`NodeResourcesFit`] | PreFilter, Filter, PreScore, Score | requests vs allocatable; LeastAllocated |
+//! | [`DefaultPreemption`] | PreEnqueue, PostFilter | evicts lower-priority pods when nothing fits |
 //! | [`DefaultBinder`] | Bind | `POST pods/{name}/binding` |
 //!
 //! Start with [`Registry`]: the configuration turns plugin names into instances through it.
 //! [`compute_pod_requests`] and [`node_allocatable`] are how the scheduler counts resources.
 
 pub mod default_binder;
+pub mod default_preemption;
 pub mod helpers;
 pub mod node_affinity;
 pub mod node_name;
@@ -32,6 +34,7 @@ pub mod taint_toleration;
 pub(crate) mod testing;
 
 pub use default_binder::DefaultBinder;
+pub use default_preemption::DefaultPreemption;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
 pub use node_resources_fit::NodeResourcesFit;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::{
-    default_binder, node_affinity, node_name, node_resources_fit, node_unschedulable,
-    scheduling_gates, taint_toleration,
+    default_binder, default_preemption, node_affinity, node_name, node_resources_fit,
+    node_unschedulable, scheduling_gates, taint_toleration,
 };
 use crate::framework::{ObjectEvent, PluginRef, ResourceKind, StateReplay};
 
@@ -103,10 +103,10 @@ impl Registry {
     }
 
     /// The native plugins: SchedulingGates, NodeUnschedulable, NodeName, TaintToleration,
-    /// NodeAffinity, NodeResourcesFit and DefaultBinder.
+    /// NodeAffinity, NodeResourcesFit, DefaultPreemption and DefaultBinder.
     pub fn with_builtins() -> Self {
         let mut r = Registry::new();
-        let builtins: [(&str, PluginFactory); 7] = [
+        let builtins: [(&str, PluginFactory); 8] = [
             (
                 scheduling_gates::NAME,
                 Arc::new(|args, _| scheduling_gates::SchedulingGates::new(args).map(to_ref)),
@@ -130,6 +130,12 @@ impl Registry {
             (
                 node_resources_fit::NAME,
                 Arc::new(|args, _| node_resources_fit::NodeResourcesFit::new(args).map(to_ref)),
+            ),
+            (
+                default_preemption::NAME,
+                Arc::new(|args, ctx| {
+                    default_preemption::DefaultPreemption::new(args, ctx.client.clone()).map(to_ref)
+                }),
             ),
             (
                 default_binder::NAME,
@@ -216,6 +222,7 @@ mod tests {
             r.names(),
             [
                 "DefaultBinder",
+                "DefaultPreemption",
                 "NodeAffinity",
                 "NodeName",
                 "NodeResourcesFit",

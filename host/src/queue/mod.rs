@@ -270,6 +270,25 @@ impl SchedulingQueue {
         }
     }
 
+    /// Moves a parked pod (unschedulable, backing off or gated) to activeQ through its
+    /// PreEnqueue plugins, ignoring its backoff (upstream `Activate`). Pods in activeQ or in
+    /// flight, and unknown pods, are left alone.
+    pub fn activate(&self, uid: &str) {
+        let mut s = self.state.lock();
+        let parked = matches!(
+            s.pods.get(uid).map(|slot| slot.place),
+            Some(Place::Unschedulable(_) | Place::Backoff(_) | Place::Gated)
+        );
+        if !parked {
+            return;
+        }
+        self.enter_active(&mut s, uid, Instant::now());
+        let settled = Self::settled(&s);
+        drop(s);
+        self.wake.notify_one();
+        self.notify_if(settled);
+    }
+
     /// Whether the queue holds the pod (anywhere, including in flight).
     pub fn contains(&self, uid: &str) -> bool {
         self.state.lock().pods.contains_key(uid)

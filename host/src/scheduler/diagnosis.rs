@@ -72,6 +72,8 @@ pub struct Diagnosis {
     pub pre_filter_msg: Option<String>,
     /// PostFilter's message.
     pub post_filter_msg: String,
+    /// The node PostFilter nominated the pod to; `Some("")` clears its nomination.
+    pub nominated_node: Option<String>,
 }
 
 impl Diagnosis {
@@ -113,7 +115,13 @@ impl Diagnosis {
             }
         }
         if !self.post_filter_msg.is_empty() {
-            msg.push_str(&format!(" {}.", self.post_filter_msg));
+            // Upstream appends the message as is; messages that are themselves fit errors
+            // (preemption's) end with their own period.
+            msg.push(' ');
+            msg.push_str(&self.post_filter_msg);
+            if !self.post_filter_msg.ends_with('.') {
+                msg.push('.');
+            }
         }
         msg
     }

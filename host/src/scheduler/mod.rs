@@ -30,7 +30,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cache::{Cache, CacheEvents, PendingWork};
-use crate::framework::{BindContext, EventAction, Framework, PodInfo, ResourceKind, Status};
+use crate::framework::{
+    BindContext, EventAction, Framework, Nominator, PodActivator, PodInfo, ResourceKind, Status,
+};
 use crate::metrics::Metrics;
 use crate::queue::{PreEnqueueCheck, QueueConfig, SchedulingQueue};
 
@@ -122,6 +124,21 @@ pub(crate) struct Shared {
     /// CPUs available to the process, read once: `available_parallelism` reads cgroup files
     /// on every call.
     cores: usize,
+    /// Pods nominated to nodes by preemption.
+    nominator: Arc<Nominator>,
+    /// The queue, as PostFilter plugins may reach it.
+    activator: Arc<dyn PodActivator>,
+}
+
+/// Lets PostFilter plugins move pods back to the active queue.
+struct QueueActivator(Arc<SchedulingQueue>);
+
+impl PodActivator for QueueActivator {
+    fn activate(&self, uid: &str) {
+        self.0.activate(uid);
+        // Background work of a plugin ended: idle waiters re-check.
+        self.0.changed().notify_waiters();
+    }
 }
 
 /// The latest outcome per pod uid. Deleted pods leave it (see [`CacheEvents::pod_deleted`]);
@@ -168,16 +185,30 @@ struct QueueFeeder {
     waiting: Arc<WaitingPods>,
     profiles: HashSet<String>,
     outcomes: Arc<Outcomes>,
+    nominator: Arc<Nominator>,
 }
 
 impl CacheEvents for QueueFeeder {
     fn pending_pod(&self, pod: Arc<PodInfo>, spec_changed: bool) {
         if self.profiles.contains(pod.scheduler_name()) {
+            // A nomination in the pod's status (ours, or from an earlier leader) holds its room;
+            // a pod nominated in memory keeps its node while the status patch is on its way.
+            match pod
+                .pod
+                .status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.as_deref())
+                .filter(|n| !n.is_empty())
+            {
+                Some(node) => self.nominator.add(pod.clone(), node),
+                None => self.nominator.update(pod.clone()),
+            }
             self.queue.add_or_update(pod, spec_changed);
         }
     }
 
     fn pod_gone(&self, uid: &str) {
+        self.nominator.remove(uid);
         self.queue.delete(uid);
     }
 
@@ -274,12 +305,14 @@ impl Scheduler {
         queue.set_pre_enqueue(Arc::new(ProfilesPreEnqueue(by_name.clone())));
         let waiting = Arc::new(WaitingPods::default());
         let outcomes = Arc::new(Outcomes::new(cache.clone()));
+        let nominator = Nominator::new();
         cache.set_subscribers(&plugins);
         cache.set_handler(Arc::new(DeleteRejectsWaiting(Arc::new(QueueFeeder {
             queue: queue.clone(),
             waiting: waiting.clone(),
             profiles: by_name.keys().cloned().collect(),
             outcomes: outcomes.clone(),
+            nominator: nominator.clone(),
         }))));
         let instance = format!(
             "{}-{}",
@@ -304,7 +337,7 @@ impl Scheduler {
             },
             client: client.clone(),
             cache: cache.clone(),
-            queue,
+            queue: queue.clone(),
             profiles: by_name,
             bind_limit: Arc::new(Semaphore::new(options.bind_concurrency.max(1))),
             options,
@@ -315,6 +348,8 @@ impl Scheduler {
             bindings: AtomicUsize::new(0),
             progress: Notify::new(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            nominator,
+            activator: Arc::new(QueueActivator(queue.clone())),
         });
         let cache_task = cache.start(client);
         let s = shared.clone();
@@ -378,8 +413,8 @@ impl Scheduler {
     }
 
     /// True when nothing can make progress on its own: the cache is synced, no pod is active,
-    /// backing off, being scheduled or bound, or waiting at Permit, and every assumption was
-    /// confirmed by the watch. Pods left are unschedulable until a cluster event.
+    /// backing off, being scheduled or bound, or waiting at Permit, every assumption was
+    /// confirmed by the watch, and no plugin has API work in flight (preemption's evictions). Pods left are unschedulable until a cluster event.
     pub fn is_idle(&self) -> bool {
         let s = &self.shared;
         let q = s.queue.stats();
@@ -391,6 +426,9 @@ impl Scheduler {
             && s.bindings.load(Ordering::Acquire) == 0
             && s.waiting.is_empty()
             && s.cache.pending_work() == PendingWork::default()
+            && s.profiles
+                .values()
+                .all(|f| f.plugins().iter().all(|p| p.background_work() == 0))
     }
 
     /// Waits until [`Scheduler::is_idle`].

@@ -8,7 +8,8 @@ use std::time::Instant;
 use rand::Rng;
 
 use crate::framework::{
-    Code, CycleState, FilterVerdicts, Framework, NodeInfo, PluginFailure, PodInfo, Snapshot, Status,
+    Code, CycleState, FilterVerdicts, Framework, NodeInfo, PluginFailure, PodInfo,
+    PostFilterContext, Snapshot, Status,
 };
 use crate::queue::QueuedPodInfo;
 
@@ -97,6 +98,9 @@ impl Shared {
             Err(CycleFailure::Unschedulable(diag)) => {
                 let code = diag.code();
                 let plugins = diag.unschedulable_plugins.clone();
+                if let Some(node) = &diag.nominated_node {
+                    self.nominate(&pod, node);
+                }
                 self.fail(&fwk, &qp, code, plugins, diag.message(), start);
             }
             Err(CycleFailure::NoNodes) => {
@@ -145,8 +149,9 @@ impl Shared {
                     unschedulable_plugins: HashSet::from([plugin]),
                     pre_filter_msg: Some(status.message()),
                     post_filter_msg: String::new(),
+                    nominated_node: None,
                 };
-                self.post_filter(fwk, state, pod, &mut diag);
+                self.post_filter(fwk, state, pod, snapshot, &mut diag);
                 return Err(CycleFailure::Unschedulable(Box::new(diag)));
             }
         };
@@ -176,6 +181,22 @@ impl Shared {
             }
         };
 
+        // A pod nominated by an earlier preemption tries its node first (upstream
+        // `evaluateNominatedNode`): the victims are gone once it fits there.
+        if let Some(nominated) = self.nominated_node(pod)
+            && let Some(node) = snapshot.get(&nominated)
+            && narrowed
+                .as_ref()
+                .is_none_or(|(names, _)| names.contains(&nominated))
+        {
+            let verdict = fwk
+                .run_filter_with_nominated(state, pod, node, &self.nominator)
+                .map_err(|(p, s)| plugin_error("Filter", p, s))?;
+            if verdict.is_none() {
+                return Ok(nominated);
+            }
+        }
+
         let (feasible, rejected) =
             self.find_feasible(fwk, state, pod, snapshot, candidates.as_deref(), st)?;
         if feasible.is_empty() {
@@ -193,8 +214,9 @@ impl Shared {
                 unschedulable_plugins: plugins,
                 pre_filter_msg: None,
                 post_filter_msg: String::new(),
+                nominated_node: None,
             };
-            self.post_filter(fwk, state, pod, &mut diag);
+            self.post_filter(fwk, state, pod, snapshot, &mut diag);
             return Err(CycleFailure::Unschedulable(Box::new(diag)));
         }
         if feasible.len() == 1 {
@@ -259,7 +281,19 @@ impl Shared {
             let verdicts = self
                 .filter_batch(fwk, state, pod, batch)
                 .map_err(|(p, s)| plugin_error("Filter", p, s))?;
+            let nominations = !self.nominator.is_empty();
             for (node, verdict) in batch.iter().zip(verdicts) {
+                // Nodes that fit must also leave room for the pods nominated there with at
+                // least this pod's priority (upstream `RunFilterPluginsWithNominatedPods`).
+                let verdict = match verdict {
+                    None if nominations
+                        && !self.nominator.holding_against(&node.name, pod).is_empty() =>
+                    {
+                        fwk.run_filter_with_nominated(state, pod, node, &self.nominator)
+                            .map_err(|(p, s)| plugin_error("Filter", p, s))?
+                    }
+                    v => v,
+                };
                 match verdict {
                     None if feasible.len() < to_find => feasible.push(node.clone()),
                     None => {}
@@ -304,18 +338,73 @@ impl Shared {
         })
     }
 
+    /// The node the pod is nominated to: in memory, or by its status.
+    fn nominated_node(&self, pod: &PodInfo) -> Option<String> {
+        self.nominator.node_of(&pod.key.uid).or_else(|| {
+            pod.pod
+                .status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.clone())
+                .filter(|n| !n.is_empty())
+        })
+    }
+
+    /// Records a nomination from PostFilter (`""` clears one): in memory at once, so the next
+    /// cycles hold the pod's room, and in `status.nominatedNodeName` by a pods/status patch in
+    /// the background (upstream `handleSchedulingFailure` with its nominating info).
+    fn nominate(&self, pod: &Arc<PodInfo>, node: &str) {
+        let had = self.nominated_node(pod).is_some();
+        if node.is_empty() {
+            self.nominator.remove(&pod.key.uid);
+            if !had {
+                return;
+            }
+        } else {
+            self.nominator.add(pod.clone(), node);
+        }
+        let value = if node.is_empty() {
+            serde_json::Value::Null
+        } else {
+            node.into()
+        };
+        let body = serde_json::json!({"status": {"nominatedNodeName": value}});
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(self.client.clone(), &pod.key.namespace);
+        let name = pod.key.name.clone();
+        self.rt.spawn(async move {
+            let params = kube::api::PatchParams {
+                field_manager: Some(super::FIELD_MANAGER.to_string()),
+                ..Default::default()
+            };
+            if let Err(e) = api
+                .patch_status(&name, &params, &kube::api::Patch::Strategic(body))
+                .await
+            {
+                tracing::debug!(pod = %name, error = %e, "could not set nominatedNodeName");
+            }
+        });
+    }
+
     /// PostFilter: its message joins the diagnosis; its intents are assumed and applied now.
     fn post_filter(
         &self,
         fwk: &Framework,
         state: &mut CycleState,
         pod: &PodInfo,
+        snapshot: &Snapshot,
         diag: &mut Diagnosis,
     ) {
-        let outcome = fwk.run_post_filter(state, pod, &diag.node_statuses);
+        let ctx = PostFilterContext {
+            snapshot,
+            framework: fwk,
+            nominator: &self.nominator,
+            activator: &self.activator,
+        };
+        let outcome = fwk.run_post_filter(&ctx, state, pod, &diag.node_statuses);
         if !outcome.status.is_success() {
             diag.post_filter_msg = outcome.status.message();
         }
+        diag.nominated_node = outcome.nominated_node;
         for (plugin, intents) in outcome.intents {
             if let Err(st) = check_kinds(plugin.as_ref(), &intents) {
                 tracing::warn!(pod = %pod.key.name, "{}", st.message());
@@ -340,6 +429,9 @@ impl Shared {
             self.fail(&fwk, &qp, Code::Error, HashSet::new(), e.to_string(), start);
             return;
         }
+        // On its node now: its nomination no longer needs to hold room (upstream
+        // `DeleteNominatedPodIfExists` when assuming).
+        self.nominator.remove(&uid);
         let mut reserved: Vec<AssumedIntents> = Vec::new();
         let reserve = fwk.run_reserve(&mut state, &pod, &node, &mut |plugin, intents| {
             check_kinds(plugin.as_ref(), &intents)?;

@@ -1,0 +1,330 @@
+//! The pure half of preemption: which pods to evict on a node, and which node to pick
+//! (upstream `SelectVictimsOnNode`, `filterPodsWithPDBViolation`, `pickOneNodeForPreemption`).
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::framework::{
+    CycleState, Framework, NodeInfo, Nominator, PluginFailure, PodInfo, Status,
+};
+
+use super::ERR_NO_VICTIMS;
+
+/// A PodDisruptionBudget as preemption reads it.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    /// Its namespace.
+    pub namespace: String,
+    /// `spec.selector`; `None` (null) matches no pod.
+    pub selector: Option<LabelSelector>,
+    /// `status.disruptionsAllowed`.
+    pub disruptions_allowed: i32,
+    /// `status.disruptedPods`: pods the API server already counted as disrupted.
+    pub disrupted_pods: HashSet<String>,
+}
+
+impl Budget {
+    /// Whether the budget covers this pod (upstream: same namespace, a non-empty selector
+    /// that matches its labels; a pod without labels matches nothing).
+    fn covers(&self, pod: &PodInfo) -> bool {
+        let Some(labels) = pod.pod.metadata.labels.as_ref().filter(|l| !l.is_empty()) else {
+            return false;
+        };
+        let Some(selector) = &self.selector else {
+            return false;
+        };
+        let empty = selector
+            .match_labels
+            .as_ref()
+            .is_none_or(BTreeMap::is_empty)
+            && selector
+                .match_expressions
+                .as_ref()
+                .is_none_or(Vec::is_empty);
+        pod.key.namespace == self.namespace && !empty && selector_matches(selector, labels)
+    }
+}
+
+/// Whether `labels` satisfy a metav1 LabelSelector.
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    if let Some(m) = &selector.match_labels
+        && m.iter().any(|(k, v)| labels.get(k) != Some(v))
+    {
+        return false;
+    }
+    selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    })
+}
+
+/// Victims on one node and how many of them violate a budget.
+#[derive(Debug, Clone)]
+pub struct Victims {
+    /// Most important first.
+    pub pods: Vec<Arc<PodInfo>>,
+    /// Victims whose eviction takes a budget below zero.
+    pub num_pdb_violations: usize,
+}
+
+/// A node preemption could make room on.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The node.
+    pub node: String,
+    /// Who has to go.
+    pub victims: Victims,
+}
+
+/// When the pod started; pods that have not started (no kubelet reported them) count as
+/// starting now, i.e. the latest (upstream `GetPodStartTime`).
+fn start_time(pod: &PodInfo) -> Option<jiff::Timestamp> {
+    pod.pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| t.0)
+}
+
+/// Upstream `MoreImportantPod`: higher priority first, then the one that started earlier.
+pub fn more_important(a: &PodInfo, b: &PodInfo) -> Ordering {
+    b.priority()
+        .cmp(&a.priority())
+        .then_with(|| match (start_time(a), start_time(b)) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        })
+}
+
+/// Splits pods (keeping their order) into those whose eviction would violate a budget and the
+/// others, spending each budget's allowance as it goes (upstream `filterPodsWithPDBViolation`).
+pub fn split_by_pdb_violation(
+    pods: Vec<Arc<PodInfo>>,
+    budgets: &[Budget],
+) -> (Vec<Arc<PodInfo>>, Vec<Arc<PodInfo>>) {
+    let mut allowed: Vec<i32> = budgets.iter().map(|b| b.disruptions_allowed).collect();
+    let (mut violating, mut fine) = (Vec::new(), Vec::new());
+    for pod in pods {
+        let mut violated = false;
+        for (i, b) in budgets.iter().enumerate() {
+            if !b.covers(&pod) || b.disrupted_pods.contains(&pod.key.name) {
+                continue;
+            }
+            allowed[i] -= 1;
+            if allowed[i] < 0 {
+                violated = true;
+            }
+        }
+        if violated {
+            violating.push(pod);
+        } else {
+            fine.push(pod);
+        }
+    }
+    (violating, fine)
+}
+
+/// What victim selection needs from the cycle.
+pub struct Selection<'a> {
+    /// The profile (its Filter plugins decide whether the pod fits).
+    pub framework: &'a Framework,
+    /// The cycle's state (PreFilter results).
+    pub state: &'a CycleState,
+    /// Nominated pods of at least the preemptor's priority keep their room.
+    pub nominator: &'a Nominator,
+    /// Budgets of the cluster.
+    pub budgets: &'a [Budget],
+}
+
+impl Selection<'_> {
+    fn fits(&self, pod: &PodInfo, node: &Arc<NodeInfo>) -> Result<Option<Status>, PluginFailure> {
+        Ok(self
+            .framework
+            .run_filter_with_nominated(self.state, pod, node, self.nominator)?
+            .map(|(_, st)| st))
+    }
+
+    /// The fewest pods of lower priority to evict from `node` so `pod` fits: all of them are
+    /// removed, and then as many as possible are reprieved, most important first, those whose
+    /// eviction would violate a budget before the others (upstream `SelectVictimsOnNode`).
+    ///
+    /// # Errors
+    /// `Err(status)` when the node has no lower-priority pods (`UnschedulableAndUnresolvable`
+    /// "No preemption victims found for incoming pod") or the pod does not fit even without
+    /// them (the rejecting Filter status); a failing Filter plugin is an `Error` status.
+    pub fn victims(&self, pod: &PodInfo, node: &NodeInfo) -> Result<Victims, Status> {
+        let error = |(plugin, st): PluginFailure| {
+            Status::error(format!(
+                "running Filter plugin {plugin:?}: {}",
+                st.message()
+            ))
+        };
+        // One private copy, changed in place (the Arc is never shared, so `make_mut` does not
+        // copy again): the dry run is most of preemption's cost on large clusters.
+        let mut info = Arc::new(node.clone());
+        let mut potential: Vec<Arc<PodInfo>> = node
+            .pods
+            .iter()
+            .filter(|p| p.priority() < pod.priority())
+            .cloned()
+            .collect();
+        if potential.is_empty() {
+            return Err(Status::unresolvable(ERR_NO_VICTIMS));
+        }
+        for p in &potential {
+            Arc::make_mut(&mut info).remove_pod(&p.key.uid);
+        }
+        if let Some(st) = self.fits(pod, &info).map_err(error)? {
+            return Err(st);
+        }
+        potential.sort_by(|a, b| more_important(a, b));
+        let (violating, fine) = split_by_pdb_violation(potential, self.budgets);
+        let any_violating = !violating.is_empty();
+        let mut victims = Vec::new();
+        let mut num_pdb_violations = 0;
+        for (p, is_violating) in violating
+            .into_iter()
+            .map(|p| (p, true))
+            .chain(fine.into_iter().map(|p| (p, false)))
+        {
+            Arc::make_mut(&mut info).add_pod(p.clone());
+            if self.fits(pod, &info).map_err(error)?.is_some() {
+                Arc::make_mut(&mut info).remove_pod(&p.key.uid);
+                num_pdb_violations += usize::from(is_violating);
+                victims.push(p);
+            }
+        }
+        if any_violating {
+            victims.sort_by(|a, b| more_important(a, b));
+        }
+        Ok(Victims {
+            pods: victims,
+            num_pdb_violations,
+        })
+    }
+}
+
+/// Picks the node to preempt on, as upstream `pickOneNodeForPreemption`: fewest budget
+/// violations, then the lowest highest-victim priority, the smallest sum of priorities, the
+/// fewest victims, the latest start among the highest-priority victims; then the first.
+pub fn pick_one(candidates: &[Candidate]) -> Option<&Candidate> {
+    let now = jiff::Timestamp::now();
+    // Each criterion scores a candidate (higher is better); ties go to the next criterion.
+    let criteria: [&dyn Fn(&Candidate) -> i128; 5] = [
+        &|c| -(c.victims.num_pdb_violations as i128),
+        &|c| -i128::from(c.victims.pods.first().map_or(i32::MIN, |p| p.priority())),
+        &|c| {
+            -c.victims
+                .pods
+                .iter()
+                .map(|p| i128::from(p.priority()) + i128::from(i32::MAX) + 1)
+                .sum::<i128>()
+        },
+        &|c| -(c.victims.pods.len() as i128),
+        &|c| {
+            // The earliest start among the highest-priority victims; later is better.
+            let top = c.victims.pods.first().map_or(0, |p| p.priority());
+            c.victims
+                .pods
+                .iter()
+                .filter(|p| p.priority() == top)
+                .map(|p| start_time(p).unwrap_or(now).as_nanosecond())
+                .min()
+                .unwrap_or(i128::MIN)
+        },
+    ];
+    let mut left: Vec<&Candidate> = candidates.iter().collect();
+    for score in criteria {
+        let best = left.iter().map(|c| score(c)).max()?;
+        left.retain(|c| score(c) == best);
+        if left.len() == 1 {
+            break;
+        }
+    }
+    left.first().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::pod;
+
+    fn victim(name: &str, priority: i32, labels: &str) -> Arc<PodInfo> {
+        Arc::new(pod(&format!(
+            "metadata: {{name: {name}, uid: {name}, namespace: default, labels: {{{labels}}}}}\nspec: {{priority: {priority}, containers: [{{name: c}}]}}"
+        )))
+    }
+
+    fn candidate(node: &str, pods: Vec<Arc<PodInfo>>, violations: usize) -> Candidate {
+        Candidate {
+            node: node.into(),
+            victims: Victims {
+                pods,
+                num_pdb_violations: violations,
+            },
+        }
+    }
+
+    #[test]
+    fn the_node_with_fewer_pdb_violations_wins_over_cheaper_victims() {
+        let c = [
+            candidate("a", vec![victim("a1", 1, "")], 1),
+            candidate("b", vec![victim("b1", 100, "")], 0),
+        ];
+        assert_eq!(pick_one(&c).unwrap().node, "b");
+    }
+
+    #[test]
+    fn the_lowest_highest_priority_then_the_smallest_sum_then_the_fewest_victims_win() {
+        let c = [
+            candidate("a", vec![victim("a1", 10, "")], 0),
+            candidate("b", vec![victim("b1", 5, ""), victim("b2", 5, "")], 0),
+            candidate("c", vec![victim("c1", 5, ""), victim("c2", 1, "")], 0),
+            candidate("d", vec![victim("d1", 5, "")], 0),
+        ];
+        assert_eq!(pick_one(&c).unwrap().node, "d");
+        assert_eq!(pick_one(&c[..3]).unwrap().node, "c");
+        assert_eq!(pick_one(&c[..2]).unwrap().node, "b");
+    }
+
+    #[test]
+    fn budgets_are_spent_in_order_and_only_by_pods_they_cover() {
+        let budget = Budget {
+            namespace: "default".into(),
+            selector: Some(LabelSelector {
+                match_labels: Some([("app".to_string(), "db".to_string())].into()),
+                ..Default::default()
+            }),
+            disruptions_allowed: 1,
+            disrupted_pods: HashSet::new(),
+        };
+        let pods = vec![
+            victim("db1", 1, "app: db"),
+            victim("web", 1, "app: web"),
+            victim("db2", 1, "app: db"),
+        ];
+        let (violating, fine) = split_by_pdb_violation(pods, &[budget]);
+        let names = |v: &[Arc<PodInfo>]| v.iter().map(|p| p.key.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&violating), ["db2"]);
+        assert_eq!(names(&fine), ["db1", "web"]);
+    }
+
+    #[test]
+    fn more_important_pods_sort_first() {
+        let mut v = vec![victim("low", 1, ""), victim("high", 9, "")];
+        v.sort_by(|a, b| more_important(a, b));
+        assert_eq!(v[0].key.name, "high");
+    }
+}
