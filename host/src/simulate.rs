@@ -515,25 +515,30 @@ impl StuckPods {
     }
 }
 
-/// Changes whenever a node gains or loses a pod (bound or assumed), a pod comes or goes, or an
-/// object a plugin watches (claims, slices, ...) changes.
+/// Changes whenever a node gains or loses a pod, a pod comes or goes, or the content of an
+/// object a plugin watches (claims, slices, ...) changes. Only read while nothing is assumed, so
+/// a failed attempt's assume-and-forget (or a write and its compensation) leaves it unchanged.
 fn cluster_fingerprint(scheduler: &Scheduler) -> u64 {
     let cache = scheduler.cache();
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    let snapshot = cache.snapshot();
-    snapshot.nodes.len().hash(&mut h);
-    snapshot
-        .nodes
-        .iter()
-        .map(|n| n.generation)
-        .sum::<u64>()
-        .hash(&mut h);
+    for n in &cache.snapshot().nodes {
+        n.name.hash(&mut h);
+        n.pods.len().hash(&mut h);
+    }
     cache.pods().len().hash(&mut h);
+    // A sum of per-object hashes: the stores need not list objects in a stable order.
+    let mut objects = 0u64;
     for kind in cache.tracked_kinds() {
         for o in cache.objects(&kind) {
-            o["metadata"]["resourceVersion"].as_str().hash(&mut h);
+            let mut oh = std::collections::hash_map::DefaultHasher::new();
+            o["metadata"]["namespace"].as_str().hash(&mut oh);
+            o["metadata"]["name"].as_str().hash(&mut oh);
+            o["spec"].to_string().hash(&mut oh);
+            o["status"].to_string().hash(&mut oh);
+            objects = objects.wrapping_add(oh.finish());
         }
     }
+    objects.hash(&mut h);
     h.finish()
 }
 
@@ -586,7 +591,10 @@ async fn collect(
             let info = crate::framework::PodInfo::new(Arc::new(p.clone()));
             PodRow {
                 retrying: node.is_none() && retrying.contains(&key),
-                bound_after: node.as_ref().and_then(|_| bind_times.get(&key).copied()),
+                // The Event is written just after the bind; never past the end of the run.
+                bound_after: node
+                    .as_ref()
+                    .and_then(|_| bind_times.get(&key).map(|t| (*t).min(elapsed))),
                 pod: key,
                 node,
                 reason,

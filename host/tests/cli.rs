@@ -204,11 +204,15 @@ fn simulate_prints_json_and_yaml_for_scripts() {
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 10);
     assert_eq!(v["ending"], "settled");
+    // Six fit (one of them by spec.nodeName), four do not (see the example's comments).
     let bound = rows.iter().filter(|r| r["node"].is_string()).count();
-    assert!(bound >= 8, "{v}");
-    // Every bound pod has a bind time within the run.
+    assert_eq!(bound, 6, "{v}");
+    // Every pod this scheduler bound has a bind time within the run.
     let elapsed = v["elapsedSeconds"].as_f64().unwrap();
-    for r in rows.iter().filter(|r| r["node"].is_string()) {
+    for r in rows
+        .iter()
+        .filter(|r| r["node"].is_string() && r["attempts"].as_u64() > Some(0))
+    {
         let t = r["boundAfterSeconds"].as_f64().expect("a bind time");
         assert!(t > 0.0 && t <= elapsed, "{r}");
     }

@@ -256,6 +256,11 @@ fn the_bench_report_renders_without_errors_and_shows_pods_per_second() {
     let dom = rendered_dom(&page);
     assert_eq!(text_of(&dom, "run-count"), "1");
     assert!(dom.contains("id=\"throughput-chart\""));
+    assert!(
+        !result.throughput.is_empty(),
+        "the batch run sampled its binds"
+    );
+    assert!(dom.contains("id=\"over-time-0\""), "no pods/s over time");
     let rate = format!("{:.0}", result.pods_per_second);
     let shown = dom.contains(&format!(">{}<", group_thousands(&rate)));
     assert!(shown, "pods/s {rate} not on the page");

@@ -102,12 +102,13 @@ impl QueueDepth {
             return Vec::new();
         };
         let window = (last - start).as_secs_f64() / 40.0;
-        let window = window.max(QUEUE_SAMPLE_EVERY.as_secs_f64() * 5.0);
+        let window = window.max(QUEUE_SAMPLE_EVERY.as_secs_f64());
         let (mut out, mut from) = (Vec::new(), (0.0, self.bound[0].1));
-        for &(at, n) in &self.bound {
+        for (i, &(at, n)) in self.bound.iter().enumerate() {
             let t = (at - start).as_secs_f64();
-            if t - from.0 >= window {
-                out.push((t, (n - from.1) as f64 / (t - from.0)));
+            let last = i + 1 == self.bound.len();
+            if t - from.0 >= window || (last && t > from.0) {
+                out.push((t, n.saturating_sub(from.1) as f64 / (t - from.0)));
                 from = (t, n);
             }
         }
