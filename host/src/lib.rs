@@ -24,6 +24,7 @@ pub mod leader;
 pub mod metrics;
 pub mod plugins;
 pub mod queue;
+pub mod report;
 pub mod retry;
 pub mod scheduler;
 pub mod simulate;

@@ -21,7 +21,16 @@ use wasm_scheduler::config::{SchedulerConfig, parse_duration};
 use wasm_scheduler::metrics::Metrics;
 use wasm_scheduler::plugins::Registry;
 use wasm_scheduler::scheduler::build;
-use wasm_scheduler::simulate::{SimulateError, SimulateOptions, simulate};
+use wasm_scheduler::simulate::{SimulateError, SimulateOptions, simulate_until};
+
+/// `--version`: the program's version and the plugin WIT versions it loads.
+fn long_version() -> String {
+    use wasm_scheduler::wasm::bindings::{PACKAGE, VERSION};
+    format!(
+        "{}\nsupported plugin WIT: {PACKAGE}@{VERSION}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
 
 #[derive(Parser)]
 #[command(
@@ -121,12 +130,19 @@ enum Command {
         /// KubeSchedulerConfiguration file (default: one profile with the default plugins).
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Write the final pods and resource claims to this file as YAML.
+        /// Write the final pods and resource claims to this file as YAML (also on timeout
+        /// and Ctrl-C).
         #[arg(long, short)]
         output: Option<PathBuf>,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 60)]
-        timeout: u64,
+        /// What stdout shows: a table and summary, or the whole result as YAML or JSON.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output_format: OutputFormat,
+        /// Write a self-contained HTML report (nodes, devices, pending pods, timeline).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Give up after this long: seconds, or a duration such as 90s, 2m, 500ms.
+        #[arg(long, default_value = "60", value_parser = parse_timeout)]
+        timeout: Duration,
     },
     /// Schedule the pods of a cluster until SIGINT/SIGTERM (exit 0) or the lease is lost (exit 1).
     Run {
@@ -157,12 +173,30 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Benchmarks shaped like Kubernetes scheduler_perf (`bench --help` for the options).
-    #[command(disable_help_flag = true)]
+    #[command(disable_help_flag = true, disable_version_flag = true)]
     Bench {
         /// Options of the benchmark command.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// `simulate --output-format`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    /// A table of pods and a summary (reasons cut to the terminal width).
+    Table,
+    /// The whole result as YAML (full reasons).
+    Yaml,
+    /// The whole result as JSON (full reasons).
+    Json,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => parse_duration(s),
+    }
 }
 
 /// Sets up logging: `--log-level`/`-v` if given, else `RUST_LOG`, else `default`.
@@ -202,9 +236,37 @@ fn load_config(path: Option<&Path>) -> Result<SchedulerConfig> {
     }
 }
 
+/// `--help` and `--version` print and exit 0; a usage error is one line on stderr, exit 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("error: invalid arguments");
+    eprintln!("{first} (see --help)");
+    ExitCode::from(2)
+}
+
 /// Errors are printed as one line with their causes (no backtrace), exit code 1.
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    // `-V` and `--version` both print the WIT versions too (clap shows `long_version` for both
+    // when only it is set).
+    let version: &'static str = Box::leak(long_version().into_boxed_str());
+    let matches = Cli::command()
+        .version(version)
+        .long_version(version)
+        .try_get_matches();
+    let cli = match matches.and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
     if let Command::Bench { args } = &cli.command {
         // The benchmark runs its own runtimes and child processes.
         let code = wasm_scheduler::bench::main(&["bench".to_string()], args);
@@ -217,14 +279,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let is_run = matches!(cli.command, Command::Run { .. });
+    // `run` and `simulate` exit at once when done (below).
+    let is_run = matches!(cli.command, Command::Run { .. } | Command::Simulate { .. });
     let result = runtime.block_on(dispatch(cli));
     if let Err(e) = &result {
         eprintln!("error: {e:#}");
     }
     if is_run {
         // Like kube-scheduler: exit at once; background tasks (binding cycles, watches) of a
-        // deposed leader must not linger while the runtime winds down.
+        // deposed leader must not linger while the runtime winds down, nor a plugin call that
+        // made `simulate` time out.
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
         std::process::exit(i32::from(result.is_err()));
     }
     match result {
@@ -240,10 +306,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
             manifests,
             config,
             output,
+            output_format,
+            report,
             timeout,
         } => {
             init_logging(&log, "warn");
-            run_simulate(manifests, config, output, timeout).await
+            run_simulate(manifests, config, output, output_format, report, timeout).await
         }
         Command::Run {
             kubeconfig,
@@ -271,31 +339,72 @@ async fn run_simulate(
     manifests: Vec<PathBuf>,
     config: Option<PathBuf>,
     output: Option<PathBuf>,
-    timeout: u64,
+    format: OutputFormat,
+    report_path: Option<PathBuf>,
+    timeout: Duration,
 ) -> Result<()> {
     let config = load_config(config.as_deref())?;
     let opts = SimulateOptions {
         manifests,
         config,
-        timeout: Duration::from_secs(timeout),
+        timeout,
     };
-    let report = match simulate(opts).await {
-        Ok(r) => r,
-        Err(SimulateError::Timeout(after, report)) => {
-            print!("{}", report.table());
-            bail!(
-                "the scheduler was still busy after {after:?}; the table shows the state at that point"
-            );
-        }
+    let (report, failure) = match simulate_until(opts, shutdown_signal()).await {
+        Ok(r) => (r, None),
+        Err(SimulateError::Timeout(after, report)) => (
+            *report,
+            Some(format!(
+                "the scheduler was still busy after {after:?}; the results show the state at that point"
+            )),
+        ),
+        Err(SimulateError::Interrupted(report)) => (
+            *report,
+            Some("interrupted; the results show the state at that point".to_string()),
+        ),
         Err(e) => return Err(e.into()),
     };
-    print!("{}", report.table());
-    if let Some(path) = output {
-        std::fs::write(&path, &report.objects_yaml)
+    // Files first: whatever happens to stdout, the results are kept.
+    if let Some(path) = &output {
+        std::fs::write(path, &report.objects_yaml)
             .with_context(|| format!("writing {}", path.display()))?;
-        println!("final objects written to {}", path.display());
     }
-    Ok(())
+    if let Some(path) = &report_path {
+        std::fs::write(path, wasm_scheduler::report::simulation_html(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    match format {
+        OutputFormat::Table => {
+            let width = reason_width(&report);
+            print!("{}", report.table(width));
+            if let Some(path) = &output {
+                println!("final objects written to {}", path.display());
+            }
+            if let Some(path) = &report_path {
+                println!("report written to {}", path.display());
+            }
+        }
+        OutputFormat::Yaml => print!("{}", serde_yaml_ng::to_string(&report)?),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    match failure {
+        Some(f) => bail!(f),
+        None => Ok(()),
+    }
+}
+
+/// The reason column's width: what is left of the terminal after the other columns, or a
+/// fixed width when stdout is not a terminal.
+fn reason_width(report: &wasm_scheduler::simulate::SimulationReport) -> usize {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return wasm_scheduler::simulate::DEFAULT_REASON_WIDTH;
+    }
+    let Some((terminal_size::Width(w), _)) = terminal_size::terminal_size() else {
+        return wasm_scheduler::simulate::DEFAULT_REASON_WIDTH;
+    };
+    let pod = report.rows.iter().map(|r| r.pod.len()).max().unwrap_or(3);
+    // POD, two gaps, ATTEMPTS and " (retrying)".
+    usize::from(w).saturating_sub(pod + 4 + 20).max(20)
 }
 
 async fn client_for(kubeconfig: Option<&Path>) -> Result<kube::Client> {

@@ -34,6 +34,8 @@ Options (each also as an environment variable):
                         defaults (e.g. to try parallelism)              (BENCH_CONFIG)
   --duration <SECONDS>  how long the steady state runs                 (BENCH_DURATION)
   --in-process          run every workload in this process (RSS is then cumulative)
+  --report <PATH>       also write a self-contained HTML report        (BENCH_REPORT)
+  -h, --help            this text
 ";
 
 /// Parsed options.
@@ -55,6 +57,8 @@ pub struct Options {
     pub duration: Option<std::time::Duration>,
     /// Run everything in this process.
     pub in_process: bool,
+    /// Where the HTML report goes, if anywhere.
+    pub report: Option<PathBuf>,
     /// Internal: run this one spec and print its result.
     pub child: Option<RunSpec>,
 }
@@ -94,6 +98,7 @@ impl Options {
             config: None,
             duration: None,
             in_process: false,
+            report: env("BENCH_REPORT").map(PathBuf::from),
             child: None,
         };
         let seconds = |v: &str| -> Result<std::time::Duration, BenchError> {
@@ -151,6 +156,7 @@ impl Options {
                 "--mode" | "--modes" => o.modes = list(&value("--mode")?)?,
                 "--wasm" => o.wasm = value("--wasm")?.into(),
                 "--out" => o.out = value("--out")?.into(),
+                "--report" => o.report = Some(value("--report")?.into()),
                 "--config" => o.config = Some(value("--config")?.into()),
                 "--duration" => o.duration = Some(seconds(&value("--duration")?)?),
                 "--child" => {
@@ -163,7 +169,7 @@ impl Options {
                 "-h" | "--help" => return Err(BenchError::Usage(USAGE.to_string())),
                 other => {
                     return Err(BenchError::Usage(format!(
-                        "unknown argument {other:?}\n\n{USAGE}"
+                        "unknown argument {other:?} (see `bench --help`)"
                     )));
                 }
             }
@@ -271,14 +277,14 @@ fn ensure_wasm(o: &Options) {
 /// (e.g. `["bench"]` for `wasm-scheduler bench`; empty for the `cargo bench` target).
 /// Returns the process exit code: 0 when every run finished, 1 otherwise, 2 for bad usage.
 pub fn main(prefix: &[String], args: &[String]) -> i32 {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        return 0;
+    }
     let o = match Options::parse(args) {
         Ok(o) => o,
-        Err(BenchError::Usage(msg)) => {
-            eprintln!("{msg}");
-            return 2;
-        }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("error: {e}");
             return 2;
         }
     };
@@ -292,7 +298,7 @@ pub fn main(prefix: &[String], args: &[String]) -> i32 {
         Some(path) => match SchedulerConfig::load(path) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("error: {e}");
                 return 2;
             }
         },
@@ -313,22 +319,36 @@ pub fn main(prefix: &[String], args: &[String]) -> i32 {
     let exe = std::env::current_exe();
     let rt = if o.in_process { runtime().ok() } else { None };
     let (mut results, mut failures) = (Vec::new(), Vec::new());
-    for spec in o.runs() {
-        eprintln!(
-            "== {} ({}): {:?}",
-            spec.workload,
-            spec.mode.name(),
-            spec.sizes
-        );
+    let runs = o.runs();
+    // Drawn only when stderr is a terminal (indicatif hides it otherwise).
+    let progress = indicatif::ProgressBar::new(runs.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] run {pos}/{len} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    progress.enable_steady_tick(std::time::Duration::from_millis(200));
+    for spec in runs {
+        progress.set_message(format!("{} ({})", spec.workload, spec.mode.name()));
+        progress.suspend(|| {
+            eprintln!(
+                "== {} ({}): {:?}",
+                spec.workload,
+                spec.mode.name(),
+                spec.sizes
+            )
+        });
         let r = match (&rt, &exe) {
             (Some(rt), _) => rt.block_on(run(spec, &base, &o.wasm)),
             (None, Ok(exe)) => run_child(exe, prefix, &spec, &o),
             (None, Err(e)) => Err(BenchError::Child(format!("cannot find this program: {e}"))),
         };
+        progress.inc(1);
         match r {
             Ok(r) => results.push(r),
             Err(e) => {
-                eprintln!("{} ({}) failed: {e}", spec.workload, spec.mode.name());
+                progress
+                    .suspend(|| eprintln!("{} ({}) failed: {e}", spec.workload, spec.mode.name()));
                 failures.push(Failure {
                     workload: spec.workload,
                     mode: spec.mode,
@@ -337,6 +357,7 @@ pub fn main(prefix: &[String], args: &[String]) -> i32 {
             }
         }
     }
+    progress.finish_and_clear();
     let shown: Vec<&str> = args
         .iter()
         .map(String::as_str)
@@ -358,6 +379,12 @@ pub fn main(prefix: &[String], args: &[String]) -> i32 {
     match std::fs::write(&o.out, &md) {
         Ok(()) => eprintln!("wrote {}", o.out.display()),
         Err(e) => eprintln!("cannot write {}: {e}", o.out.display()),
+    }
+    if let Some(path) = &o.report {
+        match std::fs::write(path, crate::report::bench_html(&results, &command)) {
+            Ok(()) => eprintln!("wrote {}", path.display()),
+            Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+        }
     }
     if failures.is_empty() { 0 } else { 1 }
 }

@@ -66,6 +66,10 @@ pub struct RunResult {
     /// scheduled, measured phase), bytes: shows what the API server holds versus the scheduler.
     #[serde(default)]
     pub rss_phases: Vec<(String, u64)>,
+    /// Pods/s over the measured phase: (seconds since its start, rate over the window ending
+    /// there), from the same samples as `queue_active_mean` (batch workloads).
+    #[serde(default)]
+    pub throughput: Vec<(f64, f64)>,
     /// The machine's 1-minute load average when the measured phase started.
     #[serde(default)]
     pub load_average: f64,
@@ -80,13 +84,35 @@ struct QueueDepth {
     sum: f64,
     n: usize,
     max: usize,
+    /// (when, pods bound so far) at each sample.
+    bound: Vec<(Instant, u64)>,
 }
 
 impl QueueDepth {
-    fn sample(&mut self, active: usize) {
+    fn sample(&mut self, active: usize, bound: u64) {
         self.sum += active as f64;
         self.n += 1;
         self.max = self.max.max(active);
+        self.bound.push((Instant::now(), bound));
+    }
+
+    /// Pods/s in about 40 windows from `start`.
+    fn throughput(&self, start: Instant) -> Vec<(f64, f64)> {
+        let Some(&(last, _)) = self.bound.last() else {
+            return Vec::new();
+        };
+        let window = (last - start).as_secs_f64() / 40.0;
+        let window = window.max(QUEUE_SAMPLE_EVERY.as_secs_f64());
+        let (mut out, mut from) = (Vec::new(), (0.0, self.bound[0].1));
+        for (i, &(at, n)) in self.bound.iter().enumerate() {
+            let t = (at - start).as_secs_f64();
+            let last = i + 1 == self.bound.len();
+            if t - from.0 >= window || (last && t > from.0) {
+                out.push((t, n.saturating_sub(from.1) as f64 / (t - from.0)));
+                from = (t, n);
+            }
+        }
+        out
     }
 
     fn mean(&self) -> f64 {
@@ -151,7 +177,7 @@ async fn wait_scheduled(
         if let Some(d) = depth.as_deref_mut()
             && Instant::now() >= next_sample
         {
-            d.sample(scheduler.queue().stats().active);
+            d.sample(scheduler.queue().stats().active, scheduled(metrics));
             next_sample += QUEUE_SAMPLE_EVERY;
         }
         tokio::time::sleep(POLL_EVERY).await;
@@ -372,6 +398,7 @@ pub async fn run(
         cpu_by_thread,
         queue_active_mean: depth.mean(),
         queue_active_max: depth.max,
+        throughput: depth.throughput(start),
         rss_phases,
         load_average,
     };
