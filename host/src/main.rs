@@ -14,7 +14,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use embedded_apiserver::ApiServer;
+use embedded_apiserver::{ApiServer, FaultPlan};
+
+/// `--faults SPEC`.
+fn parse_faults(spec: &str) -> Result<FaultPlan, String> {
+    FaultPlan::parse(spec).map_err(|e| e.to_string())
+}
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use wasm_scheduler::cluster::{RunOptions, Runner};
 use wasm_scheduler::config::{SchedulerConfig, parse_duration};
@@ -143,6 +148,10 @@ enum Command {
         /// Give up after this long: seconds, or a duration such as 90s, 2m, 500ms.
         #[arg(long, default_value = "60", value_parser = parse_timeout)]
         timeout: Duration,
+        /// Inject API faults into the scheduler's requests, e.g. `seed=1,write=0.2:503` (README:
+        /// Fault injection).
+        #[arg(long, value_parser = parse_faults)]
+        faults: Option<FaultPlan>,
     },
     /// Schedule the pods of a cluster until SIGINT/SIGTERM (exit 0) or the lease is lost (exit 1).
     Run {
@@ -171,6 +180,9 @@ enum Command {
         /// KubeSchedulerConfiguration file (with --schedule).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Inject API faults into every request it serves, e.g. `seed=1,write=0.2:503`.
+        #[arg(long, value_parser = parse_faults)]
+        faults: Option<FaultPlan>,
     },
     /// Benchmarks shaped like Kubernetes scheduler_perf (`bench --help` for the options).
     #[command(disable_help_flag = true, disable_version_flag = true)]
@@ -309,9 +321,19 @@ async fn dispatch(cli: Cli) -> Result<()> {
             output_format,
             report,
             timeout,
+            faults,
         } => {
             init_logging(&log, "warn");
-            run_simulate(manifests, config, output, output_format, report, timeout).await
+            run_simulate(
+                manifests,
+                config,
+                output,
+                output_format,
+                report,
+                timeout,
+                faults,
+            )
+            .await
         }
         Command::Run {
             kubeconfig,
@@ -327,9 +349,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
             addr,
             schedule,
             config,
+            faults,
         } => {
             init_logging(&log, "info");
-            run_serve(manifests, addr, schedule, config).await
+            run_serve(manifests, addr, schedule, config, faults).await
         }
         Command::Bench { .. } => unreachable!("handled before the runtime starts"),
     }
@@ -342,12 +365,14 @@ async fn run_simulate(
     format: OutputFormat,
     report_path: Option<PathBuf>,
     timeout: Duration,
+    faults: Option<FaultPlan>,
 ) -> Result<()> {
     let config = load_config(config.as_deref())?;
     let opts = SimulateOptions {
         manifests,
         config,
         timeout,
+        faults,
     };
     let (report, failure) = match simulate_until(opts, shutdown_signal()).await {
         Ok(r) => (r, None),
@@ -465,6 +490,7 @@ async fn run_serve(
     addr: SocketAddr,
     schedule: bool,
     config: Option<PathBuf>,
+    faults: Option<FaultPlan>,
 ) -> Result<()> {
     let server = ApiServer::new();
     if let Some(missing) = manifests.iter().find(|p| !p.is_file()) {
@@ -474,6 +500,8 @@ async fn run_serve(
         let report = server.load_manifests(&manifests).await?;
         println!("loaded {} objects", report.created.len());
     }
+    // After loading, so the manifests always land; every request served from here on may fail.
+    server.set_faults(faults);
     let handle = server.serve(addr).await?;
     println!("API server listening on http://{}", handle.addr);
     println!("kubeconfig: {}", handle.kubeconfig_path.display());

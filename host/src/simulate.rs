@@ -71,6 +71,9 @@ pub struct SimulateOptions {
     pub config: SchedulerConfig,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Faults the embedded API server injects into the scheduler's requests (not into loading
+    /// the manifests or reading the results).
+    pub faults: Option<embedded_apiserver::FaultPlan>,
 }
 
 /// One pod's result.
@@ -319,6 +322,7 @@ pub async fn simulate_until(
     let start = Instant::now();
     let start_ts = jiff::Timestamp::now();
     let metrics = Arc::new(Metrics::new());
+    server.set_faults(opts.faults.clone());
     let scheduler = build(
         client.clone(),
         &opts.config,
@@ -357,6 +361,8 @@ pub async fn simulate_until(
         }
     };
     let elapsed = start.elapsed();
+    // The results are read back without faults.
+    server.set_faults(None);
     if let Some(p) = progress {
         p.finish_and_clear();
     }

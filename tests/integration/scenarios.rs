@@ -84,6 +84,7 @@ async fn run(path: &Path) -> Vec<String> {
         manifests,
         config,
         timeout: Duration::from_secs(60),
+        faults: None,
     })
     .await
     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
