@@ -17,13 +17,14 @@ pub const DYNAMIC_RESOURCES: &str = "DynamicResources";
 
 /// Upstream's default `multiPoint` list restricted to the plugins this scheduler has, in
 /// upstream order, with upstream score weights (`getDefaultPlugins`).
-pub const DEFAULT_MULTI_POINT: [(&str, Option<i32>); 10] = [
+pub const DEFAULT_MULTI_POINT: [(&str, Option<i32>); 11] = [
     ("SchedulingGates", None),
     (PRIORITY_SORT, None),
     ("NodeUnschedulable", None),
     ("NodeName", None),
     ("TaintToleration", Some(3)),
     ("NodeAffinity", Some(2)),
+    ("NodePorts", None),
     ("NodeResourcesFit", Some(1)),
     (DYNAMIC_RESOURCES, None),
     ("DefaultPreemption", None),

@@ -8,6 +8,7 @@
 //! | [`SchedulingGates`] | PreEnqueue | holds pods with `spec.schedulingGates` |
 //! | [`NodeUnschedulable`] | Filter | keeps pods off cordoned nodes |
 //! | [`NodeName`] | Filter | honours `spec.nodeName` |
+//! | [`NodePorts`] | Filter | host ports free on the node |
 //! | [`TaintToleration`] | Filter, PreScore, Score | taints and tolerations |
 //! | [`NodeAffinity`] | PreFilter, Filter, PreScore, Score | `nodeSelector` and node affinity |
 //! | [`NodeResourcesFit`] | PreFilter, Filter, PreScore, Score | requests vs allocatable; LeastAllocated |
@@ -22,6 +23,7 @@ pub mod default_preemption;
 pub mod helpers;
 pub mod node_affinity;
 pub mod node_name;
+pub mod node_ports;
 pub mod node_resources_fit;
 pub mod node_selector;
 pub mod node_unschedulable;
@@ -37,6 +39,7 @@ pub use default_binder::DefaultBinder;
 pub use default_preemption::DefaultPreemption;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
+pub use node_ports::NodePorts;
 pub use node_resources_fit::NodeResourcesFit;
 pub use node_unschedulable::NodeUnschedulable;
 pub use registry::{FactoryContext, PluginFactory, Registry, RegistryError};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::{
-    default_binder, default_preemption, node_affinity, node_name, node_resources_fit,
+    default_binder, default_preemption, node_affinity, node_name, node_ports, node_resources_fit,
     node_unschedulable, scheduling_gates, taint_toleration,
 };
 use crate::framework::{ObjectEvent, PluginRef, ResourceKind, StateReplay};
@@ -102,11 +102,11 @@ impl Registry {
         Self::default()
     }
 
-    /// The native plugins: SchedulingGates, NodeUnschedulable, NodeName, TaintToleration,
-    /// NodeAffinity, NodeResourcesFit, DefaultPreemption and DefaultBinder.
+    /// The native plugins: SchedulingGates, NodeUnschedulable, NodeName, NodePorts,
+    /// TaintToleration, NodeAffinity, NodeResourcesFit, DefaultPreemption and DefaultBinder.
     pub fn with_builtins() -> Self {
         let mut r = Registry::new();
-        let builtins: [(&str, PluginFactory); 8] = [
+        let builtins: [(&str, PluginFactory); 9] = [
             (
                 scheduling_gates::NAME,
                 Arc::new(|args, _| scheduling_gates::SchedulingGates::new(args).map(to_ref)),
@@ -118,6 +118,10 @@ impl Registry {
             (
                 node_name::NAME,
                 Arc::new(|args, _| node_name::NodeName::new(args).map(to_ref)),
+            ),
+            (
+                node_ports::NAME,
+                Arc::new(|args, _| node_ports::NodePorts::new(args).map(to_ref)),
             ),
             (
                 taint_toleration::NAME,
