@@ -55,6 +55,7 @@ fn the_default_configuration_has_upstreams_default_plugins() {
             "NodeName",
             "TaintToleration",
             "NodeAffinity",
+            "NodePorts",
             "NodeResourcesFit"
         ]
     );
@@ -71,7 +72,7 @@ fn the_default_configuration_has_upstreams_default_plugins() {
         ]
     );
     assert_eq!(p.names_at(P::Bind), ["DefaultBinder"]);
-    assert_eq!(p.plugins.len(), 8);
+    assert_eq!(p.plugins.len(), 9);
 }
 
 #[test]
@@ -288,7 +289,7 @@ profiles:
     assert_eq!(
         e,
         "config.yaml: profiles[0].plugins.filter.enabled[1]: unknown plugin \"Foo\" (known: DefaultBinder, \
-         DefaultPreemption, NodeAffinity, NodeName, NodeResourcesFit, NodeUnschedulable, SchedulingGates, TaintToleration) at line 9 column 13"
+         DefaultPreemption, NodeAffinity, NodeName, NodePorts, NodeResourcesFit, NodeUnschedulable, SchedulingGates, TaintToleration) at line 9 column 13"
     );
 }
 

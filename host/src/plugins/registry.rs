@@ -229,6 +229,7 @@ mod tests {
                 "DefaultPreemption",
                 "NodeAffinity",
                 "NodeName",
+                "NodePorts",
                 "NodeResourcesFit",
                 "NodeUnschedulable",
                 "SchedulingGates",
