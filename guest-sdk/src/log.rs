@@ -3,7 +3,8 @@
 
 use crate::types::LogLevel;
 
-/// Writes a log line through the host. Keep lines short: the host truncates them at 4 KiB.
+/// Writes a log line through the host. Keep lines short and few: the host cuts them at 1 KiB
+/// and rate-limits each plugin (a burst of 200 lines, then 20 a second; the rest is dropped).
 pub fn log(level: LogLevel, message: &str) {
     #[cfg(target_arch = "wasm32")]
     {

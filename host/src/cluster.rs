@@ -243,8 +243,10 @@ impl Runner {
             Arc::new(OnceLock::new());
         let mut tasks = Vec::new();
         let mut endpoint_addr = None;
+        let wasm: Arc<OnceLock<crate::wasm::WasmPlugins>> = Arc::new(OnceLock::new());
         if let Some(addr) = options.metrics_addr {
-            let state = endpoint_state(&metrics, elector.as_ref(), &cache, &stopping);
+            let mut state = endpoint_state(&metrics, elector.as_ref(), &cache, &stopping);
+            add_wasm_checks(&mut state, &config, &wasm);
             let (bound, task) = endpoint::serve(addr, state)
                 .await
                 .map_err(|source| RunError::Endpoint { addr, source })?;
@@ -264,6 +266,9 @@ impl Runner {
         )
         .await?;
         let _ = cache.set((scheduler.cache().clone(), scheduler.queue().clone()));
+        if let Some(w) = scheduler.wasm() {
+            let _ = wasm.set(w.clone());
+        }
         let mut watcher = None;
         if options.hot_swap
             && let Some(wasm) = scheduler.wasm()
@@ -391,6 +396,34 @@ impl Runner {
         self.fence.close();
         self.role.send_replace(Role::Stopped);
     }
+}
+
+/// One `/readyz` check per configured Wasm plugin, `wasm-plugin-NAME`: it fails while the
+/// plugin counts as failed (an object is quarantined because its `on_event` hung or trapped on
+/// it, or a trapped instance could not be replaced), with the reason; `?verbose` lists them.
+fn add_wasm_checks(
+    state: &mut EndpointState,
+    config: &SchedulerConfig,
+    wasm: &Arc<OnceLock<crate::wasm::WasmPlugins>>,
+) {
+    for p in &config.wasm.plugins {
+        let (name, w) = (p.name.clone(), wasm.clone());
+        let check: Check = Arc::new(move || match w.get().and_then(|w| w.stats(&name)) {
+            Some(stats) => stats.failure().map_or(Ok(()), Err),
+            None => Ok(()),
+        });
+        state.ready.push((check_name(&p.name), check));
+    }
+}
+
+/// `wasm-plugin-NAME` as the `'static` name a check needs, made once per plugin name.
+fn check_name(plugin: &str) -> &'static str {
+    static NAMES: OnceLock<parking_lot::Mutex<std::collections::HashMap<String, &'static str>>> =
+        OnceLock::new();
+    let mut names = NAMES.get_or_init(Default::default).lock();
+    names
+        .entry(plugin.to_string())
+        .or_insert_with(|| Box::leak(format!("wasm-plugin-{plugin}").into_boxed_str()))
 }
 
 /// The checks kube-scheduler serves: `/healthz` and `/livez` have `ping` and (with leader

@@ -39,7 +39,7 @@ use crate::queue::{PreEnqueueCheck, QueueConfig, SchedulingQueue};
 pub use build::{BuildError, build, build_with};
 pub use diagnosis::{Diagnosis, num_feasible_nodes_to_find, select_host};
 pub use intents::{FIELD_MANAGER, IntentError, apply_intent, check_kinds};
-pub use recorder::Recorder;
+pub use recorder::{NOTE_LENGTH_LIMIT, Recorder, truncate_message};
 pub use waiting::{PermitVerdict, WaitingPods};
 
 /// Tuning of the scheduler. Defaults as upstream where upstream has one.

@@ -18,6 +18,10 @@ use crate::framework::PodInfo;
 
 use super::intents::FIELD_MANAGER;
 
+/// Longest Event note the API server accepts, in bytes (`NoteLengthLimit` in
+/// k8s.io/kubernetes pkg/apis/core/validation/events.go, enforced for events.k8s.io/v1).
+pub const NOTE_LENGTH_LIMIT: usize = 1024;
+
 /// How many writes run at once.
 const CONCURRENCY: usize = 32;
 /// Records queued beyond this are dropped.
@@ -124,6 +128,21 @@ impl Recorder {
     }
 }
 
+/// Cuts a message to [`NOTE_LENGTH_LIMIT`] bytes ending in ` ...`, as kube-scheduler's
+/// `truncateMessage` does for the FailedScheduling note (on a character boundary here, so the
+/// result stays valid UTF-8).
+pub fn truncate_message(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= NOTE_LENGTH_LIMIT {
+        return message.into();
+    }
+    const SUFFIX: &str = " ...";
+    let mut cut = NOTE_LENGTH_LIMIT - SUFFIX.len();
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{SUFFIX}", &message[..cut]).into()
+}
+
 fn regarding(pod: &Pod) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".into()),
@@ -209,6 +228,10 @@ async fn write(client: &Client, instance: &str, rec: Record) {
             message,
             profile,
         } => {
+            // Upstream caps the note (the API server refuses a longer one) and writes the
+            // condition in full; the condition is capped too, so that a plugin's reason cannot
+            // grow the pod object by kilobytes on every attempt. The log has the whole reason.
+            let message = truncate_message(&message).into_owned();
             let p = &pod.pod;
             let ev = event(
                 p,
@@ -254,5 +277,21 @@ async fn post(client: &Client, namespace: &str, ev: &Event) {
     let api: Api<Event> = Api::namespaced(client.clone(), namespace);
     if let Err(e) = api.create(&PostParams::default(), ev).await {
         tracing::debug!(error = %e, "could not post an event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_to_the_note_limit_with_a_marker() {
+        assert_eq!(truncate_message("short"), "short");
+        let exact = "x".repeat(NOTE_LENGTH_LIMIT);
+        assert_eq!(truncate_message(&exact), exact);
+        let long = "é".repeat(NOTE_LENGTH_LIMIT);
+        let cut = truncate_message(&long);
+        assert!(cut.len() <= NOTE_LENGTH_LIMIT, "{}", cut.len());
+        assert!(cut.ends_with("é ..."), "{cut}");
     }
 }

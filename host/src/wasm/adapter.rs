@@ -194,7 +194,13 @@ impl Plugin for WasmPlugin {
             instance: instance.clone(),
             pod: convert::pod_ref(&pod.key),
         };
-        let result = if self.implements(ExtensionPoint::PreFilter) {
+        let result = if let Some(reason) = self.slot.quarantined_pod(&pod.key.uid) {
+            // The plugin never saw this pod; its answers about it would mean nothing.
+            PreFilterResult {
+                status: Status::error(reason),
+                node_names: None,
+            }
+        } else if self.implements(ExtensionPoint::PreFilter) {
             match self.call(&instance, "pre-filter", |g, s| {
                 g.call_pre_filter(s, &pin.pod)
             }) {

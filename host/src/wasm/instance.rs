@@ -21,7 +21,8 @@ use super::convert;
 use super::engine::{self, deadline_ticks};
 use super::error::{WasmError, chain};
 use super::module::Module;
-use super::sandbox::HostState;
+use super::quarantine::ObjectKey;
+use super::sandbox::{HostState, LogLimiter};
 
 /// Events per `on-event` call when state is replayed into a new instance.
 const REPLAY_BATCH: usize = 256;
@@ -44,17 +45,45 @@ pub struct Budget {
 
 /// A failed call. The instance is poisoned from then on.
 #[derive(Debug, Clone)]
-pub struct CallError(pub String);
+pub struct CallError {
+    /// One short line for the pod's reason: what happened and the first frame of a trap.
+    pub message: String,
+    /// The whole error (cause chain and wasm backtrace) for the log; `None` when `message`
+    /// says it all.
+    pub detail: Option<String>,
+}
 
 impl CallError {
+    fn new(message: impl Into<String>) -> Self {
+        CallError {
+            message: message.into(),
+            detail: None,
+        }
+    }
+
     /// Whether the call was stopped by its deadline (`describe` names it first).
     pub fn is_deadline(&self) -> bool {
-        self.0.starts_with(DEADLINE_EXCEEDED)
+        self.message.starts_with(DEADLINE_EXCEEDED)
+    }
+
+    /// Whether the call never ran because the instance had trapped before.
+    pub fn is_unusable(&self) -> bool {
+        self.message.starts_with(UNUSABLE)
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
 /// How `describe` starts the message of a call stopped by its deadline.
 const DEADLINE_EXCEEDED: &str = "deadline of ";
+/// How a call on a poisoned instance fails.
+const UNUSABLE: &str = "instance is unusable after an earlier trap";
+/// Longest part of a plugin's last error line (its panic message) kept in a reason.
+const MAX_LOGGED_IN_REASON: usize = 300;
 
 struct Live {
     store: Store<HostState>,
@@ -74,6 +103,10 @@ pub struct Instance {
     /// Events pushed while the instance was busy, delivered before its next call.
     queued: Mutex<Vec<bindings::wit::ObjectEvent>>,
     poisoned: AtomicBool,
+    /// Why it is poisoned (the short message of the failed call).
+    cause: Mutex<Option<String>>,
+    /// The objects of the `on-event` batch that failed, if that is what poisoned it.
+    failed_objects: Mutex<Vec<ObjectKey>>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -90,12 +123,17 @@ impl Instance {
     ///
     /// # Errors
     /// [`WasmError::Step`] with step `instantiate`, `init` or `metadata`.
-    pub fn start(module: &Arc<Module>, args: &str, budget: Budget) -> Result<Instance, WasmError> {
+    pub fn start(
+        module: &Arc<Module>,
+        args: &str,
+        budget: Budget,
+        logs: Arc<LogLimiter>,
+    ) -> Result<Instance, WasmError> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let name = &*module.plugin;
         let mut store = Store::new(
             engine::engine(),
-            HostState::new(module.plugin.clone(), budget.memory),
+            HostState::new(module.plugin.clone(), budget.memory, logs),
         );
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
@@ -104,7 +142,7 @@ impl Instance {
             WasmError::step(
                 name,
                 "instantiate",
-                describe(&e, &mut store, budget.setup, budget.memory),
+                describe(&e, &mut store, budget.setup, budget.memory).message,
             )
         })?;
         let api = plugin.kube_scheduler_plugin_plugin_api();
@@ -115,7 +153,7 @@ impl Instance {
                 return Err(WasmError::step(
                     name,
                     "init",
-                    describe(&e, &mut store, budget.setup, budget.memory),
+                    describe(&e, &mut store, budget.setup, budget.memory).message,
                 ));
             }
         }
@@ -127,7 +165,7 @@ impl Instance {
                 WasmError::step(
                     name,
                     "metadata",
-                    describe(&e, &mut store, budget.setup, budget.memory),
+                    describe(&e, &mut store, budget.setup, budget.memory).message,
                 )
             })?;
         Ok(Instance {
@@ -138,12 +176,30 @@ impl Instance {
             live: Mutex::new(Live { store, plugin }),
             queued: Mutex::new(Vec::new()),
             poisoned: AtomicBool::new(false),
+            cause: Mutex::new(None),
+            failed_objects: Mutex::new(Vec::new()),
         })
     }
 
     /// True once a call trapped; the instance must not serve again.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Why the instance is poisoned: the short message of the call that trapped.
+    pub fn poison_cause(&self) -> Option<String> {
+        self.cause.lock().clone()
+    }
+
+    /// The objects of the `on-event` batch whose failure poisoned the instance (empty if
+    /// something else did), taken once.
+    pub fn take_failed_objects(&self) -> Vec<ObjectKey> {
+        std::mem::take(&mut *self.failed_objects.lock())
+    }
+
+    /// The deadline of extension point calls (and of one object event).
+    pub fn call_deadline(&self) -> Duration {
+        self.budget.call
     }
 
     /// Calls into the guest with the call deadline. Calls are serialized per instance.
@@ -164,9 +220,10 @@ impl Instance {
     ) -> Result<R, CallError> {
         let mut live = self.live.lock();
         if self.is_poisoned() {
-            return Err(CallError(
-                "instance is unusable after an earlier trap".into(),
-            ));
+            return Err(CallError::new(match self.poison_cause() {
+                Some(cause) => format!("{UNUSABLE} ({cause})"),
+                None => UNUSABLE.to_string(),
+            }));
         }
         self.deliver_queued(&mut live)?;
         self.run(&mut live, deadline, f)
@@ -182,9 +239,36 @@ impl Instance {
         store.set_epoch_deadline(deadline_ticks(deadline));
         store.data_mut().last_error = None;
         f(plugin.kube_scheduler_plugin_plugin_api(), store).map_err(|e| {
-            self.poisoned.store(true, Ordering::Release);
-            CallError(describe(&e, store, deadline, self.budget.memory))
+            let err = describe(&e, store, deadline, self.budget.memory);
+            self.poison(&err.message);
+            err
         })
+    }
+
+    fn poison(&self, cause: &str) {
+        self.cause.lock().get_or_insert_with(|| cause.to_string());
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Delivers `batch` to `on-event`; on failure remembers which objects it carried and names
+    /// the object when there was one.
+    fn deliver(
+        &self,
+        live: &mut Live,
+        deadline: Duration,
+        batch: &[bindings::wit::ObjectEvent],
+    ) -> Result<(), CallError> {
+        self.run(live, deadline, |g, s| g.call_on_event(s, batch))
+            .map_err(|mut e| {
+                let keys: Vec<ObjectKey> = batch.iter().map(ObjectKey::of_wit).collect();
+                e.message = match keys.as_slice() {
+                    [one] => format!("{} for {one}", e.message),
+                    many => format!("{} for a batch of {} object events", e.message, many.len()),
+                };
+                *self.cause.lock() = Some(e.message.clone());
+                *self.failed_objects.lock() = keys;
+                e
+            })
     }
 
     /// Queues an object event; delivers the queue now if the instance is idle, else the next
@@ -215,10 +299,9 @@ impl Instance {
                 let n = q.len().min(QUEUE_BATCH);
                 q.drain(..n).collect()
             };
-            self.run(live, self.budget.call, |g, s| g.call_on_event(s, &batch))
-                .map_err(|e| {
+            self.deliver(live, self.budget.call, &batch)
+                .inspect_err(|_| {
                     self.queued.lock().clear();
-                    CallError(format!("{} (delivering queued object events)", e.0))
                 })?;
         }
     }
@@ -226,13 +309,35 @@ impl Instance {
     /// Pushes events in batches, each with the setup deadline (used for state replay).
     ///
     /// # Errors
-    /// The first failed batch.
+    /// The first failed batch; [`Instance::take_failed_objects`] then names its objects.
     pub fn replay(&self, events: &[ObjectEvent]) -> Result<(), CallError> {
         for chunk in events.chunks(REPLAY_BATCH) {
             let batch: Vec<_> = chunk.iter().map(convert::event_out).collect();
-            self.call_within(self.budget.setup, |g, s| g.call_on_event(s, &batch))?;
+            self.replay_batch(self.budget.setup, &batch)?;
         }
         Ok(())
+    }
+
+    /// Pushes one event with the call deadline: how a suspect of an earlier failed batch is
+    /// fed, so that a failure names exactly one object.
+    ///
+    /// # Errors
+    /// The event trapped or ran past the call deadline.
+    pub fn replay_one(&self, event: &ObjectEvent) -> Result<(), CallError> {
+        self.replay_batch(self.budget.call, &[convert::event_out(event)])
+    }
+
+    fn replay_batch(
+        &self,
+        deadline: Duration,
+        batch: &[bindings::wit::ObjectEvent],
+    ) -> Result<(), CallError> {
+        let mut live = self.live.lock();
+        if self.is_poisoned() {
+            return Err(CallError::new(UNUSABLE));
+        }
+        self.deliver_queued(&mut live)?;
+        self.deliver(&mut live, deadline, batch)
     }
 
     /// Calls `health()` with the setup deadline.
@@ -246,7 +351,7 @@ impl Instance {
         if st.is_success() {
             Ok(())
         } else {
-            Err(CallError(format!(
+            Err(CallError::new(format!(
                 "health returned {:?}: {}",
                 st.code,
                 st.message()
@@ -255,29 +360,120 @@ impl Instance {
     }
 }
 
-/// A trap as one line: deadline and memory cap by name, plus the plugin's last error log line
-/// (its panic message, when the SDK's panic hook logged one).
+/// A failed call as one short line (deadline and memory cap by name; a trap by its kind and
+/// the innermost frame of the plugin's own code; the plugin's last error log line, e.g. its
+/// panic message), plus the whole error with its wasm backtrace as detail for the log.
 fn describe(
     e: &wasmtime::Error,
     store: &mut Store<HostState>,
     deadline: Duration,
     memory: usize,
-) -> String {
-    let mut msg = match e.downcast_ref::<wasmtime::Trap>() {
+) -> CallError {
+    let full = chain(e);
+    let frame = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .and_then(first_frame);
+    let at = frame.map(|f| format!(" (at {f})")).unwrap_or_default();
+    let mut message = match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => format!("{DEADLINE_EXCEEDED}{deadline:?} exceeded"),
-        _ => {
-            let text = chain(e);
-            if text.contains("growing memory") || text.contains("memory minimum size") {
-                format!("memory limit of {memory} bytes exceeded ({text})")
+        trap => {
+            if full.contains("growing memory") || full.contains("memory minimum size") {
+                format!("memory limit of {memory} bytes exceeded{at}")
+            } else if let Some(trap) = trap {
+                // wasmtime words it `wasm trap: call stack exhausted`.
+                format!("{trap}{at}")
             } else {
-                format!("trapped: {text}")
+                format!("trapped: {}{at}", short_cause(e))
             }
         }
     };
     if let Some(last) = store.data_mut().last_error.take() {
-        msg.push_str(" (plugin logged: ");
-        msg.push_str(&last);
-        msg.push(')');
+        message.push_str(" (plugin logged: ");
+        message.push_str(&one_line(&last, MAX_LOGGED_IN_REASON));
+        message.push(')');
     }
-    msg
+    let detail = (full != message).then_some(full);
+    CallError { message, detail }
+}
+
+/// The error's causes without the multi-line backtrace, each on its first line only.
+fn short_cause(e: &wasmtime::Error) -> String {
+    let parts: Vec<String> = e
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|c| !c.starts_with("error while executing at wasm backtrace"))
+        .map(|c| one_line(&c, MAX_LOGGED_IN_REASON))
+        .collect();
+    parts.join(": ")
+}
+
+/// `s` on one line (line breaks become spaces), cut to about `max` bytes.
+fn one_line(s: &str, max: usize) -> String {
+    let mut out: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > max {
+        let mut cut = max;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str(" …");
+    }
+    out
+}
+
+/// Prefixes of functions of the Rust runtime, the allocator and the bindings glue: a trap
+/// inside them (a panic, an allocation failure) is reported at the plugin's frame that called
+/// them.
+const RUNTIME_FRAMES: &[&str] = &[
+    "core::",
+    "std::",
+    "alloc::",
+    "<core::",
+    "<std::",
+    "<alloc::",
+    "__rust",
+    "__rdl",
+    "__rg_",
+    "rust_panic",
+    "rust_begin_unwind",
+    "dlmalloc",
+    "<dlmalloc",
+    "wit_bindgen",
+    "<wit_bindgen",
+    "cabi_",
+    "abort",
+    "wasm_scheduler_sdk::",
+    "<wasm_scheduler_sdk::",
+];
+
+/// The innermost frame of the plugin's own code (else the innermost frame), demangled and
+/// without its hash.
+fn first_frame(bt: &wasmtime::WasmBacktrace) -> Option<String> {
+    let names: Vec<String> = bt
+        .frames()
+        .iter()
+        .map(|f| match f.func_name() {
+            Some(n) => format!("{:#}", rustc_demangle::demangle(n)),
+            None => format!("wasm function {}", f.func_index()),
+        })
+        .collect();
+    names
+        .iter()
+        .find(|n| !RUNTIME_FRAMES.iter().any(|p| n.starts_with(p)))
+        .or(names.first())
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_joins_lines_and_cuts_long_text() {
+        assert_eq!(
+            one_line("panicked at a.rs:1:2:\nboom", 100),
+            "panicked at a.rs:1:2: boom"
+        );
+        assert_eq!(one_line(&"x".repeat(10), 4), "xxxx …");
+    }
 }

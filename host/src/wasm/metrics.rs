@@ -8,6 +8,10 @@
 //! | `scheduler_wasm_plugin_deadline_exceeded_total` | plugin | calls stopped by the call deadline |
 //! | `scheduler_wasm_plugin_respawns_total` | plugin | instances replaced after a trap |
 //! | `scheduler_wasm_plugin_rejected_outputs_total` | plugin | outputs refused by the output limits |
+//! | `scheduler_wasm_plugin_respawn_failures_total` | plugin | replacements of a trapped instance that failed (restarts then back off) |
+//! | `scheduler_wasm_plugin_log_lines_dropped_total` | plugin | log lines dropped by the log rate limit |
+//! | `scheduler_wasm_plugin_quarantined_objects` | plugin | objects the plugin is no longer fed after its `on_event` failed on them |
+//! | `scheduler_wasm_plugin_failed` | plugin | 1 while the plugin counts as failed (an object quarantined, or no working instance), as on `/readyz` |
 //! | `scheduler_wasm_plugin_call_duration_seconds` | plugin, extension_point | time of every call into the guest, boundary included |
 
 use std::time::Duration;
@@ -16,6 +20,7 @@ use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
@@ -76,7 +81,7 @@ type Getter = fn(&PluginStatus) -> u64;
 impl Collector for WasmCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let statuses = self.plugins.statuses();
-        let simple: [(&str, &str, Getter); 5] = [
+        let simple: [(&str, &str, Getter); 7] = [
             (
                 "scheduler_wasm_plugin_loads",
                 "Wasm modules put into service: the first load and every successful hot swap.",
@@ -102,6 +107,16 @@ impl Collector for WasmCollector {
                 "Plugin outputs refused by the output limits.",
                 |s| s.rejected_outputs,
             ),
+            (
+                "scheduler_wasm_plugin_respawn_failures",
+                "Replacements of a trapped plugin instance that failed.",
+                |s| s.respawn_failures,
+            ),
+            (
+                "scheduler_wasm_plugin_log_lines_dropped",
+                "Plugin log lines dropped by the log rate limit.",
+                |s| s.log_lines_dropped,
+            ),
         ];
         for (name, help, get) in simple {
             let mut family =
@@ -109,6 +124,26 @@ impl Collector for WasmCollector {
             for s in &statuses {
                 let labels = [("plugin", s.name.as_str())];
                 ConstCounter::new(get(s)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let gauges: [(&str, &str, Getter); 2] = [
+            (
+                "scheduler_wasm_plugin_quarantined_objects",
+                "Objects a plugin is no longer fed because its on_event failed on them.",
+                |s| s.quarantined.len() as u64,
+            ),
+            (
+                "scheduler_wasm_plugin_failed",
+                "1 while a plugin counts as failed: an object is quarantined or no instance works.",
+                |s| u64::from(s.failure.is_some()),
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, ConstGauge::<i64>::TYPE)?;
+            for s in &statuses {
+                let labels = [("plugin", s.name.as_str())];
+                ConstGauge::new(get(s) as i64).encode(family.encode_family(&labels)?)?;
             }
         }
         let mut family = encoder.encode_descriptor(

@@ -46,6 +46,7 @@ pub mod limits;
 mod metrics;
 mod module;
 mod native;
+mod quarantine;
 mod reload;
 mod runtime;
 pub mod sandbox;

@@ -105,6 +105,14 @@ pub struct PluginStatus {
     pub reloads_failed: u64,
     /// The last trap or reload error.
     pub last_error: Option<String>,
+    /// Replacements of a trapped instance that failed.
+    pub respawn_failures: u64,
+    /// Log lines dropped by the log rate limit.
+    pub log_lines_dropped: u64,
+    /// Objects the plugin is no longer fed, as `Kind namespace/name: reason`.
+    pub quarantined: Vec<String>,
+    /// Why the plugin counts as failed (`/readyz`), if it does.
+    pub failure: Option<String>,
 }
 
 struct Entry {
@@ -354,6 +362,10 @@ impl WasmPlugins {
             reloads_ok: s.reloads_ok.load(Ordering::Relaxed),
             reloads_failed: s.reloads_failed.load(Ordering::Relaxed),
             last_error: s.last_error.lock().clone(),
+            respawn_failures: s.respawn_failures.load(Ordering::Relaxed),
+            log_lines_dropped: s.logs.dropped(),
+            quarantined: s.quarantine.list(),
+            failure: s.failure(),
         })
     }
 

@@ -5,12 +5,16 @@
 //! - `memory`: Filter allocates without bound (the memory cap must stop it);
 //! - `trap`: Reserve panics;
 //! - `undeclared`: Reserve returns a patch intent for a Node, a kind it did not declare;
-//! - `oversized`: Filter returns one status more than nodes, Reserve a 2 MiB patch body.
+//! - `oversized`: Filter returns one status more than nodes, Reserve a 2 MiB patch body;
+//! - `logflood`: Filter logs 20,000 lines of 4 KB;
+//! - `stack`: Filter recurses until the call stack is exhausted;
+//! - `longreason`: Filter rejects every node with a 10 KB reason;
+//! - `poison`: `on_event` never returns for a pod named `evil*` (it subscribes to pods).
 
 use serde::Deserialize;
 use wasm_scheduler_sdk::{
-    ExtensionPoint, Metadata, ObjectRef, PatchIntent, PatchKind, Plugin, PodRef, ResourceKind,
-    Status, export_plugin,
+    ExtensionPoint, LogLevel, Metadata, ObjectEvent, ObjectRef, PatchIntent, PatchKind, Plugin,
+    PodRef, ResourceKind, Status, export_plugin,
 };
 
 /// The misbehaviour, from the args `{"mode": "..."}`.
@@ -27,6 +31,27 @@ pub enum Mode {
     Undeclared,
     /// Too many statuses in Filter, too large intent in Reserve.
     Oversized,
+    /// 20,000 log lines of 4 KB from one Filter call.
+    Logflood,
+    /// Unbounded recursion in Filter.
+    Stack,
+    /// A 10 KB unschedulable reason from Filter.
+    Longreason,
+    /// `on_event` loops forever on pods named `evil*`.
+    Poison,
+}
+
+/// Lines and line length of the `logflood` mode.
+pub const FLOOD_LINES: usize = 20_000;
+/// Bytes per line of the `logflood` mode.
+pub const FLOOD_LINE_BYTES: usize = 4096;
+
+/// Recurses with a frame the optimizer cannot remove, until the stack runs out.
+#[inline(never)]
+#[allow(unconditional_recursion)] // the point of the `stack` mode
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 16]);
+    recurse(depth + 1).wrapping_add(frame[(depth % 16) as usize])
 }
 
 #[derive(Deserialize)]
@@ -56,7 +81,28 @@ impl Plugin for Hostile {
             version: "0.0.1".into(),
             extension_points: vec![ExtensionPoint::Filter, ExtensionPoint::Reserve],
             patches: vec![ResourceKind::resource_claim()],
+            subscriptions: if self.mode == Mode::Poison {
+                vec![ResourceKind::pod()]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
+        }
+    }
+
+    fn on_event(&mut self, event: &ObjectEvent) {
+        if self.mode != Mode::Poison {
+            return;
+        }
+        let name = serde_json::from_str::<serde_json::Value>(&event.object)
+            .ok()
+            .and_then(|v| v["metadata"]["name"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        if name.starts_with("evil") {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
         }
     }
 
@@ -80,7 +126,20 @@ impl Plugin for Hostile {
                 }
             }
             Mode::Oversized => out.push(Status::success()),
-            Mode::Trap | Mode::Undeclared => {}
+            Mode::Logflood => {
+                let line = "x".repeat(FLOOD_LINE_BYTES);
+                for _ in 0..FLOOD_LINES {
+                    wasm_scheduler_sdk::log(LogLevel::Info, &line);
+                }
+            }
+            Mode::Stack => {
+                std::hint::black_box(recurse(0));
+            }
+            Mode::Longreason => {
+                let reason = format!("hostile reason {}", "y".repeat(10_000));
+                out = vec![Status::unschedulable(reason); nodes.len()];
+            }
+            Mode::Trap | Mode::Undeclared | Mode::Poison => {}
         }
         out
     }
@@ -113,7 +172,12 @@ impl Plugin for Hostile {
                 );
                 Ok(vec![intent(ResourceKind::resource_claim(), body)])
             }
-            Mode::Loop | Mode::Memory => Ok(Vec::new()),
+            Mode::Loop
+            | Mode::Memory
+            | Mode::Logflood
+            | Mode::Stack
+            | Mode::Longreason
+            | Mode::Poison => Ok(Vec::new()),
         }
     }
 }
