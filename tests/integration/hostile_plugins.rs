@@ -275,13 +275,13 @@ fn a_log_flood_writes_a_bounded_amount_and_counts_the_dropped_lines() {
     assert!(m.contains(&sample), "{m}");
 }
 
-/// Runs the scheduler with the hostile plugin in `mode` next to the built-ins, creates five good
-/// pods and one evil one, and checks that the good ones are bound and the evil one carries the
-/// plugin's error; returns the cluster and the evil pod's condition message.
-async fn scheduler_keeps_placing_other_pods(mode: &str, expected: &str) -> (TestCluster, String) {
+/// A configuration with the hostile plugin in `mode` at every extension point next to the
+/// built-ins, the given `wasmRuntime` settings (YAML) and leader election off.
+pub(crate) fn hostile_config(mode: &str, runtime: &str) -> SchedulerConfig {
     let yaml = format!(
         r#"apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
+leaderElection: {{leaderElect: false}}
 profiles:
   - schedulerName: default-scheduler
     plugins:
@@ -293,11 +293,18 @@ profiles:
 wasmPlugins:
   - name: Hostile
     path: {}
-wasmRuntime: {{callTimeoutMs: 100, memoryLimitBytes: 33554432}}
+wasmRuntime: {runtime}
 "#,
         wasm_file("hostile_plugin").display()
     );
-    let config = SchedulerConfig::from_yaml_str("hostile.yaml", &yaml).unwrap();
+    SchedulerConfig::from_yaml_str("hostile.yaml", &yaml).unwrap()
+}
+
+/// Runs the scheduler with the hostile plugin in `mode` next to the built-ins, creates five good
+/// pods and one evil one, and checks that the good ones are bound and the evil one carries the
+/// plugin's error; returns the cluster and the evil pod's condition message.
+async fn scheduler_keeps_placing_other_pods(mode: &str, expected: &str) -> (TestCluster, String) {
+    let config = hostile_config(mode, "{callTimeoutMs: 100, memoryLimitBytes: 33554432}");
     let cluster = TestCluster::start_with(config, Registry::with_builtins()).await;
     cluster
         .apply(&integration_tests::node_yaml(
@@ -428,26 +435,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 async fn a_poison_event_is_quarantined_and_the_plugin_keeps_serving_other_pods() {
     use wasm_scheduler::cluster::{RunOptions, Runner};
     integration_tests::init_tracing();
-    let yaml = format!(
-        r#"apiVersion: kubescheduler.config.k8s.io/v1
-kind: KubeSchedulerConfiguration
-leaderElection: {{leaderElect: false}}
-profiles:
-  - schedulerName: default-scheduler
-    plugins:
-      multiPoint:
-        enabled: [{{name: Hostile}}]
-    pluginConfig:
-      - name: Hostile
-        args: {{mode: poison}}
-wasmPlugins:
-  - name: Hostile
-    path: {}
-wasmRuntime: {{callTimeoutMs: 100}}
-"#,
-        wasm_file("hostile_plugin").display()
-    );
-    let config = SchedulerConfig::from_yaml_str("poison.yaml", &yaml).unwrap();
+    let config = hostile_config("poison", "{callTimeoutMs: 100}");
     let server = embedded_apiserver::ApiServer::new();
     let mut options = RunOptions::new(config);
     options.metrics_addr = Some("127.0.0.1:0".parse().unwrap());

@@ -471,27 +471,7 @@ async fn shutdown_releases_the_lease_to_the_standby() {
 /// the API server saw: bindings, Events, and the pod conditions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_events_and_health_match_what_happened() {
-    let hostile = crate::wasm_plugins::wasm_file("hostile_plugin");
-    let yaml = format!(
-        r#"apiVersion: kubescheduler.config.k8s.io/v1
-kind: KubeSchedulerConfiguration
-leaderElection: {{leaderElect: false}}
-profiles:
-  - schedulerName: default-scheduler
-    plugins:
-      multiPoint:
-        enabled: [{{name: Hostile}}]
-    pluginConfig:
-      - name: Hostile
-        args: {{mode: loop}}
-wasmPlugins:
-  - name: Hostile
-    path: {}
-wasmRuntime: {{callTimeoutMs: 100}}
-"#,
-        hostile.display()
-    );
-    let config = SchedulerConfig::from_yaml_str("ops.yaml", &yaml).unwrap();
+    let config = crate::hostile_plugins::hostile_config("loop", "{callTimeoutMs: 100}");
     let server = ApiServer::new();
     server.record_requests(true);
     let admin = server.client();

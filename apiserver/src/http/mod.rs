@@ -90,15 +90,17 @@ pub(crate) async fn handle(
     let audit = record.as_ref().map(|_| reg.clone());
     let resp = match decision {
         Some(Decision::Fail(e)) => error_response(&e),
-        Some(Decision::Delay(d)) => {
-            tokio::time::sleep(d).await;
-            route(reg, req).await.unwrap_or_else(|e| error_response(&e))
+        other => {
+            if let Some(Decision::Delay(d)) = other {
+                tokio::time::sleep(d).await;
+            }
+            let resp = route(reg, req).await.unwrap_or_else(|e| error_response(&e));
+            match other {
+                // An error answer has a full body, which `cut_after` leaves as it is.
+                Some(Decision::CutWatch(d)) => resp.map(|body| body.cut_after(d)),
+                _ => resp,
+            }
         }
-        Some(Decision::CutWatch(d)) => match route(reg, req).await {
-            Ok(r) => r.map(|body| body.cut_after(d)),
-            Err(e) => error_response(&e),
-        },
-        None => route(reg, req).await.unwrap_or_else(|e| error_response(&e)),
     };
     if let (Some(mut record), Some(reg)) = (record, audit) {
         record.code = resp.status().as_u16();
