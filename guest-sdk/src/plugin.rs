@@ -37,8 +37,10 @@ pub trait Plugin: Send + 'static {
         Status::success()
     }
 
-    /// PreFilter: once per cycle. `Skip` skips this plugin's Filter for the pod; a rejection ends
-    /// the cycle with the pod unschedulable.
+    /// PreFilter: once per cycle. `Skip` means the plugin does not apply to the pod: the host
+    /// calls none of its Filter, PreScore and Score for it in this cycle (a plugin that scores
+    /// pods it does not filter returns `Success`). A rejection ends the cycle with the pod
+    /// unschedulable.
     fn pre_filter(&mut self, _pod: &PodRef) -> PreFilterResult {
         PreFilterResult::default()
     }

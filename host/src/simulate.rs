@@ -588,9 +588,10 @@ async fn collect(
                 (None, Some(o)) => o.message.clone(),
                 (None, None) => match gated.iter().find(|(u, _)| *u == uid) {
                     Some((_, plugin)) => Some(format!("waiting for PreEnqueue plugin {plugin}")),
-                    None if ending != Ending::Settled => {
-                        Some("not tried yet when the run ended".into())
-                    }
+                    None if ending != Ending::Settled => Some(
+                        "no attempt finished before the run ended (queued or being scheduled)"
+                            .into(),
+                    ),
                     None => Some("not scheduled by this scheduler (spec.schedulerName)".into()),
                 },
             };

@@ -227,3 +227,46 @@ fn simulate_prints_json_and_yaml_for_scripts() {
     let y: serde_json::Value = serde_yaml_ng::from_slice(&out.stdout).expect("stdout is YAML");
     assert_eq!(y["rows"].as_array().unwrap().len(), 10);
 }
+
+/// Whether the process has a handler for SIGINT (bit 2 of `SigCgt` in /proc/PID/status).
+fn catches_sigint(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (2 - 1)) != 0)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn ctrl_c_still_writes_the_output_and_the_summary() {
+    let (dir, manifest, config) = hostile_setup("loop", 600_000);
+    let output = dir.path().join("out.yaml");
+    let child = bin()
+        .args(["simulate", manifest.to_str().unwrap(), "--config"])
+        .arg(&config)
+        .arg("--output")
+        .arg(&output)
+        .args(["--timeout", "10m"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Signal only once the handler is installed, else SIGINT would just kill the process.
+    while !catches_sigint(child.id()) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("interrupted after"), "{stdout}");
+    assert!(stderr.contains("error: interrupted"), "{stderr}");
+    let yaml = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(yaml.matches("kind: Pod").count(), 4, "{yaml}");
+}

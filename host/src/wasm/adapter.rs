@@ -15,6 +15,7 @@ use super::bindings::wit;
 use super::convert;
 use super::instance::Instance;
 use super::limits;
+use super::native;
 use super::slot::Slot;
 use crate::framework::{
     ClusterEvent, CycleState, ExtensionPoint, NodeInfo, ObjectEvent, PatchIntent, PermitResult,
@@ -288,6 +289,9 @@ impl Plugin for WasmPlugin {
     fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Status {
         if !self.implements(ExtensionPoint::PreScore) {
             return Status::success();
+        }
+        if native::skipped_pre_filter(state, self.name()) {
+            return Status::skip();
         }
         let inst = self.instance(Some(state));
         let pod = self.pod_ref(Some(state), pod);

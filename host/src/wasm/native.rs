@@ -93,6 +93,14 @@ impl<P: sdk::Plugin> NativeSdkPlugin<P> {
     }
 }
 
+/// Whether the plugin's PreFilter returned `Skip` in this cycle. The WIT contract of `skip` is
+/// that *later* calls of the plugin are skipped, so an SDK plugin is not asked for PreScore or
+/// Score either: a pod it does not apply to costs it nothing, not even a copy of the node names.
+/// (Upstream in-tree plugins only get their Filter skipped; the framework keeps that rule.)
+pub(crate) fn skipped_pre_filter(state: &CycleState, plugin: &str) -> bool {
+    state.skip_filter.contains(plugin)
+}
+
 /// Plugin args as the JSON text the SDK takes: `null` (no pluginConfig) becomes `{}`.
 pub(crate) fn args_json(args: &serde_json::Value) -> String {
     if args.is_null() {
@@ -188,7 +196,10 @@ impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
         }
     }
 
-    fn pre_score(&self, _state: &mut CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Status {
+    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Status {
+        if skipped_pre_filter(state, &self.name) {
+            return Status::skip();
+        }
         self.plugin().pre_score(&pod.key, &names(nodes))
     }
 
@@ -284,5 +295,94 @@ fn log_native(level: sdk::LogLevel, message: &str) {
         sdk::LogLevel::Info => tracing::info!(target: "sdk_plugin", "{message}"),
         sdk::LogLevel::Warn => tracing::warn!(target: "sdk_plugin", "{message}"),
         sdk::LogLevel::Error => tracing::error!(target: "sdk_plugin", "{message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framework::Framework;
+    use crate::plugins::testing::{node, pod};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static PRE_SCORES: AtomicUsize = AtomicUsize::new(0);
+    static SCORES: AtomicUsize = AtomicUsize::new(0);
+
+    /// Applies only to pods named `claimed-*`, like DynamicResources to pods with claims.
+    struct OnlyClaimed;
+
+    impl sdk::Plugin for OnlyClaimed {
+        fn new(_: &str) -> Result<Self, String> {
+            Ok(OnlyClaimed)
+        }
+        fn metadata(&self) -> sdk::Metadata {
+            use sdk::ExtensionPoint::*;
+            sdk::Metadata {
+                name: "OnlyClaimed".into(),
+                version: "0.1.0".into(),
+                extension_points: vec![PreFilter, Filter, PreScore, Score],
+                ..Default::default()
+            }
+        }
+        fn pre_filter(&mut self, pod: &sdk::PodRef) -> sdk::PreFilterResult {
+            sdk::PreFilterResult {
+                status: if pod.name.starts_with("claimed-") {
+                    sdk::Status::success()
+                } else {
+                    sdk::Status::skip()
+                },
+                node_names: None,
+            }
+        }
+        fn pre_score(&mut self, _: &sdk::PodRef, _: &[String]) -> sdk::Status {
+            PRE_SCORES.fetch_add(1, Ordering::SeqCst);
+            sdk::Status::success()
+        }
+        fn score(&mut self, _: &sdk::PodRef, nodes: &[String]) -> Result<Vec<i64>, sdk::Status> {
+            SCORES.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![1; nodes.len()])
+        }
+    }
+
+    fn cycle(f: &Framework, name: &str) {
+        let p = pod(&format!(
+            "metadata: {{name: {name}, namespace: d, uid: u-{name}}}\nspec: {{containers: [{{name: c}}]}}"
+        ));
+        let nodes = vec![node("metadata: {name: n1}"), node("metadata: {name: n2}")];
+        let snapshot = Snapshot::from_nodes(nodes.clone());
+        let mut state = CycleState::default();
+        f.run_pre_filter(&mut state, &p, &snapshot).unwrap();
+        f.run_filter(&state, &p, &nodes).unwrap();
+        f.run_pre_score(&mut state, &p, &nodes).unwrap();
+        f.run_score(&state, &p, &nodes).unwrap();
+    }
+
+    #[test]
+    fn a_pre_filter_skip_spares_the_plugin_pre_score_and_score() {
+        use ExtensionPoint::*;
+        let ctx = FactoryContext::empty();
+        let plugin: PluginRef = Arc::new(
+            NativeSdkPlugin::<OnlyClaimed>::new("OnlyClaimed", &serde_json::Value::Null, &ctx)
+                .unwrap(),
+        );
+        let points = [PreFilter, Filter, PreScore, Score]
+            .into_iter()
+            .map(|p| (p, vec![(plugin.clone(), 1)]))
+            .collect();
+        let f = Framework::new("test", &points, None);
+        cycle(&f, "plain");
+        assert_eq!(
+            PRE_SCORES.load(Ordering::SeqCst),
+            0,
+            "skipped pod reached PreScore"
+        );
+        assert_eq!(
+            SCORES.load(Ordering::SeqCst),
+            0,
+            "skipped pod reached Score"
+        );
+        cycle(&f, "claimed-1");
+        assert_eq!(PRE_SCORES.load(Ordering::SeqCst), 1);
+        assert_eq!(SCORES.load(Ordering::SeqCst), 1);
     }
 }
