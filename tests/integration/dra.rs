@@ -32,7 +32,9 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// 2. every bound pod that uses a claim is in the claim's `reservedFor`, and the claim's
 ///    allocation is usable from the pod's node;
 /// 3. every `reservedFor` entry names a pod that exists and is bound, or is in flight (`in_flight`
-///    holds uids of pods still in their binding cycle; empty once the scheduler is idle).
+///    holds uids of pods still in their binding cycle; empty once the scheduler is idle);
+/// 4. every allocated claim has the `resource.kubernetes.io/delete-protection` finalizer, unless
+///    a pod in its `reservedFor` is still in flight.
 ///
 /// # Errors
 /// A message listing every violation.
@@ -134,6 +136,23 @@ pub async fn check_dra_invariants(
     }
     for c in &claims {
         let name = c.metadata.name.as_deref().unwrap_or("");
+        let status = c.status.as_ref();
+        let finalized = c
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == "resource.kubernetes.io/delete-protection");
+        // A joiner's status patch may land before the allocating pod's finalizer patch.
+        let reservation_in_flight = status
+            .iter()
+            .flat_map(|s| s.reserved_for.iter().flatten())
+            .any(|r| in_flight.contains(&r.uid));
+        if status.is_some_and(|s| s.allocation.is_some()) && !finalized && !reservation_in_flight {
+            problems.push(format!(
+                "claim {name} is allocated without the delete-protection finalizer"
+            ));
+        }
         for r in c
             .status
             .iter()
@@ -536,6 +555,67 @@ async fn works_when_50_pods_share_one_claim() {
     let nodes: HashSet<String> = c.bound().await.into_values().collect();
     assert_eq!(nodes.len(), 1, "all pods follow the claim's node");
     c.invariants().await;
+}
+
+/// `(finalizer patches, status patches)` the scheduler sent to claims in `records`.
+fn claim_writes(records: &[embedded_apiserver::RequestRecord]) -> (usize, usize) {
+    let writes = records
+        .iter()
+        .filter(|r| r.resource == "resourceclaims" && !matches!(r.verb.as_str(), "get" | "list" | "watch"));
+    writes.fold((0, 0), |(main, status), r| match r.subresource.as_deref() {
+        None => (main + 1, status),
+        Some(_) => (main, status + 1),
+    })
+}
+
+/// 20 claims shared by 10 pods each: one finalizer write per claim, one status write per pod;
+/// then a pod joining an allocated, finalized claim costs exactly one claim write.
+async fn shared_claims_get_one_finalizer_write_each(mode: Mode) {
+    let c = Cluster::start(mode, "").await;
+    c.server.record_requests(true);
+    let mut docs = vec![namespace(), gpu_class()];
+    for n in 0..4 {
+        docs.push(node(&format!("node-{n}")));
+        docs.push(gpus(&format!("node-{n}"), 5));
+    }
+    for k in 0..20 {
+        docs.push(claim(&format!("claim-{k:02}"), json!([exact("gpu", GPU, 1)])));
+        docs.extend((0..10).map(|i| pod_using_claim(&format!("p{k:02}-{i}"), &format!("claim-{k:02}"))));
+    }
+    c.load(&docs).await;
+    c.wait_bound(200).await;
+    c.idle().await;
+    let (finalizers, statuses) = claim_writes(&c.server.requests());
+    assert_eq!(finalizers, 20, "one delete-protection finalizer patch per claim");
+    assert_eq!(statuses, 200, "one status patch per pod");
+    for k in 0..20 {
+        let claim = c.claim(&format!("claim-{k:02}")).await;
+        assert_eq!(
+            claim.metadata.finalizers.as_deref(),
+            Some(&["resource.kubernetes.io/delete-protection".to_string()][..])
+        );
+        assert_eq!(reserved_uids(&claim).len(), 10);
+    }
+    let before = c.server.requests().len();
+    c.load(&[pod_using_claim("late", "claim-07")]).await;
+    c.wait_bound(201).await;
+    c.idle().await;
+    assert_eq!(
+        claim_writes(&c.server.requests()[before..]),
+        (0, 1),
+        "joining an allocated, finalized claim is one status patch"
+    );
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_claims_get_one_finalizer_write_each_not_one_per_pod() {
+    shared_claims_get_one_finalizer_write_each(Mode::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_claims_get_one_finalizer_write_each_as_wasm_component() {
+    shared_claims_get_one_finalizer_write_each(Mode::Wasm).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
