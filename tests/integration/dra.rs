@@ -1290,3 +1290,23 @@ async fn partitionable_devices_never_exceed_shared_counters() {
 async fn partitionable_devices_never_exceed_shared_counters_as_wasm_component() {
     partitions_share_counters(Mode::Wasm).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_for_the_partitionable_gpu_example() {
+    let c = Cluster::start(Mode::Native, "").await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/dra-partitionable-gpu.yaml");
+    c.server
+        .load_manifests(&[path])
+        .await
+        .expect("example loads");
+    c.wait_bound(4).await;
+    c.idle().await;
+    let bound = c.bound().await;
+    for p in ["quarter-0", "quarter-1", "quarter-2", "quarter-3"] {
+        assert!(bound.contains_key(p), "{p} not bound: {}", c.message(p));
+    }
+    assert!(!bound.contains_key("half"), "only 20Gi of the counter are left");
+    assert!(c.message("half").contains("cannot allocate all claims"), "{}", c.message("half"));
+    c.invariants().await;
+}
