@@ -12,8 +12,8 @@
 
 use serde_json::{Map, Value, json};
 
-use kube_quantity::Quantity;
 use crate::resources::Kind;
+use kube_quantity::Quantity;
 
 fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !v.get(key).is_some_and(Value::is_object) {

@@ -135,7 +135,11 @@ fn split(s: &str) -> Result<Parts<'_>, QuantityError> {
     }
     let digits = |from: usize| from + b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
     let num_end = digits(pos);
-    let num = if num_end == pos { "0" } else { &s[pos..num_end] };
+    let num = if num_end == pos {
+        "0"
+    } else {
+        &s[pos..num_end]
+    };
     pos = num_end;
     let mut denom = "";
     if pos < end && b[pos] == b'.' {
@@ -239,7 +243,11 @@ impl Quantity {
             }
         }
         Ok(Quantity {
-            nanos: if parts.positive { magnitude } else { -magnitude },
+            nanos: if parts.positive {
+                magnitude
+            } else {
+                -magnitude
+            },
             format,
             keeps_text: keeps_text(&parts, exponent, format),
         })
@@ -322,26 +330,48 @@ impl Quantity {
     /// The sum; it takes `other`'s notation when `self` is zero, as upstream's `Add`.
     /// `None` on overflow.
     pub fn checked_add(self, other: Quantity) -> Option<Quantity> {
-        let format = if self.is_zero() { other.format } else { self.format };
-        Some(Quantity::from_nanos(self.nanos.checked_add(other.nanos)?, format))
+        let format = if self.is_zero() {
+            other.format
+        } else {
+            self.format
+        };
+        Some(Quantity::from_nanos(
+            self.nanos.checked_add(other.nanos)?,
+            format,
+        ))
     }
 
     /// The difference; it takes `other`'s notation when `self` is zero, as upstream's `Sub`.
     /// `None` on overflow.
     pub fn checked_sub(self, other: Quantity) -> Option<Quantity> {
-        let format = if self.is_zero() { other.format } else { self.format };
-        Some(Quantity::from_nanos(self.nanos.checked_sub(other.nanos)?, format))
+        let format = if self.is_zero() {
+            other.format
+        } else {
+            self.format
+        };
+        Some(Quantity::from_nanos(
+            self.nanos.checked_sub(other.nanos)?,
+            format,
+        ))
     }
 
     /// The sum, saturating at the representable range.
     pub fn saturating_add(self, other: Quantity) -> Quantity {
-        let format = if self.is_zero() { other.format } else { self.format };
+        let format = if self.is_zero() {
+            other.format
+        } else {
+            self.format
+        };
         Quantity::from_nanos(self.nanos.saturating_add(other.nanos), format)
     }
 
     /// The difference, saturating at the representable range.
     pub fn saturating_sub(self, other: Quantity) -> Quantity {
-        let format = if self.is_zero() { other.format } else { self.format };
+        let format = if self.is_zero() {
+            other.format
+        } else {
+            self.format
+        };
         Quantity::from_nanos(self.nanos.saturating_sub(other.nanos), format)
     }
 }

@@ -624,9 +624,9 @@ async fn works_when_50_pods_share_one_claim() {
 
 /// `(finalizer patches, status patches)` the scheduler sent to claims in `records`.
 fn claim_writes(records: &[embedded_apiserver::RequestRecord]) -> (usize, usize) {
-    let writes = records
-        .iter()
-        .filter(|r| r.resource == "resourceclaims" && !matches!(r.verb.as_str(), "get" | "list" | "watch"));
+    let writes = records.iter().filter(|r| {
+        r.resource == "resourceclaims" && !matches!(r.verb.as_str(), "get" | "list" | "watch")
+    });
     writes.fold((0, 0), |(main, status), r| match r.subresource.as_deref() {
         None => (main + 1, status),
         Some(_) => (main, status + 1),
@@ -644,14 +644,22 @@ async fn shared_claims_get_one_finalizer_write_each(mode: Mode) {
         docs.push(gpus(&format!("node-{n}"), 5));
     }
     for k in 0..20 {
-        docs.push(claim(&format!("claim-{k:02}"), json!([exact("gpu", GPU, 1)])));
-        docs.extend((0..10).map(|i| pod_using_claim(&format!("p{k:02}-{i}"), &format!("claim-{k:02}"))));
+        docs.push(claim(
+            &format!("claim-{k:02}"),
+            json!([exact("gpu", GPU, 1)]),
+        ));
+        docs.extend(
+            (0..10).map(|i| pod_using_claim(&format!("p{k:02}-{i}"), &format!("claim-{k:02}"))),
+        );
     }
     c.load(&docs).await;
     c.wait_bound(200).await;
     c.idle().await;
     let (finalizers, statuses) = claim_writes(&c.server.requests());
-    assert_eq!(finalizers, 20, "one delete-protection finalizer patch per claim");
+    assert_eq!(
+        finalizers, 20,
+        "one delete-protection finalizer patch per claim"
+    );
     assert_eq!(statuses, 200, "one status patch per pod");
     for k in 0..20 {
         let claim = c.claim(&format!("claim-{k:02}")).await;
@@ -1228,10 +1236,13 @@ async fn partitions_share_counters(mode: Mode) {
     c.invariants().await;
     assert_eq!(c.bound().await.len(), 8, "4 quarters of 80Gi per GPU");
     let per_node: BTreeMap<String, usize> =
-        c.bound().await.into_values().fold(BTreeMap::new(), |mut m, n| {
-            *m.entry(n).or_default() += 1;
-            m
-        });
+        c.bound()
+            .await
+            .into_values()
+            .fold(BTreeMap::new(), |mut m, n| {
+                *m.entry(n).or_default() += 1;
+                m
+            });
     assert_eq!(per_node.values().copied().collect::<Vec<_>>(), [4, 4]);
     let bound = c.bound().await;
     let waiting: Vec<String> = (0..10)
@@ -1248,7 +1259,10 @@ async fn partitions_share_counters(mode: Mode) {
     }
     c.load(&[pod_using_template("h0", "half")]).await;
     c.idle().await;
-    assert!(!c.bound().await.contains_key("h0"), "no counter left for a half");
+    assert!(
+        !c.bound().await.contains_key("h0"),
+        "no counter left for a half"
+    );
     // Free two quarters on node-a: now exactly one half fits, there.
     let on_a: Vec<String> = c
         .bound()
@@ -1306,7 +1320,14 @@ async fn works_for_the_partitionable_gpu_example() {
     for p in ["quarter-0", "quarter-1", "quarter-2", "quarter-3"] {
         assert!(bound.contains_key(p), "{p} not bound: {}", c.message(p));
     }
-    assert!(!bound.contains_key("half"), "only 20Gi of the counter are left");
-    assert!(c.message("half").contains("cannot allocate all claims"), "{}", c.message("half"));
+    assert!(
+        !bound.contains_key("half"),
+        "only 20Gi of the counter are left"
+    );
+    assert!(
+        c.message("half").contains("cannot allocate all claims"),
+        "{}",
+        c.message("half")
+    );
     c.invariants().await;
 }

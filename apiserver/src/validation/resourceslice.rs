@@ -117,7 +117,11 @@ pub(crate) fn validate_slice(obj: &Value) -> Vec<Cause> {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[]);
-    let has = |d: &Value, f: &str| d.get(f).and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    let has = |d: &Value, f: &str| {
+        d.get(f)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    };
     // ResourceSliceMaxDevices, or ResourceSliceMaxDevicesWithTaintsOrConsumesCounters.
     let max_devices = if devices
         .iter()
@@ -223,7 +227,10 @@ fn named_set(
 /// A counter set or consumption: its name field (a DNS label) and its `counters` map.
 fn counters_entry(v: &Value, p: &str, name_field: &str) -> Vec<Cause> {
     let mut causes = Vec::new();
-    let name = v.get(name_field).and_then(Value::as_str).unwrap_or_default();
+    let name = v
+        .get(name_field)
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if name.is_empty() {
         causes.push(Cause::required(format!("{p}.{name_field}"), ""));
     } else if !is_dns_label(name) {
@@ -238,7 +245,11 @@ fn counters_entry(v: &Value, p: &str, name_field: &str) -> Vec<Cause> {
         Some(m) if m.is_empty() => causes.push(Cause::required(format!("{p}.counters"), "")),
         Some(m) => {
             if m.len() > MAX_COUNTERS {
-                causes.push(Cause::too_many(format!("{p}.counters"), m.len(), MAX_COUNTERS));
+                causes.push(Cause::too_many(
+                    format!("{p}.counters"),
+                    m.len(),
+                    MAX_COUNTERS,
+                ));
             }
             for k in m.keys() {
                 if !is_dns_label(k) {
@@ -261,9 +272,13 @@ fn counter_sets(spec: &Value) -> Vec<Cause> {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[]);
-    named_set(sets, MAX_COUNTER_SETS, "spec.sharedCounters", "name", |v, p| {
-        counters_entry(v, p, "name")
-    })
+    named_set(
+        sets,
+        MAX_COUNTER_SETS,
+        "spec.sharedCounters",
+        "name",
+        |v, p| counters_entry(v, p, "name"),
+    )
 }
 
 /// `consumesCounters` of the device at path `p` (KEP-4815).

@@ -374,13 +374,19 @@ async fn resource_slice_counters_and_their_consumers_are_in_separate_slices() {
     let counters = json!([{"name": "gpu-0", "counters": {"memory": {"value": "80Gi"}}}]);
     let consumes = json!([{"counterSet": "gpu-0", "counters": {"memory": {"value": "40Gi"}}}]);
     slices
-        .create(&PostParams::default(), &slice_with("counters", json!({"sharedCounters": counters})))
+        .create(
+            &PostParams::default(),
+            &slice_with("counters", json!({"sharedCounters": counters})),
+        )
         .await
         .expect("a counter-only slice is valid");
     slices
         .create(
             &PostParams::default(),
-            &slice_with("devices", json!({"devices": [{"name": "gpu-0-half-0", "consumesCounters": consumes}]})),
+            &slice_with(
+                "devices",
+                json!({"devices": [{"name": "gpu-0-half-0", "consumesCounters": consumes}]}),
+            ),
         )
         .await
         .expect("devices consuming a counter set of another slice are valid");
@@ -402,7 +408,10 @@ async fn resource_slice_counter_sets_are_unique_and_consumptions_at_most_two() {
     let set = json!({"name": "gpu-0", "counters": {"memory": {"value": "80Gi"}}});
     let st = expect_invalid(
         slices
-            .create(&PostParams::default(), &slice_with("dup", json!({"sharedCounters": [set, set]})))
+            .create(
+                &PostParams::default(),
+                &slice_with("dup", json!({"sharedCounters": [set, set]})),
+            )
             .await,
     )
     .await;
@@ -428,15 +437,24 @@ async fn resource_slice_counter_sets_are_unique_and_consumptions_at_most_two() {
         slices
             .create(
                 &PostParams::default(),
-                &slice_with("empty", json!({"sharedCounters": [{"name": "Bad_Name", "counters": {}}]})),
+                &slice_with(
+                    "empty",
+                    json!({"sharedCounters": [{"name": "Bad_Name", "counters": {}}]}),
+                ),
             )
             .await,
     )
     .await;
     assert!(
-        st.message.contains("spec.sharedCounters[0].counters: Required value"),
+        st.message
+            .contains("spec.sharedCounters[0].counters: Required value"),
         "{}",
         st.message
     );
-    assert!(st.message.contains("spec.sharedCounters[0].name: Invalid value: \"Bad_Name\""), "{}", st.message);
+    assert!(
+        st.message
+            .contains("spec.sharedCounters[0].name: Invalid value: \"Bad_Name\""),
+        "{}",
+        st.message
+    );
 }

@@ -74,7 +74,10 @@ impl Workload {
 
     /// Whether each node's devices are partitions sharing counters (KEP-4815).
     pub fn partitionable(self) -> bool {
-        matches!(self, Workload::SchedulingWithResourceClaimTemplatePartitionable)
+        matches!(
+            self,
+            Workload::SchedulingWithResourceClaimTemplatePartitionable
+        )
     }
 
     /// Whether the measured pods preempt the init pods.

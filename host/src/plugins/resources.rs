@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use kube_quantity::{self as quantity, NANOS_PER_UNIT};
 use crate::framework::Resource;
+use kube_quantity::{self as quantity, NANOS_PER_UNIT};
 
 /// A quantity in nano-units; one that does not parse counts as zero (the API server rejects it).
 fn parse_nanos(q: &Quantity) -> i128 {

@@ -758,11 +758,11 @@ fn tolerates(tolerations: &[DeviceToleration], taints: &[DeviceTaint]) -> bool {
 mod tests {
     use super::*;
     use crate::inventory::tests::slice;
-    use serde_json::json;
     use k8s_openapi::api::resource::v1::{
         CELDeviceSelector, DeviceConstraint, DeviceRequest, DeviceSubRequest, ExactDeviceRequest,
         ResourceSliceSpec,
     };
+    use serde_json::json;
 
     fn classes() -> HashMap<String, Vec<String>> {
         [
@@ -923,10 +923,14 @@ mod tests {
     fn partitions_never_exceed_their_shared_counters() {
         let mut f = Fixture::new(&partitionable_gpu("a"));
         let one = || claim(vec![exact("gpu", "gpu", 1)]);
-        assert_eq!(f.alloc("a", &[one()]).unwrap()[0], pairs(&[("gpu", "gpu-0")]));
+        assert_eq!(
+            f.alloc("a", &[one()]).unwrap()[0],
+            pairs(&[("gpu", "gpu-0")])
+        );
         // Two devices in one claim: the whole GPU leaves nothing, so the two halves.
         assert_eq!(
-            f.alloc("a", &[claim(vec![exact("gpu", "gpu", 2)])]).unwrap()[0],
+            f.alloc("a", &[claim(vec![exact("gpu", "gpu", 2)])])
+                .unwrap()[0],
             pairs(&[("gpu", "gpu-0-half-0"), ("gpu", "gpu-0-half-1")])
         );
         // Across claims of one pod, the same.
@@ -936,9 +940,15 @@ mod tests {
         assert!(f.alloc("a", &[one(), one(), one()]).is_err());
         // A half in use (by another claim, or in flight) leaves room for the other half only.
         f.take("gpu-0-half-0");
-        assert_eq!(f.alloc("a", &[one()]).unwrap()[0], pairs(&[("gpu", "gpu-0-half-1")]));
+        assert_eq!(
+            f.alloc("a", &[one()]).unwrap()[0],
+            pairs(&[("gpu", "gpu-0-half-1")])
+        );
         f.take("gpu-0-half-1");
-        assert!(f.alloc("a", &[one()]).is_err(), "the whole GPU needs all 80Gi");
+        assert!(
+            f.alloc("a", &[one()]).is_err(),
+            "the whole GPU needs all 80Gi"
+        );
     }
 
     #[test]
@@ -947,7 +957,10 @@ mod tests {
         slices[0].shared_counters = None;
         slices[0].pool.resource_slice_count = 2;
         let mut f = Fixture::new(&slices);
-        assert!(f.alloc("a", &[claim(vec![exact("gpu", "gpu", 1)])]).is_err());
+        assert!(
+            f.alloc("a", &[claim(vec![exact("gpu", "gpu", 1)])])
+                .is_err()
+        );
     }
 
     #[test]

@@ -23,8 +23,8 @@ use cel::{Context, Env, ExecutionError, Program, Value};
 use k8s_openapi::api::resource::v1::{DeviceAttribute, DeviceCapacity};
 
 use crate::cel_quantity::{self, CelQuantity};
-use kube_quantity::Quantity;
 use crate::semver_val::{self, Semver};
+use kube_quantity::Quantity;
 
 /// A device as the CEL `device` variable sees it, built once per device when its ResourceSlice
 /// changes.

@@ -30,7 +30,9 @@ impl Val for CelQuantity {
         Some(self)
     }
     fn equals(&self, other: &dyn Val) -> bool {
-        other.downcast_ref::<CelQuantity>().is_some_and(|o| o == self)
+        other
+            .downcast_ref::<CelQuantity>()
+            .is_some_and(|o| o == self)
     }
     fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v> {
         Box::new(*self)

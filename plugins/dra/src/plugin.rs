@@ -1033,7 +1033,10 @@ mod tests {
         assert!(undo[0].body.contains(crate::state::FINALIZER));
         // p2 failing afterwards owes nothing more.
         let undo = p.unreserve(&pod_ref("p2"), "node-a");
-        assert!(undo.iter().all(|i| i.subresource.as_deref() == Some("status")));
+        assert!(
+            undo.iter()
+                .all(|i| i.subresource.as_deref() == Some("status"))
+        );
     }
 
     #[test]
@@ -1162,7 +1165,9 @@ mod tests {
         }
         let undo = p.unreserve(&pod_ref("p1"), "node-a");
         assert_eq!(
-            undo.iter().map(|i| i.subresource.as_deref()).collect::<Vec<_>>(),
+            undo.iter()
+                .map(|i| i.subresource.as_deref())
+                .collect::<Vec<_>>(),
             [None, Some("status")],
             "the finalizer p1 owed and its reservedFor entry, no deallocation: p2 still uses the devices"
         );
