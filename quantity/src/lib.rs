@@ -525,7 +525,7 @@ impl fmt::Display for Quantity {
         let mut format = self.format;
         if format == Format::BinarySI
             && (magnitude < 1024 * NANOS_PER_UNIT as u128
-                || magnitude % NANOS_PER_UNIT as u128 != 0)
+                || !magnitude.is_multiple_of(NANOS_PER_UNIT as u128))
         {
             // Small or fractional binary values are written in DecimalSI, as upstream.
             format = Format::DecimalSI;
@@ -533,7 +533,7 @@ impl fmt::Display for Quantity {
         if format == Format::BinarySI {
             let mut n = magnitude / NANOS_PER_UNIT as u128;
             let mut e = 0;
-            while n % 1024 == 0 {
+            while n.is_multiple_of(1024) {
                 n /= 1024;
                 e += 1;
             }
@@ -546,7 +546,7 @@ impl fmt::Display for Quantity {
         // Strip factors of ten, then lower the exponent to a multiple of three.
         let mut mantissa = magnitude;
         let mut exponent: i32 = -9;
-        while mantissa % 10 == 0 {
+        while mantissa.is_multiple_of(10) {
             mantissa /= 10;
             exponent += 1;
         }
