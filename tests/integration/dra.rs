@@ -1314,20 +1314,23 @@ async fn works_for_the_partitionable_gpu_example() {
         .load_manifests(&[path])
         .await
         .expect("example loads");
-    c.wait_bound(4).await;
+    c.wait_bound(3).await;
     c.idle().await;
+    // The counter is used up: the whole GPU, though unallocated, does not fit.
+    c.load(&[pod_using_template("whole", "whole-gpu")]).await;
+    wait_for(|| async { c.message("whole").contains("cannot allocate all claims") }).await;
     let bound = c.bound().await;
-    for p in ["quarter-0", "quarter-1", "quarter-2", "quarter-3"] {
+    for p in ["quarter-0", "quarter-1", "half"] {
         assert!(bound.contains_key(p), "{p} not bound: {}", c.message(p));
     }
     assert!(
-        !bound.contains_key("half"),
-        "only 20Gi of the counter are left"
+        !bound.contains_key("whole"),
+        "no counter left for the whole GPU"
     );
     assert!(
-        c.message("half").contains("cannot allocate all claims"),
+        c.message("whole").contains("cannot allocate all claims"),
         "{}",
-        c.message("half")
+        c.message("whole")
     );
     c.invariants().await;
 }
