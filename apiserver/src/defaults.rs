@@ -12,8 +12,8 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::quantity::{Quantity, canonicalize};
 use crate::resources::Kind;
+use kube_quantity::Quantity;
 
 fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !v.get(key).is_some_and(Value::is_object) {
@@ -82,6 +82,11 @@ fn image_pull_policy(image: &str) -> &'static str {
         Some((_, "latest")) | None => "Always",
         Some(_) => "IfNotPresent",
     }
+}
+
+/// The stored form of a quantity string; an unparsable one stays as it is (validation reports it).
+fn canonicalize(s: &str) -> String {
+    kube_quantity::canonicalize(s).unwrap_or_else(|_| s.to_string())
 }
 
 fn canonicalize_map(m: Option<&mut Value>) {
@@ -193,8 +198,8 @@ pub(crate) fn pod_qos(pod: &Value) -> &'static str {
             let get = |kind: &str, r: &str| {
                 c.pointer(&format!("/resources/{kind}/{r}"))
                     .and_then(Value::as_str)
-                    .and_then(Quantity::parse)
-                    .filter(|q| q.nanos != 0)
+                    .and_then(|s| Quantity::parse_json(s).ok())
+                    .filter(|q| !q.is_zero())
             };
             for r in ["cpu", "memory"] {
                 let (req, lim) = (get("requests", r), get("limits", r));

@@ -50,7 +50,6 @@ mod events;
 mod faults;
 mod http;
 mod manifests;
-mod quantity;
 mod registry;
 mod resources;
 mod selectors;

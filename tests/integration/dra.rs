@@ -32,7 +32,11 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// 2. every bound pod that uses a claim is in the claim's `reservedFor`, and the claim's
 ///    allocation is usable from the pod's node;
 /// 3. every `reservedFor` entry names a pod that exists and is bound, or is in flight (`in_flight`
-///    holds uids of pods still in their binding cycle; empty once the scheduler is idle).
+///    holds uids of pods still in their binding cycle; empty once the scheduler is idle);
+/// 4. every allocated claim has the `resource.kubernetes.io/delete-protection` finalizer, unless
+///    a pod in its `reservedFor` is still in flight;
+/// 5. no shared counter (KEP-4815 `sharedCounters` of a pool) is consumed beyond its value by
+///    the allocated devices (adminAccess results excepted), whichever slices and claims they are in.
 ///
 /// # Errors
 /// A message listing every violation.
@@ -86,6 +90,7 @@ pub async fn check_dra_invariants(
             }
         }
     }
+    problems.extend(counter_problems(client, owner.keys()).await?);
     let mut pod_by_uid: HashMap<&str, &Pod> = HashMap::new();
     for p in &pods {
         pod_by_uid.insert(p.metadata.uid.as_deref().unwrap_or(""), p);
@@ -134,6 +139,23 @@ pub async fn check_dra_invariants(
     }
     for c in &claims {
         let name = c.metadata.name.as_deref().unwrap_or("");
+        let status = c.status.as_ref();
+        let finalized = c
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == "resource.kubernetes.io/delete-protection");
+        // A joiner's status patch may land before the allocating pod's finalizer patch.
+        let reservation_in_flight = status
+            .iter()
+            .flat_map(|s| s.reserved_for.iter().flatten())
+            .any(|r| in_flight.contains(&r.uid));
+        if status.is_some_and(|s| s.allocation.is_some()) && !finalized && !reservation_in_flight {
+            problems.push(format!(
+                "claim {name} is allocated without the delete-protection finalizer"
+            ));
+        }
         for r in c
             .status
             .iter()
@@ -155,6 +177,68 @@ pub async fn check_dra_invariants(
     } else {
         Err(problems.join("\n"))
     }
+}
+
+/// Invariant 5: shared counters consumed by the allocated `devices` (driver, pool, device).
+async fn counter_problems(
+    client: &kube::Client,
+    devices: impl Iterator<Item = &(String, String, String)>,
+) -> Result<Vec<String>, String> {
+    use k8s_openapi::api::resource::v1::ResourceSlice;
+    use kube_quantity::Quantity;
+    let slices = Api::<ResourceSlice>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items;
+    let nanos = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
+        Quantity::parse_json(&q.0).map_or(0, |q| q.nanos())
+    };
+    // (driver, pool, counter set, counter) → value; (driver, pool, device) → consumption.
+    let mut capacity: HashMap<(String, String, String, String), i128> = HashMap::new();
+    let mut consumes: HashMap<(String, String, String), Vec<((String, String), i128)>> =
+        HashMap::new();
+    for s in &slices {
+        let (driver, pool) = (&s.spec.driver, &s.spec.pool.name);
+        for set in s.spec.shared_counters.iter().flatten() {
+            for (name, c) in &set.counters {
+                capacity.insert(
+                    (driver.clone(), pool.clone(), set.name.clone(), name.clone()),
+                    nanos(&c.value),
+                );
+            }
+        }
+        for d in s.spec.devices.iter().flatten() {
+            let list = d
+                .consumes_counters
+                .iter()
+                .flatten()
+                .flat_map(|c| {
+                    c.counters
+                        .iter()
+                        .map(|(name, v)| ((c.counter_set.clone(), name.clone()), nanos(&v.value)))
+                })
+                .collect();
+            consumes.insert((driver.clone(), pool.clone(), d.name.clone()), list);
+        }
+    }
+    let mut used: BTreeMap<(String, String, String, String), i128> = BTreeMap::new();
+    for dev in devices {
+        for ((set, counter), amount) in consumes.get(dev).into_iter().flatten() {
+            *used
+                .entry((dev.0.clone(), dev.1.clone(), set.clone(), counter.clone()))
+                .or_default() += amount;
+        }
+    }
+    Ok(used
+        .into_iter()
+        .filter_map(|(key, n)| {
+            let cap = capacity.get(&key).copied().unwrap_or(0);
+            (n > cap).then(|| {
+                format!("counter {key:?} is consumed {n} nano-units beyond its value {cap}")
+            })
+        })
+        .collect())
 }
 
 /// Claims a pod uses: named ones, and generated ones recorded in its status.
@@ -536,6 +620,75 @@ async fn works_when_50_pods_share_one_claim() {
     let nodes: HashSet<String> = c.bound().await.into_values().collect();
     assert_eq!(nodes.len(), 1, "all pods follow the claim's node");
     c.invariants().await;
+}
+
+/// `(finalizer patches, status patches)` the scheduler sent to claims in `records`.
+fn claim_writes(records: &[embedded_apiserver::RequestRecord]) -> (usize, usize) {
+    let writes = records.iter().filter(|r| {
+        r.resource == "resourceclaims" && !matches!(r.verb.as_str(), "get" | "list" | "watch")
+    });
+    writes.fold((0, 0), |(main, status), r| match r.subresource.as_deref() {
+        None => (main + 1, status),
+        Some(_) => (main, status + 1),
+    })
+}
+
+/// 20 claims shared by 10 pods each: one finalizer write per claim, one status write per pod;
+/// then a pod joining an allocated, finalized claim costs exactly one claim write.
+async fn shared_claims_get_one_finalizer_write_each(mode: Mode) {
+    let c = Cluster::start(mode, "").await;
+    c.server.record_requests(true);
+    let mut docs = vec![namespace(), gpu_class()];
+    for n in 0..4 {
+        docs.push(node(&format!("node-{n}")));
+        docs.push(gpus(&format!("node-{n}"), 5));
+    }
+    for k in 0..20 {
+        docs.push(claim(
+            &format!("claim-{k:02}"),
+            json!([exact("gpu", GPU, 1)]),
+        ));
+        docs.extend(
+            (0..10).map(|i| pod_using_claim(&format!("p{k:02}-{i}"), &format!("claim-{k:02}"))),
+        );
+    }
+    c.load(&docs).await;
+    c.wait_bound(200).await;
+    c.idle().await;
+    let (finalizers, statuses) = claim_writes(&c.server.requests());
+    assert_eq!(
+        finalizers, 20,
+        "one delete-protection finalizer patch per claim"
+    );
+    assert_eq!(statuses, 200, "one status patch per pod");
+    for k in 0..20 {
+        let claim = c.claim(&format!("claim-{k:02}")).await;
+        assert_eq!(
+            claim.metadata.finalizers.as_deref(),
+            Some(&["resource.kubernetes.io/delete-protection".to_string()][..])
+        );
+        assert_eq!(reserved_uids(&claim).len(), 10);
+    }
+    let before = c.server.requests().len();
+    c.load(&[pod_using_claim("late", "claim-07")]).await;
+    c.wait_bound(201).await;
+    c.idle().await;
+    assert_eq!(
+        claim_writes(&c.server.requests()[before..]),
+        (0, 1),
+        "joining an allocated, finalized claim is one status patch"
+    );
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_claims_get_one_finalizer_write_each_not_one_per_pod() {
+    shared_claims_get_one_finalizer_write_each(Mode::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_claims_get_one_finalizer_write_each_as_wasm_component() {
+    shared_claims_get_one_finalizer_write_each(Mode::Wasm).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1032,4 +1185,154 @@ async fn chaos_binds_every_pod_and_leaks_nothing_under_api_faults_and_cut_watche
         second.0, second.1
     );
     assert_eq!(second.0, first.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Partitionable devices (KEP-4815): shared counters, in their own slice of the pool
+
+/// One partitionable GPU per node: a counter slice (`memory: 80Gi`) and a device slice of the
+/// same pool with the whole GPU, two halves and four quarters consuming that counter.
+fn partitionable_gpu(node: &str) -> Vec<Value> {
+    let pool = json!({"name": format!("{node}-gpu"), "generation": 1, "resourceSliceCount": 2});
+    let device = |name: &str, profile: &str, memory: &str| {
+        json!({"name": name, "attributes": {"profile": {"string": profile}},
+               "capacity": {"memory": {"value": memory}},
+               "consumesCounters": [{"counterSet": "gpu-0", "counters": {"memory": {"value": memory}}}]})
+    };
+    let mut devices = vec![device("gpu-0", "whole", "80Gi")];
+    devices.extend((0..2).map(|i| device(&format!("gpu-0-half-{i}"), "half", "40Gi")));
+    devices.extend((0..4).map(|i| device(&format!("gpu-0-quarter-{i}"), "quarter", "20Gi")));
+    vec![
+        json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": format!("{node}-gpu-counters")},
+               "spec": {"driver": GPU, "nodeName": node, "pool": pool,
+                        "sharedCounters": [{"name": "gpu-0", "counters": {"memory": {"value": "80Gi"}}}]}}),
+        json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": format!("{node}-gpu-devices")},
+               "spec": {"driver": GPU, "nodeName": node, "pool": pool, "devices": devices}}),
+    ]
+}
+
+/// A template for one device of a profile (`whole`, `half`, `quarter`).
+fn profile_template(name: &str, profile: &str) -> Value {
+    template(
+        name,
+        json!([{"name": "gpu", "exactly": {"deviceClassName": GPU, "allocationMode": "ExactCount", "count": 1,
+                 "selectors": [{"cel": {"expression": format!("device.attributes[\"{GPU}\"].profile == \"{profile}\"")}}]}}]),
+    )
+}
+
+/// 10 pods want a quarter GPU at once (a burst of in-flight reservations) on two nodes with one
+/// partitionable GPU each: exactly 8 fit, the counters are never exceeded, and then neither a
+/// half nor a whole GPU is left; when quarters are freed on a node, a half fits there again.
+async fn partitions_share_counters(mode: Mode) {
+    let c = Cluster::start(mode, "").await;
+    let mut docs = vec![namespace(), gpu_class(), node("node-a"), node("node-b")];
+    docs.extend(partitionable_gpu("node-a"));
+    docs.extend(partitionable_gpu("node-b"));
+    docs.push(profile_template("quarter", "quarter"));
+    docs.push(profile_template("half", "half"));
+    docs.extend((0..10).map(|i| pod_using_template(&format!("q{i}"), "quarter")));
+    c.load(&docs).await;
+    c.wait_bound(8).await;
+    c.invariants().await;
+    assert_eq!(c.bound().await.len(), 8, "4 quarters of 80Gi per GPU");
+    let per_node: BTreeMap<String, usize> =
+        c.bound()
+            .await
+            .into_values()
+            .fold(BTreeMap::new(), |mut m, n| {
+                *m.entry(n).or_default() += 1;
+                m
+            });
+    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), [4, 4]);
+    let bound = c.bound().await;
+    let waiting: Vec<String> = (0..10)
+        .map(|i| format!("q{i}"))
+        .filter(|p| !bound.contains_key(p))
+        .collect();
+    assert_eq!(waiting.len(), 2);
+    for p in &waiting {
+        assert!(
+            c.message(p).contains("cannot allocate all claims"),
+            "{p}: {}",
+            c.message(p)
+        );
+    }
+    c.load(&[pod_using_template("h0", "half")]).await;
+    c.idle().await;
+    assert!(
+        !c.bound().await.contains_key("h0"),
+        "no counter left for a half"
+    );
+    // Free two quarters on node-a: now exactly one half fits, there.
+    let on_a: Vec<String> = c
+        .bound()
+        .await
+        .into_iter()
+        .filter(|(name, n)| n == "node-a" && name.starts_with('q'))
+        .map(|(name, _)| name)
+        .take(2)
+        .collect();
+    let pods = Api::<Pod>::namespaced(c.client.clone(), NS);
+    for name in &on_a {
+        // No kubelet here: end the grace period at once.
+        pods.delete(name, &DeleteParams::default().grace_period(0))
+            .await
+            .unwrap();
+    }
+    // Either the half or the two waiting quarters take what was freed.
+    wait_for(|| async {
+        let bound = c.bound().await;
+        bound.get("h0").map(String::as_str) == Some("node-a")
+            || waiting.iter().all(|p| bound.contains_key(p))
+    })
+    .await;
+    c.invariants().await;
+    let bound = c.bound().await;
+    let on_node_a = bound.values().filter(|n| *n == "node-a").count();
+    assert!(
+        on_node_a <= 4,
+        "never more than the counters allow on node-a: {bound:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitionable_devices_never_exceed_shared_counters() {
+    partitions_share_counters(Mode::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitionable_devices_never_exceed_shared_counters_as_wasm_component() {
+    partitions_share_counters(Mode::Wasm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_for_the_partitionable_gpu_example() {
+    let c = Cluster::start(Mode::Native, "").await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/dra-partitionable-gpu.yaml");
+    c.server
+        .load_manifests(&[path])
+        .await
+        .expect("example loads");
+    // Bound means their claims are allocated and reserved: no binding cycle is left.
+    c.wait_bound(3).await;
+    // The counter is used up: the whole GPU, though unallocated, does not fit.
+    c.load(&[pod_using_template("whole", "whole-gpu")]).await;
+    wait_for(|| async { c.message("whole").contains("cannot allocate all claims") }).await;
+    let bound = c.bound().await;
+    for p in ["quarter-0", "quarter-1", "half"] {
+        assert!(bound.contains_key(p), "{p} not bound: {}", c.message(p));
+    }
+    assert!(
+        !bound.contains_key("whole"),
+        "no counter left for the whole GPU"
+    );
+    assert!(
+        c.message("whole").contains("cannot allocate all claims"),
+        "{}",
+        c.message("whole")
+    );
+    check_dra_invariants(&c.client, &HashSet::new())
+        .await
+        .unwrap_or_else(|e| panic!("DRA invariants:\n{e}"));
 }

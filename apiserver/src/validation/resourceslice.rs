@@ -104,14 +104,37 @@ pub(crate) fn validate_slice(obj: &Value) -> Vec<Cause> {
             "exactly one of `nodeName`, `nodeSelector`, `allNodes`, `perDeviceNodeSelection` is required, but multiple fields are set",
         ));
     }
+    let present = |f: &str| spec.get(f).is_some_and(|v| !v.is_null());
+    if present("sharedCounters") && present("devices") {
+        causes.push(Cause::invalid(
+            "spec",
+            &Value::from(""),
+            "only one of `sharedCounters` or `devices` is allowed",
+        ));
+    }
     let devices = spec
         .get("devices")
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[]);
-    if devices.len() > 128 {
-        causes.push(Cause::too_many("spec.devices", devices.len(), 128));
+    let has = |d: &Value, f: &str| {
+        d.get(f)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    };
+    // ResourceSliceMaxDevices, or ResourceSliceMaxDevicesWithTaintsOrConsumesCounters.
+    let max_devices = if devices
+        .iter()
+        .any(|d| has(d, "taints") || has(d, "consumesCounters"))
+    {
+        64
+    } else {
+        128
+    };
+    if devices.len() > max_devices {
+        causes.push(Cause::too_many("spec.devices", devices.len(), max_devices));
     }
+    causes.extend(counter_sets(spec));
     let mut seen = std::collections::HashSet::new();
     for (i, d) in devices.iter().enumerate() {
         let p = format!("spec.devices[{i}]");
@@ -152,6 +175,7 @@ pub(crate) fn validate_slice(obj: &Value) -> Vec<Cause> {
                 }
             }
         }
+        causes.extend(counter_consumptions(d, &p));
         if let Some(caps) = d.get("capacity").and_then(Value::as_object) {
             for k in caps.keys() {
                 if let Some((bad, msg)) = qualified_attribute_name_error(k) {
@@ -165,6 +189,112 @@ pub(crate) fn validate_slice(obj: &Value) -> Vec<Cause> {
         }
     }
     causes
+}
+
+/// resource.k8s.io/v1 `ResourceSliceMaxCounterSets`.
+const MAX_COUNTER_SETS: usize = 8;
+/// `ResourceSliceMaxCountersPerCounterSet` and `ResourceSliceMaxCountersPerDeviceCounterConsumption`.
+const MAX_COUNTERS: usize = 32;
+/// `ResourceSliceMaxDeviceCounterConsumptionsPerDevice`.
+const MAX_COUNTER_CONSUMPTIONS: usize = 2;
+
+/// A list of named entries as upstream's `validateSet`: too many items short-circuits, then each
+/// item, then duplicates of `key` (reported at the item's index).
+fn named_set(
+    list: &[Value],
+    max: usize,
+    path: &str,
+    key: &str,
+    item: impl Fn(&Value, &str) -> Vec<Cause>,
+) -> Vec<Cause> {
+    if list.len() > max {
+        return vec![Cause::too_many(path, list.len(), max)];
+    }
+    let mut causes = Vec::new();
+    for (i, v) in list.iter().enumerate() {
+        causes.extend(item(v, &format!("{path}[{i}]")));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, v) in list.iter().enumerate() {
+        let k = v.get(key).and_then(Value::as_str).unwrap_or_default();
+        if !seen.insert(k) {
+            causes.push(Cause::duplicate(format!("{path}[{i}]"), &Value::from(k)));
+        }
+    }
+    causes
+}
+
+/// A counter set or consumption: its name field (a DNS label) and its `counters` map.
+fn counters_entry(v: &Value, p: &str, name_field: &str) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let name = v
+        .get(name_field)
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if name.is_empty() {
+        causes.push(Cause::required(format!("{p}.{name_field}"), ""));
+    } else if !is_dns_label(name) {
+        causes.push(Cause::invalid(
+            format!("{p}.{name_field}"),
+            &Value::from(name),
+            DNS_LABEL_MSG,
+        ));
+    }
+    match v.get("counters").and_then(Value::as_object) {
+        None => causes.push(Cause::required(format!("{p}.counters"), "")),
+        Some(m) if m.is_empty() => causes.push(Cause::required(format!("{p}.counters"), "")),
+        Some(m) => {
+            if m.len() > MAX_COUNTERS {
+                causes.push(Cause::too_many(
+                    format!("{p}.counters"),
+                    m.len(),
+                    MAX_COUNTERS,
+                ));
+            }
+            for k in m.keys() {
+                if !is_dns_label(k) {
+                    causes.push(Cause::invalid(
+                        format!("{p}.counters"),
+                        &Value::from(k.as_str()),
+                        DNS_LABEL_MSG,
+                    ));
+                }
+            }
+        }
+    }
+    causes
+}
+
+/// `spec.sharedCounters` (KEP-4815).
+fn counter_sets(spec: &Value) -> Vec<Cause> {
+    let sets = spec
+        .get("sharedCounters")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    named_set(
+        sets,
+        MAX_COUNTER_SETS,
+        "spec.sharedCounters",
+        "name",
+        |v, p| counters_entry(v, p, "name"),
+    )
+}
+
+/// `consumesCounters` of the device at path `p` (KEP-4815).
+fn counter_consumptions(device: &Value, p: &str) -> Vec<Cause> {
+    let list = device
+        .get("consumesCounters")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    named_set(
+        list,
+        MAX_COUNTER_CONSUMPTIONS,
+        &format!("{p}.consumesCounters"),
+        "counterSet",
+        |v, p| counters_entry(v, p, "counterSet"),
+    )
 }
 
 pub(crate) fn validate_device_class(obj: &Value) -> Vec<Cause> {

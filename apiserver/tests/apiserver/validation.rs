@@ -357,3 +357,104 @@ async fn an_invalid_patch_result_changes_nothing() {
         before.metadata.resource_version
     );
 }
+
+fn slice_with(name: &str, spec_extra: serde_json::Value) -> ResourceSlice {
+    let mut spec = json!({"driver": "gpu.example.com", "nodeName": "node-a",
+                          "pool": {"name": "node-a", "generation": 1, "resourceSliceCount": 2}});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(spec_extra.as_object().unwrap().clone());
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+#[tokio::test]
+async fn resource_slice_counters_and_their_consumers_are_in_separate_slices() {
+    let (_s, client) = setup();
+    let slices: Api<ResourceSlice> = Api::all(client);
+    let counters = json!([{"name": "gpu-0", "counters": {"memory": {"value": "80Gi"}}}]);
+    let consumes = json!([{"counterSet": "gpu-0", "counters": {"memory": {"value": "40Gi"}}}]);
+    slices
+        .create(
+            &PostParams::default(),
+            &slice_with("counters", json!({"sharedCounters": counters})),
+        )
+        .await
+        .expect("a counter-only slice is valid");
+    slices
+        .create(
+            &PostParams::default(),
+            &slice_with(
+                "devices",
+                json!({"devices": [{"name": "gpu-0-half-0", "consumesCounters": consumes}]}),
+            ),
+        )
+        .await
+        .expect("devices consuming a counter set of another slice are valid");
+    let both = slice_with(
+        "both",
+        json!({"sharedCounters": counters, "devices": [{"name": "gpu-0-half-1", "consumesCounters": consumes}]}),
+    );
+    let st = expect_invalid(slices.create(&PostParams::default(), &both).await).await;
+    assert_eq!(
+        st.message,
+        "ResourceSlice.resource.k8s.io \"both\" is invalid: spec: Invalid value: \"\": only one of `sharedCounters` or `devices` is allowed"
+    );
+}
+
+#[tokio::test]
+async fn resource_slice_counter_sets_are_unique_and_consumptions_at_most_two() {
+    let (_s, client) = setup();
+    let slices: Api<ResourceSlice> = Api::all(client);
+    let set = json!({"name": "gpu-0", "counters": {"memory": {"value": "80Gi"}}});
+    let st = expect_invalid(
+        slices
+            .create(
+                &PostParams::default(),
+                &slice_with("dup", json!({"sharedCounters": [set, set]})),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        st.message,
+        "ResourceSlice.resource.k8s.io \"dup\" is invalid: spec.sharedCounters[1]: Duplicate value: \"gpu-0\""
+    );
+    let c = |set: &str| json!({"counterSet": set, "counters": {"memory": {"value": "1Gi"}}});
+    let st = expect_invalid(
+        slices
+            .create(
+                &PostParams::default(),
+                &slice_with("many", json!({"devices": [{"name": "gpu-0", "consumesCounters": [c("a"), c("b"), c("c")]}]})),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        st.message,
+        "ResourceSlice.resource.k8s.io \"many\" is invalid: spec.devices[0].consumesCounters: Too many: 3: must have at most 2 items"
+    );
+    let st = expect_invalid(
+        slices
+            .create(
+                &PostParams::default(),
+                &slice_with(
+                    "empty",
+                    json!({"sharedCounters": [{"name": "Bad_Name", "counters": {}}]}),
+                ),
+            )
+            .await,
+    )
+    .await;
+    assert!(
+        st.message
+            .contains("spec.sharedCounters[0].counters: Required value"),
+        "{}",
+        st.message
+    );
+    assert!(
+        st.message
+            .contains("spec.sharedCounters[0].name: Invalid value: \"Bad_Name\""),
+        "{}",
+        st.message
+    );
+}

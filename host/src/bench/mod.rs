@@ -154,6 +154,12 @@ mod tests {
     }
 
     #[test]
+    fn partitionable_template_pods_get_partitions() {
+        let r = tiny(Workload::SchedulingWithResourceClaimTemplatePartitionable);
+        assert_eq!((r.spec.sizes.nodes, r.expected), (10, 50));
+    }
+
+    #[test]
     fn shared_claims_are_scheduled() {
         let r = tiny(Workload::SchedulingWithSharedClaim);
         assert_eq!(r.expected, 20);

@@ -78,6 +78,51 @@ pub fn resource_slice(i: usize, devices: usize) -> Value {
     })
 }
 
+/// Node `i`'s partitionable devices (KEP-4815), as two slices of one pool: the counter set
+/// (`memory`: `partitions` Gi), then `partitions` devices of 1Gi each and one whole device
+/// consuming all of it. Only the partitions fit `partitions` claims; the whole device is
+/// checked and refused once any partition is taken.
+pub fn partitionable_slices(i: usize, partitions: usize) -> [Value; 2] {
+    let node = node_name(i);
+    let pool = json!({"name": node, "generation": 1, "resourceSliceCount": 2});
+    let consumes = |gi: usize| json!([{"counterSet": "gpu", "counters": {"memory": {"value": format!("{gi}Gi")}}}]);
+    let mut devices: Vec<Value> = (0..partitions)
+        .map(|d| {
+            json!({
+                "name": format!("device-{d}"),
+                "attributes": {"model": {"string": "bench"}, "index": {"int": d}},
+                "capacity": {"memory": {"value": "1Gi"}},
+                "consumesCounters": consumes(1),
+            })
+        })
+        .collect();
+    devices.push(json!({
+        "name": "device-whole",
+        "attributes": {"model": {"string": "bench"}, "index": {"int": partitions}},
+        "capacity": {"memory": {"value": format!("{partitions}Gi")}},
+        "consumesCounters": consumes(partitions),
+    }));
+    [
+        json!({
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceSlice",
+            "metadata": {"name": format!("{node}-{DRIVER}-counters")},
+            "spec": {
+                "driver": DRIVER,
+                "nodeName": node,
+                "pool": pool,
+                "sharedCounters": [{"name": "gpu", "counters": {"memory": {"value": format!("{partitions}Gi")}}}],
+            },
+        }),
+        json!({
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceSlice",
+            "metadata": {"name": format!("{node}-{DRIVER}")},
+            "spec": {"driver": DRIVER, "nodeName": node, "pool": pool, "devices": devices},
+        }),
+    ]
+}
+
 /// The claim spec: one device of [`DEVICE_CLASS`].
 fn claim_spec() -> Value {
     json!({"devices": {"requests": [{"name": "req-0", "exactly": {"deviceClassName": DEVICE_CLASS}}]}})

@@ -13,6 +13,8 @@ pub fn upstream(w: Workload) -> &'static str {
         Workload::SchedulingBasic => "≥ 680",
         // SchedulingWithResourceClaimTemplate/5000pods_500nodes_QueueingHintsEnabled.
         Workload::SchedulingWithResourceClaimTemplate => "≥ 56 (typ. ~70)",
+        // SchedulingWithResourceClaimTemplatePartitionable/5000pods_500nodes has no threshold.
+        Workload::SchedulingWithResourceClaimTemplatePartitionable => "—",
         Workload::SchedulingWithSharedClaim => "—",
         // SteadyStateClusterResourceClaimTemplate/half_500nodes_QueueingHintsEnabled.
         Workload::SteadyStateDra => "≥ 60 (typ. ~75)",

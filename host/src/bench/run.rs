@@ -273,7 +273,13 @@ pub async fn run(
     let mut cluster: Vec<Value> = (0..s.nodes).map(objects::node).collect();
     if s.devices_per_node > 0 {
         cluster.push(objects::device_class());
-        cluster.extend((0..s.nodes).map(|i| objects::resource_slice(i, s.devices_per_node)));
+        if spec.workload.partitionable() {
+            cluster.extend(
+                (0..s.nodes).flat_map(|i| objects::partitionable_slices(i, s.devices_per_node)),
+            );
+        } else {
+            cluster.extend((0..s.nodes).map(|i| objects::resource_slice(i, s.devices_per_node)));
+        }
     }
     if spec.workload.preempts() {
         cluster.extend(objects::priority_classes());

@@ -19,6 +19,11 @@ pub enum Workload {
     /// claim generated from a ResourceClaimTemplate (upstream
     /// `SchedulingWithResourceClaimTemplate/5000pods_500nodes`).
     SchedulingWithResourceClaimTemplate,
+    /// As [`Workload::SchedulingWithResourceClaimTemplate`], but each node's devices are
+    /// partitions (KEP-4815): a counter slice (`memory: 10Gi`) and a device slice of the same
+    /// pool with ten 1Gi partitions and one whole device consuming all 10Gi (upstream
+    /// `SchedulingWithResourceClaimTemplatePartitionable/5000pods_500nodes`).
+    SchedulingWithResourceClaimTemplatePartitionable,
     /// 100 nodes with one ResourceSlice each; 400 ResourceClaims each shared by 5 pods,
     /// 1000 init and 1000 measured pods.
     SchedulingWithSharedClaim,
@@ -36,9 +41,10 @@ pub enum Workload {
 }
 
 /// Every workload, in the order they run by default.
-pub const ALL_WORKLOADS: [Workload; 6] = [
+pub const ALL_WORKLOADS: [Workload; 7] = [
     Workload::SchedulingBasic,
     Workload::SchedulingWithResourceClaimTemplate,
+    Workload::SchedulingWithResourceClaimTemplatePartitionable,
     Workload::SchedulingWithSharedClaim,
     Workload::SteadyStateDra,
     Workload::PreemptionBasic,
@@ -51,6 +57,9 @@ impl Workload {
         match self {
             Workload::SchedulingBasic => "SchedulingBasic",
             Workload::SchedulingWithResourceClaimTemplate => "SchedulingWithResourceClaimTemplate",
+            Workload::SchedulingWithResourceClaimTemplatePartitionable => {
+                "SchedulingWithResourceClaimTemplatePartitionable"
+            }
             Workload::SchedulingWithSharedClaim => "SchedulingWithSharedClaim",
             Workload::SteadyStateDra => "SteadyStateDRA",
             Workload::PreemptionBasic => "PreemptionBasic",
@@ -61,6 +70,14 @@ impl Workload {
     /// Whether the workload uses DRA (and so runs with the plugin native and as Wasm).
     pub fn uses_dra(self) -> bool {
         !matches!(self, Workload::SchedulingBasic) && !self.preempts()
+    }
+
+    /// Whether each node's devices are partitions sharing counters (KEP-4815).
+    pub fn partitionable(self) -> bool {
+        matches!(
+            self,
+            Workload::SchedulingWithResourceClaimTemplatePartitionable
+        )
     }
 
     /// Whether the measured pods preempt the init pods.
@@ -80,7 +97,8 @@ impl Workload {
                 duration: Duration::ZERO,
             },
             // Upstream `maxClaimsPerNode: 10`: 500 x 10 devices hold exactly the 5000 pods.
-            Workload::SchedulingWithResourceClaimTemplate => Sizes {
+            Workload::SchedulingWithResourceClaimTemplate
+            | Workload::SchedulingWithResourceClaimTemplatePartitionable => Sizes {
                 nodes: 500,
                 devices_per_node: 10,
                 init_pods: 2500,

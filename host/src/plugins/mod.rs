@@ -27,7 +27,6 @@ pub mod node_ports;
 pub mod node_resources_fit;
 pub mod node_selector;
 pub mod node_unschedulable;
-pub mod quantity;
 pub mod registry;
 pub mod resources;
 pub mod scheduling_gates;

@@ -9,8 +9,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::quantity::{self, NANOS_PER_UNIT};
 use crate::framework::Resource;
+use kube_quantity::{self as quantity, NANOS_PER_UNIT};
+
+/// A quantity in nano-units; one that does not parse counts as zero (the API server rejects it).
+fn parse_nanos(q: &Quantity) -> i128 {
+    quantity::Quantity::parse_json(&q.0).map_or(0, |q| q.nanos())
+}
 
 /// Resource name of CPU (counted in millicores).
 pub const CPU: &str = "cpu";
@@ -92,7 +97,7 @@ struct Nanos {
 impl Nanos {
     fn add_list(&mut self, list: &BTreeMap<String, Quantity>, with_pods: bool) {
         for (name, q) in list {
-            let v = quantity::parse_nanos(&q.0).unwrap_or(0);
+            let v = parse_nanos(q);
             match name.as_str() {
                 CPU => self.cpu += v,
                 MEMORY => self.memory += v,
@@ -185,7 +190,7 @@ fn aggregate(spec: &PodSpec, non_zero: bool) -> Nanos {
     if let Some(pod_level) = spec.resources.as_ref().and_then(|r| r.requests.as_ref()) {
         // Pod-level requests (KEP-2837) replace the container sum for the resources they cover.
         for (name, q) in pod_level {
-            let v = quantity::parse_nanos(&q.0).unwrap_or(0);
+            let v = parse_nanos(q);
             match name.as_str() {
                 CPU => reqs.cpu = v,
                 MEMORY => reqs.memory = v,

@@ -278,6 +278,9 @@ pub struct Scratch {
     picked: Vec<Vec<(usize, usize, u32)>>,
     /// Per claim, per request: the alternative chosen.
     choices: Vec<Vec<usize>>,
+    /// What is left of each shared counter (KEP-4815) given devices in use and those picked so
+    /// far, by counter id; only counters of reachable devices are filled in.
+    counter_left: Vec<i128>,
 }
 
 /// Allocates all `claims` together on `node` (no device twice), or says why not.
@@ -351,6 +354,27 @@ pub fn fits(
         scratch.choices[ci].resize(c.0.requests.len(), 0);
         for k in &mut c.0.constraints {
             k.values.clear();
+        }
+    }
+    if !inv.counters.is_empty() {
+        // Counters are consumed by every allocated or in-flight device, whichever claim has it.
+        scratch.counter_left.clear();
+        scratch.counter_left.resize(inv.counters.len(), i128::MIN);
+        for &d in reachable.iter() {
+            for &(id, _) in &inv.devices[d as usize].consumes {
+                let left = &mut scratch.counter_left[id as usize];
+                if *left != i128::MIN {
+                    continue;
+                }
+                let used: i128 = inv.counter_consumers[id as usize]
+                    .iter()
+                    .filter(|&&c| in_use(c))
+                    .flat_map(|&c| &inv.devices[c as usize].consumes)
+                    .filter(|(cid, _)| *cid == id)
+                    .map(|(_, amount)| amount)
+                    .sum();
+                *left = inv.counters[id as usize] - used;
+            }
         }
     }
     let mut search = Search {
@@ -565,6 +589,16 @@ impl Search<'_> {
     ) -> bool {
         let device = &self.inv.devices[d as usize];
         let plan = &mut plans[ci].0;
+        // An admin-access allocation does not consume the device, nor its counters.
+        let consumes = !plan.requests[ri].alts[ai].admin_access && !device.consumes.is_empty();
+        if consumes
+            && device
+                .consumes
+                .iter()
+                .any(|&(id, amount)| self.s.counter_left[id as usize] < amount)
+        {
+            return false;
+        }
         if !plan.constraints.is_empty() {
             let names = plans_alt_names(&plan.requests[ri].alts[ai].name);
             for c in &plan.constraints {
@@ -589,15 +623,25 @@ impl Search<'_> {
                 }
             }
         }
+        if consumes {
+            for &(id, amount) in &device.consumes {
+                self.s.counter_left[id as usize] -= amount;
+            }
+        }
         self.s.chosen.push(d);
         self.s.picked[ci].push((ri, ai, d));
         true
     }
 
     fn pop(&mut self, plans: &mut [PlannedClaim], ci: usize) {
-        let (ri, ai, _) = self.s.picked[ci].pop().expect("pop after push");
+        let (ri, ai, d) = self.s.picked[ci].pop().expect("pop after push");
         self.s.chosen.pop();
         let plan = &mut plans[ci].0;
+        if !plan.requests[ri].alts[ai].admin_access {
+            for &(id, amount) in &self.inv.devices[d as usize].consumes {
+                self.s.counter_left[id as usize] += amount;
+            }
+        }
         if plan.constraints.is_empty() {
             return;
         }
@@ -718,6 +762,7 @@ mod tests {
         CELDeviceSelector, DeviceConstraint, DeviceRequest, DeviceSubRequest, ExactDeviceRequest,
         ResourceSliceSpec,
     };
+    use serde_json::json;
 
     fn classes() -> HashMap<String, Vec<String>> {
         [
@@ -854,6 +899,68 @@ mod tests {
         let names: Vec<String> = (0..n).map(|i| format!("{node}-gpu-{i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         slice("gpu.example.com", node, node, 1, 1, &refs)
+    }
+
+    /// A partitionable GPU (KEP-4815): the counter set in one slice, the whole GPU and its two
+    /// halves in another slice of the same pool.
+    fn partitionable_gpu(node: &str) -> Vec<ResourceSliceSpec> {
+        let pool = json!({"name": node, "generation": 1, "resourceSliceCount": 2});
+        let consumes = |mem: &str| json!([{"counterSet": "gpu-0-counters", "counters": {"memory": {"value": mem}}}]);
+        [
+            json!({"driver": "gpu.example.com", "nodeName": node, "pool": pool,
+                   "sharedCounters": [{"name": "gpu-0-counters", "counters": {"memory": {"value": "80Gi"}}}]}),
+            json!({"driver": "gpu.example.com", "nodeName": node, "pool": pool, "devices": [
+                {"name": "gpu-0", "consumesCounters": consumes("80Gi")},
+                {"name": "gpu-0-half-0", "consumesCounters": consumes("40Gi")},
+                {"name": "gpu-0-half-1", "consumesCounters": consumes("40960Mi")}]}),
+        ]
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn partitions_never_exceed_their_shared_counters() {
+        let mut f = Fixture::new(&partitionable_gpu("a"));
+        let one = || claim(vec![exact("gpu", "gpu", 1)]);
+        assert_eq!(
+            f.alloc("a", &[one()]).unwrap()[0],
+            pairs(&[("gpu", "gpu-0")])
+        );
+        // Two devices in one claim: the whole GPU leaves nothing, so the two halves.
+        assert_eq!(
+            f.alloc("a", &[claim(vec![exact("gpu", "gpu", 2)])])
+                .unwrap()[0],
+            pairs(&[("gpu", "gpu-0-half-0"), ("gpu", "gpu-0-half-1")])
+        );
+        // Across claims of one pod, the same.
+        let r = f.alloc("a", &[one(), one()]).unwrap();
+        assert_eq!(r[0], pairs(&[("gpu", "gpu-0-half-0")]));
+        assert_eq!(r[1], pairs(&[("gpu", "gpu-0-half-1")]));
+        assert!(f.alloc("a", &[one(), one(), one()]).is_err());
+        // A half in use (by another claim, or in flight) leaves room for the other half only.
+        f.take("gpu-0-half-0");
+        assert_eq!(
+            f.alloc("a", &[one()]).unwrap()[0],
+            pairs(&[("gpu", "gpu-0-half-1")])
+        );
+        f.take("gpu-0-half-1");
+        assert!(
+            f.alloc("a", &[one()]).is_err(),
+            "the whole GPU needs all 80Gi"
+        );
+    }
+
+    #[test]
+    fn devices_consuming_an_undefined_counter_set_are_not_allocatable() {
+        let mut slices = partitionable_gpu("a");
+        slices[0].shared_counters = None;
+        slices[0].pool.resource_slice_count = 2;
+        let mut f = Fixture::new(&slices);
+        assert!(
+            f.alloc("a", &[claim(vec![exact("gpu", "gpu", 1)])])
+                .is_err()
+        );
     }
 
     #[test]

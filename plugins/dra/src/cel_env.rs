@@ -22,8 +22,9 @@ use cel::common::value::{CowVal, StaticVal, Val};
 use cel::{Context, Env, ExecutionError, Program, Value};
 use k8s_openapi::api::resource::v1::{DeviceAttribute, DeviceCapacity};
 
-use crate::quantity::{self, Quantity};
+use crate::cel_quantity::{self, CelQuantity};
 use crate::semver_val::{self, Semver};
+use kube_quantity::Quantity;
 
 /// A device as the CEL `device` variable sees it, built once per device when its ResourceSlice
 /// changes.
@@ -71,7 +72,9 @@ impl CelDevice {
         let mut caps: BTreeMap<String, HashMap<CelMapKey<'static>, Box<dyn Val>>> = BTreeMap::new();
         for (name, cap) in capacity.into_iter().flatten() {
             let (domain, id) = split_qualified_name(name, driver);
-            let q = Quantity::parse(&cap.value.0).map_err(|e| format!("capacity {name}: {e}"))?;
+            let q = Quantity::parse_json(&cap.value.0)
+                .map(CelQuantity)
+                .map_err(|e| format!("capacity {name}: {e}"))?;
             caps.entry(domain.to_owned())
                 .or_default()
                 .insert(CelMapKey::from(id.to_owned()), Box::new(q));
@@ -352,7 +355,7 @@ fn eval(env: &Arc<Env>, program: &Program, device: &CelDevice) -> Result<bool, S
 /// The environment: the CEL standard library, the strings extension, and the Kubernetes
 /// quantity and semver libraries.
 fn build_env() -> Env {
-    use quantity::functions::{
+    use cel_quantity::functions::{
         add as quantity_add, add_int as quantity_add_int, as_approximate_float, as_integer,
         compare_to as quantity_compare_to, is_greater_than as quantity_is_greater_than, is_integer,
         is_less_than as quantity_is_less_than, is_quantity, quantity, sign, sub as quantity_sub,
@@ -364,19 +367,19 @@ fn build_env() -> Env {
     };
     fn register(env: &mut Env) -> Result<(), cel::DeclarationError> {
         env.add_extension(cel::extensions::strings)?;
-        cel::add_overload!(env, fn quantity: (CelString) -> Result<Quantity>)?;
+        cel::add_overload!(env, fn quantity: (CelString) -> Result<CelQuantity>)?;
         cel::add_overload!(env, fn is_quantity: (CelString) -> CelBool)?;
-        cel::add_member_overload!(env, fn quantity_compare_to: (Quantity, Quantity) -> CelInt, name = "compareTo")?;
-        cel::add_member_overload!(env, fn quantity_is_less_than: (Quantity, Quantity) -> CelBool, name = "isLessThan")?;
-        cel::add_member_overload!(env, fn quantity_is_greater_than: (Quantity, Quantity) -> CelBool, name = "isGreaterThan")?;
-        cel::add_member_overload!(env, fn quantity_add: (Quantity, Quantity) -> Result<Quantity>, name = "add")?;
-        cel::add_member_overload!(env, fn quantity_add_int: (Quantity, CelInt) -> Result<Quantity>, name = "add")?;
-        cel::add_member_overload!(env, fn quantity_sub: (Quantity, Quantity) -> Result<Quantity>, name = "sub")?;
-        cel::add_member_overload!(env, fn quantity_sub_int: (Quantity, CelInt) -> Result<Quantity>, name = "sub")?;
-        cel::add_member_overload!(env, fn sign: (Quantity) -> CelInt)?;
-        cel::add_member_overload!(env, fn is_integer: (Quantity) -> CelBool)?;
-        cel::add_member_overload!(env, fn as_integer: (Quantity) -> Result<CelInt>)?;
-        cel::add_member_overload!(env, fn as_approximate_float: (Quantity) -> cel::common::types::CelDouble)?;
+        cel::add_member_overload!(env, fn quantity_compare_to: (CelQuantity, CelQuantity) -> CelInt, name = "compareTo")?;
+        cel::add_member_overload!(env, fn quantity_is_less_than: (CelQuantity, CelQuantity) -> CelBool, name = "isLessThan")?;
+        cel::add_member_overload!(env, fn quantity_is_greater_than: (CelQuantity, CelQuantity) -> CelBool, name = "isGreaterThan")?;
+        cel::add_member_overload!(env, fn quantity_add: (CelQuantity, CelQuantity) -> Result<CelQuantity>, name = "add")?;
+        cel::add_member_overload!(env, fn quantity_add_int: (CelQuantity, CelInt) -> Result<CelQuantity>, name = "add")?;
+        cel::add_member_overload!(env, fn quantity_sub: (CelQuantity, CelQuantity) -> Result<CelQuantity>, name = "sub")?;
+        cel::add_member_overload!(env, fn quantity_sub_int: (CelQuantity, CelInt) -> Result<CelQuantity>, name = "sub")?;
+        cel::add_member_overload!(env, fn sign: (CelQuantity) -> CelInt)?;
+        cel::add_member_overload!(env, fn is_integer: (CelQuantity) -> CelBool)?;
+        cel::add_member_overload!(env, fn as_integer: (CelQuantity) -> Result<CelInt>)?;
+        cel::add_member_overload!(env, fn as_approximate_float: (CelQuantity) -> cel::common::types::CelDouble)?;
         cel::add_overload!(env, fn semver: (CelString) -> Result<Semver>)?;
         cel::add_overload!(env, fn is_semver: (CelString) -> CelBool)?;
         cel::add_member_overload!(env, fn major: (Semver) -> CelInt)?;

@@ -60,6 +60,8 @@ pub struct Device {
     pub attributes: HashMap<String, AttrValue>,
     /// Taints with effect `NoSchedule` or `NoExecute`.
     pub taints: Vec<DeviceTaint>,
+    /// Shared counters this device consumes (KEP-4815): (counter id, amount in nano-units).
+    pub consumes: Vec<(u32, i128)>,
 }
 
 /// The identity string of a device, as stored in [`Device::key`].
@@ -101,6 +103,10 @@ pub struct Inventory {
     pub shared: Vec<u32>,
     /// Pools skipped because they are incomplete or invalid.
     pub unusable: Vec<UnusablePool>,
+    /// Capacity of each shared counter (KEP-4815), by counter id, in nano-units.
+    pub counters: Vec<i128>,
+    /// Per counter id: the devices that consume it.
+    pub counter_consumers: Vec<Vec<u32>>,
 }
 
 impl Inventory {
@@ -150,14 +156,28 @@ impl Inventory {
                 });
                 continue;
             }
+            // Counter sets may be published in another slice of the pool than their consumers.
+            let mut pool_counters: HashMap<(&str, &str), u32> = HashMap::new();
+            for (_, spec) in &slices {
+                for set in spec.shared_counters.iter().flatten() {
+                    for (counter, c) in &set.counters {
+                        let id = inv.counters.len() as u32;
+                        let value = kube_quantity::Quantity::parse_json(&c.value.0)
+                            .map_or(0, |q| q.nanos());
+                        inv.counters.push(value);
+                        inv.counter_consumers.push(Vec::new());
+                        pool_counters.insert((set.name.as_str(), counter.as_str()), id);
+                    }
+                }
+            }
             for (_, spec) in slices {
-                inv.add_slice(spec);
+                inv.add_slice(spec, &pool_counters);
             }
         }
         inv
     }
 
-    fn add_slice(&mut self, spec: &ResourceSliceSpec) {
+    fn add_slice(&mut self, spec: &ResourceSliceSpec, pool_counters: &HashMap<(&str, &str), u32>) {
         let slice_reach = if let Some(n) = &spec.node_name {
             Some(Reach::Node(n.clone()))
         } else if let Some(sel) = &spec.node_selector {
@@ -206,7 +226,29 @@ impl Inventory {
                 .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
                 .cloned()
                 .collect();
+            // A device consuming a counter its pool does not define cannot be allocated
+            // (upstream's allocator fails on it too).
+            let mut consumes = Vec::new();
+            let mut missing_counter = false;
+            for c in d.consumes_counters.iter().flatten() {
+                for (counter, amount) in &c.counters {
+                    match pool_counters.get(&(c.counter_set.as_str(), counter.as_str())) {
+                        Some(&id) => consumes.push((
+                            id,
+                            kube_quantity::Quantity::parse_json(&amount.value.0)
+                                .map_or(0, |q| q.nanos()),
+                        )),
+                        None => missing_counter = true,
+                    }
+                }
+            }
+            if missing_counter {
+                continue;
+            }
             let index = self.devices.len() as u32;
+            for &(id, _) in &consumes {
+                self.counter_consumers[id as usize].push(index);
+            }
             let node = match &reach {
                 Reach::Node(n) => {
                     self.by_node.entry(n.clone()).or_default().push(index);
@@ -230,6 +272,7 @@ impl Inventory {
                 cel: CelDevice::new(&spec.driver, d.attributes.as_ref(), d.capacity.as_ref()),
                 attributes,
                 taints,
+                consumes,
             });
         }
     }

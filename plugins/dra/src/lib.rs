@@ -14,11 +14,11 @@
 
 pub mod allocator;
 pub mod cel_env;
+pub mod cel_quantity;
 pub mod intents;
 pub mod inventory;
 pub mod node_selector;
 pub mod plugin;
-pub mod quantity;
 pub mod semver_val;
 pub mod state;
 

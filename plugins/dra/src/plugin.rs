@@ -57,6 +57,10 @@ struct InFlight {
     devices: Vec<String>,
     /// The allocation JSON, exactly as first written.
     allocation: Value,
+    /// The pod whose patches add the delete-protection finalizer, if the claim lacked it.
+    /// Joiners do not write it again (one finalizer write per claim, not per pod); if this pod
+    /// fails while joiners still carry the allocation, its Unreserve adds the finalizer instead.
+    finalizer_by: Option<String>,
 }
 
 /// What Reserve did for one claim of a pod, so Unreserve can undo it.
@@ -721,10 +725,12 @@ impl Plugin for DraPlugin {
                 name: &claim.name,
                 uid: &claim.uid,
             };
-            // An allocation still in flight for another pod is written again by this pod,
-            // finalizer first, so this reservation never lands on an unallocated claim.
+            // An allocation still in flight for another pod is written again by this pod, so
+            // this reservation never lands on an unallocated claim. The finalizer is the
+            // allocating pod's job (it writes it before the allocation): a joiner costs one write.
             let pending = self.in_flight.get_mut(&claim.uid).filter(|_| new.is_none());
-            if !claim.has_finalizer || pending.is_some() {
+            let add_finalizer = !claim.has_finalizer && pending.is_none();
+            if add_finalizer {
                 out.push(intents::add_finalizer(target));
             }
             let allocation = match (new, pending) {
@@ -742,6 +748,7 @@ impl Plugin for DraPlugin {
                             carriers: vec![pod.uid.clone()],
                             devices,
                             allocation: json.clone(),
+                            finalizer_by: add_finalizer.then(|| pod.uid.clone()),
                         },
                     ));
                     Some(json)
@@ -791,17 +798,21 @@ impl Plugin for DraPlugin {
         };
         let mut out = Vec::new();
         for r in records {
-            if let Some(f) = self.in_flight.get_mut(&r.claim_uid) {
-                f.carriers.retain(|c| *c != pod.uid);
-                if f.carriers.is_empty() {
-                    self.remove_in_flight(&r.claim_uid);
-                }
-            }
             let target = ClaimTarget {
                 namespace: &r.key.0,
                 name: &r.key.1,
                 uid: &r.claim_uid,
             };
+            if let Some(f) = self.in_flight.get_mut(&r.claim_uid) {
+                f.carriers.retain(|c| *c != pod.uid);
+                if f.carriers.is_empty() {
+                    self.remove_in_flight(&r.claim_uid);
+                } else if f.finalizer_by.as_deref() == Some(pod.uid.as_str()) {
+                    // Joiners still write this allocation but not the finalizer this pod owed.
+                    f.finalizer_by = None;
+                    out.push(intents::add_finalizer(target));
+                }
+            }
             out.push(intents::unreserve(target, &pod.uid));
             if r.carried_allocation {
                 let others = self
@@ -1006,6 +1017,29 @@ mod tests {
     }
 
     #[test]
+    fn unreserve_of_the_allocating_pod_adds_the_finalizer_its_joiners_did_not_write() {
+        let mut p = cluster();
+        let mut c = claim("shared", 1);
+        add(&mut p, ResourceKind::resource_claim(), c.clone());
+        for name in ["p1", "p2"] {
+            add(&mut p, ResourceKind::pod(), pod(name, "shared"));
+            p.pre_filter(&pod_ref(name));
+            let intents = p.reserve(&pod_ref(name), "node-a").unwrap();
+            assume(&mut p, &mut c, &intents);
+        }
+        // p1 (which owed the finalizer) fails while p2 still carries the allocation.
+        let undo = p.unreserve(&pod_ref("p1"), "node-a");
+        assert_eq!(undo[0].subresource, None, "finalizer first: {undo:?}");
+        assert!(undo[0].body.contains(crate::state::FINALIZER));
+        // p2 failing afterwards owes nothing more.
+        let undo = p.unreserve(&pod_ref("p2"), "node-a");
+        assert!(
+            undo.iter()
+                .all(|i| i.subresource.as_deref() == Some("status"))
+        );
+    }
+
+    #[test]
     fn in_flight_devices_are_taken_before_the_claim_event_arrives() {
         let mut p = cluster();
         for (pod_name, c) in [("p1", "c1"), ("p2", "c2")] {
@@ -1035,10 +1069,16 @@ mod tests {
             let intents = p.reserve(&pod_ref(name), "node-a").unwrap();
             let status: Value = serde_json::from_str(&intents.last().unwrap().body).unwrap();
             match name {
-                // p1 allocates; p2 joins while p1's patches may not have landed, so it writes the
-                // same allocation (and the finalizer) again; p3 comes after p1 was bound.
-                "p1" | "p2" => {
+                // p1 allocates (finalizer, then status); p2 joins while p1's patches may not have
+                // landed, so it writes the same allocation again, but not the finalizer; p3
+                // comes after p1 was bound.
+                "p1" => {
                     assert_eq!(intents.len(), 2, "{name}: finalizer + status");
+                    assert!(status["status"].get("allocation").is_some());
+                }
+                "p2" => {
+                    assert_eq!(intents.len(), 1, "{name}: status only");
+                    assert_eq!(intents[0].subresource.as_deref(), Some("status"));
                     assert!(status["status"].get("allocation").is_some());
                 }
                 _ => {
@@ -1125,9 +1165,11 @@ mod tests {
         }
         let undo = p.unreserve(&pod_ref("p1"), "node-a");
         assert_eq!(
-            undo.len(),
-            1,
-            "only the reservedFor entry: p2 still uses the devices"
+            undo.iter()
+                .map(|i| i.subresource.as_deref())
+                .collect::<Vec<_>>(),
+            [None, Some("status")],
+            "the finalizer p1 owed and its reservedFor entry, no deallocation: p2 still uses the devices"
         );
     }
 
