@@ -283,7 +283,7 @@ impl NodeStore {
             self.structure_changed = false;
         } else {
             for &i in &self.dirty {
-                snap.nodes[i] = self.nodes[i].clone();
+                snap.set_node(i, self.nodes[i].clone());
             }
         }
         for &i in &self.dirty {

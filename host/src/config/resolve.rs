@@ -17,7 +17,7 @@ pub const DYNAMIC_RESOURCES: &str = "DynamicResources";
 
 /// Upstream's default `multiPoint` list restricted to the plugins this scheduler has, in
 /// upstream order, with upstream score weights (`getDefaultPlugins`).
-pub const DEFAULT_MULTI_POINT: [(&str, Option<i32>); 11] = [
+pub const DEFAULT_MULTI_POINT: [(&str, Option<i32>); 12] = [
     ("SchedulingGates", None),
     (PRIORITY_SORT, None),
     ("NodeUnschedulable", None),
@@ -26,6 +26,7 @@ pub const DEFAULT_MULTI_POINT: [(&str, Option<i32>); 11] = [
     ("NodeAffinity", Some(2)),
     ("NodePorts", None),
     ("NodeResourcesFit", Some(1)),
+    ("PodTopologySpread", Some(2)),
     (DYNAMIC_RESOURCES, None),
     ("DefaultPreemption", None),
     ("DefaultBinder", None),

@@ -46,7 +46,7 @@ fn the_default_configuration_has_upstreams_default_plugins() {
     assert_eq!(p.names_at(P::PostFilter), ["DefaultPreemption"]);
     assert_eq!(
         p.names_at(P::PreFilter),
-        ["NodeAffinity", "NodeResourcesFit"]
+        ["NodeAffinity", "NodeResourcesFit", "PodTopologySpread"]
     );
     assert_eq!(
         p.names_at(P::Filter),
@@ -56,23 +56,30 @@ fn the_default_configuration_has_upstreams_default_plugins() {
             "TaintToleration",
             "NodeAffinity",
             "NodePorts",
-            "NodeResourcesFit"
+            "NodeResourcesFit",
+            "PodTopologySpread"
         ]
     );
     assert_eq!(
         p.names_at(P::PreScore),
-        ["TaintToleration", "NodeAffinity", "NodeResourcesFit"]
+        [
+            "TaintToleration",
+            "NodeAffinity",
+            "NodeResourcesFit",
+            "PodTopologySpread"
+        ]
     );
     assert_eq!(
         weights(&p),
         [
             ("TaintToleration", 3),
             ("NodeAffinity", 2),
-            ("NodeResourcesFit", 1)
+            ("NodeResourcesFit", 1),
+            ("PodTopologySpread", 2)
         ]
     );
     assert_eq!(p.names_at(P::Bind), ["DefaultBinder"]);
-    assert_eq!(p.plugins.len(), 9);
+    assert_eq!(p.plugins.len(), 10);
 }
 
 #[test]
@@ -174,10 +181,14 @@ profiles:
     // is disabled at Score but still filters.
     assert_eq!(
         weights(&packing),
-        [("NodeResourcesFit", 5), ("NodeAffinity", 2)]
+        [
+            ("NodeResourcesFit", 5),
+            ("NodeAffinity", 2),
+            ("PodTopologySpread", 2)
+        ]
     );
     assert!(packing.names_at(P::Filter).contains(&"TaintToleration"));
-    assert_eq!(weights(&resolve(&c, 0).unwrap()).len(), 3);
+    assert_eq!(weights(&resolve(&c, 0).unwrap()).len(), 4);
 }
 
 #[test]
@@ -196,7 +207,7 @@ profiles:
     assert_eq!(p.names_at(P::Filter), ["NodeName", "NodeResourcesFit"]);
     assert_eq!(
         p.names_at(P::PreFilter),
-        ["NodeAffinity", "NodeResourcesFit"],
+        ["NodeAffinity", "NodeResourcesFit", "PodTopologySpread"],
         "other points keep the defaults"
     );
 }
@@ -240,7 +251,8 @@ profiles:
         [
             ("TaintToleration", 10),
             ("NodeAffinity", 1),
-            ("NodeResourcesFit", 1)
+            ("NodeResourcesFit", 1),
+            ("PodTopologySpread", 2)
         ]
     );
 }
@@ -289,7 +301,7 @@ profiles:
     assert_eq!(
         e,
         "config.yaml: profiles[0].plugins.filter.enabled[1]: unknown plugin \"Foo\" (known: DefaultBinder, \
-         DefaultPreemption, NodeAffinity, NodeName, NodePorts, NodeResourcesFit, NodeUnschedulable, SchedulingGates, TaintToleration) at line 9 column 13"
+         DefaultPreemption, NodeAffinity, NodeName, NodePorts, NodeResourcesFit, NodeUnschedulable, PodTopologySpread, SchedulingGates, TaintToleration) at line 9 column 13"
     );
 }
 
@@ -564,9 +576,19 @@ fn a_wasm_plugin_named_like_a_built_in_replaces_it() {
     );
     let p = resolve_profile(&Profile::default(), &registry, &FactoryContext::empty()).unwrap();
     // The replacement implements only Filter, so multiPoint places it only there.
-    assert_eq!(p.names_at(P::PreFilter), ["NodeAffinity"]);
+    assert_eq!(
+        p.names_at(P::PreFilter),
+        ["NodeAffinity", "PodTopologySpread"]
+    );
     assert!(p.names_at(P::Filter).contains(&"NodeResourcesFit"));
-    assert_eq!(weights(&p), [("TaintToleration", 3), ("NodeAffinity", 2)]);
+    assert_eq!(
+        weights(&p),
+        [
+            ("TaintToleration", 3),
+            ("NodeAffinity", 2),
+            ("PodTopologySpread", 2)
+        ]
+    );
 }
 
 #[test]
@@ -672,6 +694,7 @@ fn the_readme_example_parses_and_resolves() {
             ("TaintToleration", 3),
             ("NodeAffinity", 2),
             ("NodeResourcesFit", 1),
+            ("PodTopologySpread", 2),
             ("NodeLabel", 2)
         ]
     );
@@ -679,6 +702,10 @@ fn the_readme_example_parses_and_resolves() {
     let packing = resolve_profile(&c.profiles[1], &registry, &ctx).unwrap();
     assert_eq!(
         weights(&packing),
-        [("NodeResourcesFit", 5), ("NodeAffinity", 2)]
+        [
+            ("NodeResourcesFit", 5),
+            ("NodeAffinity", 2),
+            ("PodTopologySpread", 2)
+        ]
     );
 }

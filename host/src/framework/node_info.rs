@@ -78,6 +78,12 @@ pub struct NodeInfo {
     pub unschedulable: bool,
     /// Whether `spec.taints` is non-empty (same reason).
     has_taints: bool,
+    /// Pods on the node with pod affinity or anti-affinity (upstream `PodsWithAffinity`), so
+    /// InterPodAffinity looks only at them.
+    pub pods_with_affinity: Vec<Arc<PodInfo>>,
+    /// Pods on the node with required pod anti-affinity (upstream
+    /// `PodsWithRequiredAntiAffinity`).
+    pub pods_with_required_anti_affinity: Vec<Arc<PodInfo>>,
 }
 
 /// A consistent view of all nodes for one scheduling cycle. Cheap to clone.
@@ -87,6 +93,12 @@ pub struct Snapshot {
     pub nodes: Vec<Arc<NodeInfo>>,
     /// Index into `nodes` by node name.
     pub index: std::collections::HashMap<String, usize>,
+    /// Indexes of the nodes with pods that have pod affinity or anti-affinity (upstream
+    /// `HavePodsWithAffinityList`), kept by [`Snapshot::set_node`].
+    pub with_affinity: std::collections::BTreeSet<usize>,
+    /// Indexes of the nodes with pods that have required pod anti-affinity (upstream
+    /// `HavePodsWithRequiredAntiAffinityList`).
+    pub with_required_anti_affinity: std::collections::BTreeSet<usize>,
 }
 
 impl Snapshot {
@@ -216,6 +228,8 @@ impl NodeInfo {
             requested: Resource::default(),
             non_zero_requested: NonZeroRequests::default(),
             generation: 0,
+            pods_with_affinity: Vec::new(),
+            pods_with_required_anti_affinity: Vec::new(),
         }
     }
 
@@ -232,6 +246,13 @@ impl NodeInfo {
     pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
         self.requested.add(&pod.requests);
         self.non_zero_requested.add(pod.non_zero_requests);
+        let (affinity, required_anti) = affinity_kinds(&pod.pod);
+        if affinity {
+            self.pods_with_affinity.push(pod.clone());
+        }
+        if required_anti {
+            self.pods_with_required_anti_affinity.push(pod.clone());
+        }
         self.pods.push(pod);
     }
 
@@ -241,6 +262,9 @@ impl NodeInfo {
             return false;
         };
         let p = self.pods.swap_remove(i);
+        self.pods_with_affinity.retain(|q| q.key.uid != uid);
+        self.pods_with_required_anti_affinity
+            .retain(|q| q.key.uid != uid);
         self.requested.sub(&p.requests);
         self.non_zero_requested.sub(p.non_zero_requests);
         true
@@ -259,6 +283,22 @@ impl NodeInfo {
     }
 }
 
+/// Whether a pod has pod affinity or anti-affinity, and whether it has required anti-affinity.
+fn affinity_kinds(pod: &Pod) -> (bool, bool) {
+    let Some(a) = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()) else {
+        return (false, false);
+    };
+    let required_anti = a.pod_anti_affinity.as_ref().is_some_and(|anti| {
+        anti.required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .is_some_and(|t| !t.is_empty())
+    });
+    (
+        a.pod_affinity.is_some() || a.pod_anti_affinity.is_some(),
+        required_anti,
+    )
+}
+
 impl Snapshot {
     /// A snapshot of these nodes, indexed by name.
     pub fn from_nodes(nodes: Vec<Arc<NodeInfo>>) -> Self {
@@ -267,7 +307,35 @@ impl Snapshot {
             .enumerate()
             .map(|(i, n)| (n.name.clone(), i))
             .collect();
-        Snapshot { nodes, index }
+        let mut s = Snapshot {
+            nodes,
+            index,
+            ..Default::default()
+        };
+        for i in 0..s.nodes.len() {
+            s.index_affinity(i);
+        }
+        s
+    }
+
+    /// Replaces the node at `i` (same name), keeping the affinity indexes current.
+    pub fn set_node(&mut self, i: usize, node: Arc<NodeInfo>) {
+        self.nodes[i] = node;
+        self.index_affinity(i);
+    }
+
+    fn index_affinity(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        if n.pods_with_affinity.is_empty() {
+            self.with_affinity.remove(&i);
+        } else {
+            self.with_affinity.insert(i);
+        }
+        if n.pods_with_required_anti_affinity.is_empty() {
+            self.with_required_anti_affinity.remove(&i);
+        } else {
+            self.with_required_anti_affinity.insert(i);
+        }
     }
 
     /// Number of nodes.

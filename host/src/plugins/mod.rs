@@ -12,6 +12,7 @@
 //! | [`TaintToleration`] | Filter, PreScore, Score | taints and tolerations |
 //! | [`NodeAffinity`] | PreFilter, Filter, PreScore, Score | `nodeSelector` and node affinity |
 //! | [`NodeResourcesFit`] | PreFilter, Filter, PreScore, Score | requests vs allocatable; LeastAllocated |
+//! | [`PodTopologySpread`] | PreFilter, Filter, PreScore, Score | `topologySpreadConstraints` |
 //! | [`DefaultPreemption`] | PreEnqueue, PostFilter | evicts lower-priority pods when nothing fits |
 //! | [`DefaultBinder`] | Bind | `POST pods/{name}/binding` |
 //!
@@ -21,12 +22,14 @@
 pub mod default_binder;
 pub mod default_preemption;
 pub mod helpers;
+pub mod label_selector;
 pub mod node_affinity;
 pub mod node_name;
 pub mod node_ports;
 pub mod node_resources_fit;
 pub mod node_selector;
 pub mod node_unschedulable;
+pub mod pod_topology_spread;
 pub mod registry;
 pub mod resources;
 pub mod scheduling_gates;
@@ -41,6 +44,7 @@ pub use node_name::NodeName;
 pub use node_ports::NodePorts;
 pub use node_resources_fit::NodeResourcesFit;
 pub use node_unschedulable::NodeUnschedulable;
+pub use pod_topology_spread::PodTopologySpread;
 pub use registry::{FactoryContext, PluginFactory, Registry, RegistryError};
 pub use resources::{compute_pod_non_zero_requests, compute_pod_requests, node_allocatable};
 pub use scheduling_gates::SchedulingGates;

@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use super::{
     default_binder, default_preemption, node_affinity, node_name, node_ports, node_resources_fit,
-    node_unschedulable, scheduling_gates, taint_toleration,
+    node_unschedulable, pod_topology_spread, scheduling_gates, taint_toleration,
 };
 use crate::framework::{ObjectEvent, PluginRef, ResourceKind, StateReplay};
 
@@ -103,10 +103,11 @@ impl Registry {
     }
 
     /// The native plugins: SchedulingGates, NodeUnschedulable, NodeName, NodePorts,
-    /// TaintToleration, NodeAffinity, NodeResourcesFit, DefaultPreemption and DefaultBinder.
+    /// TaintToleration, NodeAffinity, NodeResourcesFit, PodTopologySpread, DefaultPreemption and
+    /// DefaultBinder.
     pub fn with_builtins() -> Self {
         let mut r = Registry::new();
-        let builtins: [(&str, PluginFactory); 9] = [
+        let builtins: [(&str, PluginFactory); 10] = [
             (
                 scheduling_gates::NAME,
                 Arc::new(|args, _| scheduling_gates::SchedulingGates::new(args).map(to_ref)),
@@ -134,6 +135,10 @@ impl Registry {
             (
                 node_resources_fit::NAME,
                 Arc::new(|args, _| node_resources_fit::NodeResourcesFit::new(args).map(to_ref)),
+            ),
+            (
+                pod_topology_spread::NAME,
+                Arc::new(|args, _| pod_topology_spread::PodTopologySpread::new(args).map(to_ref)),
             ),
             (
                 default_preemption::NAME,
@@ -232,6 +237,7 @@ mod tests {
                 "NodePorts",
                 "NodeResourcesFit",
                 "NodeUnschedulable",
+                "PodTopologySpread",
                 "SchedulingGates",
                 "TaintToleration"
             ]

@@ -1,0 +1,714 @@
+//! PodTopologySpread: `spec.topologySpreadConstraints` keep matching pods evenly spread over
+//! topology domains. `DoNotSchedule` constraints filter (the skew a node would get must stay
+//! within `maxSkew`), `ScheduleAnyway` constraints score (upstream
+//! `pkg/scheduler/framework/plugins/podtopologyspread`).
+//!
+//! Counts come from the cycle's snapshot, which holds the pods bound and the pods this
+//! scheduler assumed but has not bound yet, so a burst of replicas spreads as it is placed.
+//! Filter also sees nodes changed for one cycle (preemption's dry runs remove victims,
+//! nominated pods are added): such a node is counted again and its domain's count adjusted,
+//! which is what upstream's `AddPod`/`RemovePod` extensions do.
+//!
+//! Args (`PodTopologySpreadArgs`): `defaultingType` (`System`, the default, or `List`) and
+//! `defaultConstraints`. Default constraints apply to pods without constraints, with a
+//! selector built from the Services, ReplicationControllers, ReplicaSets and StatefulSets that
+//! select the pod; this scheduler does not watch those kinds yet, so the selector is empty and
+//! default constraints select no pod (upstream then skips them as well).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use k8s_openapi::api::core::v1::{Toleration, TopologySpreadConstraint};
+use serde::Deserialize;
+
+use crate::framework::{
+    ClusterEvent, CycleState, EventAction, ExtensionPoint, NodeInfo, Plugin, PodInfo,
+    PreFilterResult, ResourceKind, Snapshot, Status,
+};
+
+use super::helpers::{MAX_NODE_SCORE, decode_args, find_untolerated_taint};
+use super::label_selector::Selector;
+use super::node_selector::NodeSelector;
+use super::registry::RegistryError;
+
+/// The plugin's name in the configuration.
+pub const NAME: &str = "PodTopologySpread";
+/// CycleState key of the Filter counts.
+pub const PRE_FILTER_STATE_KEY: &str = "PreFilterPodTopologySpread";
+/// CycleState key of the Score counts.
+pub const PRE_SCORE_STATE_KEY: &str = "PreScorePodTopologySpread";
+/// CycleState key of the snapshot's nodes, kept by PreFilter for PreScore (which upstream
+/// reads from the shared lister).
+const ALL_NODES_KEY: &str = "AllNodesPodTopologySpread";
+/// Filter reason when placing the pod on the node would exceed `maxSkew`.
+pub const ERR_REASON_CONSTRAINTS_NOT_MATCH: &str =
+    "node(s) didn't match pod topology spread constraints";
+/// Filter reason when the node lacks a constraint's topology key.
+pub const ERR_REASON_NODE_LABEL_NOT_MATCH: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
+
+/// `kubernetes.io/hostname`: per-node domains are counted in Score itself.
+const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
+/// `topology.kubernetes.io/zone`.
+const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
+const DO_NOT_SCHEDULE: &str = "DoNotSchedule";
+const SCHEDULE_ANYWAY: &str = "ScheduleAnyway";
+/// Upstream's critical-path start: a constraint without domains has no minimum.
+const NO_MINIMUM: i64 = i32::MAX as i64;
+
+/// `pluginConfig` args (upstream `PodTopologySpreadArgs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PodTopologySpreadArgs {
+    /// Ignored; accepted so upstream-shaped args parse.
+    pub api_version: Option<String>,
+    /// Ignored; accepted so upstream-shaped args parse.
+    pub kind: Option<String>,
+    /// Constraints for pods that define none (with `defaultingType: List`).
+    pub default_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// `System` (the default: upstream's built-in constraints) or `List`.
+    pub defaulting_type: Option<String>,
+}
+
+/// Upstream `systemDefaultConstraints`: hostname with skew 3, zone with skew 5, both soft.
+fn system_default_constraints() -> Vec<TopologySpreadConstraint> {
+    [(LABEL_HOSTNAME, 3), (LABEL_ZONE, 5)]
+        .into_iter()
+        .map(|(key, skew)| TopologySpreadConstraint {
+            topology_key: key.into(),
+            max_skew: skew,
+            when_unsatisfiable: SCHEDULE_ANYWAY.into(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Filters with `DoNotSchedule` constraints, scores with `ScheduleAnyway` ones.
+#[derive(Debug)]
+pub struct PodTopologySpread {
+    default_constraints: Vec<TopologySpreadConstraint>,
+    system_defaulted: bool,
+}
+
+impl PodTopologySpread {
+    /// Creates the plugin from its args (upstream `ValidatePodTopologySpreadArgs`).
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidArgs`] for undecodable or invalid args.
+    pub fn new(args: &serde_json::Value) -> Result<Self, RegistryError> {
+        let args: PodTopologySpreadArgs = decode_args(NAME, args)?;
+        let invalid = |message: String| RegistryError::InvalidArgs {
+            plugin: NAME.into(),
+            message,
+        };
+        let listed = args.default_constraints.unwrap_or_default();
+        let system = match args.defaulting_type.as_deref().unwrap_or("System") {
+            "System" => true,
+            "List" => false,
+            other => {
+                return Err(invalid(format!(
+                    "defaultingType: Unsupported value: {other:?}: supported values: \"List\", \"System\""
+                )));
+            }
+        };
+        if system && !listed.is_empty() {
+            return Err(invalid(
+                "defaultConstraints: Invalid value: when .defaultingType is \"System\", .defaultConstraints must be empty".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, c) in listed.iter().enumerate() {
+            if c.max_skew <= 0 {
+                return Err(invalid(format!(
+                    "defaultConstraints[{i}].maxSkew: Invalid value: {}: must be greater than zero",
+                    c.max_skew
+                )));
+            }
+            if c.topology_key.is_empty() {
+                return Err(invalid(format!(
+                    "defaultConstraints[{i}].topologyKey: Required value: can not be empty"
+                )));
+            }
+            if c.when_unsatisfiable != DO_NOT_SCHEDULE && c.when_unsatisfiable != SCHEDULE_ANYWAY {
+                return Err(invalid(format!(
+                    "defaultConstraints[{i}].whenUnsatisfiable: Unsupported value: {:?}: supported values: \"DoNotSchedule\", \"ScheduleAnyway\"",
+                    c.when_unsatisfiable
+                )));
+            }
+            if c.label_selector.is_some() {
+                return Err(invalid(format!(
+                    "defaultConstraints[{i}].labelSelector: Forbidden: constraint must not define a selector, as they deduced for each pod"
+                )));
+            }
+            if !seen.insert((c.topology_key.clone(), c.when_unsatisfiable.clone())) {
+                return Err(invalid(format!(
+                    "defaultConstraints[{i}]: Duplicate value: {{{:?}, {:?}}}",
+                    c.topology_key, c.when_unsatisfiable
+                )));
+            }
+        }
+        Ok(PodTopologySpread {
+            default_constraints: if system {
+                system_default_constraints()
+            } else {
+                listed
+            },
+            system_defaulted: system,
+        })
+    }
+
+    /// The selector default constraints get (upstream `helper.DefaultSelector`): the union of
+    /// the selectors of the Services, ReplicationControllers, ReplicaSets and StatefulSets
+    /// that select the pod. None of those kinds is watched yet, so it is empty.
+    fn default_selector(&self, _pod: &PodInfo) -> Selector {
+        Selector::everything()
+    }
+
+    /// The pod's constraints with this `whenUnsatisfiable`, or the default constraints when it
+    /// has none (upstream `getConstraints` / `buildDefaultConstraints`).
+    fn constraints(&self, pod: &PodInfo, action: &str) -> Result<Vec<Constraint>, String> {
+        let own = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.topology_spread_constraints.as_deref())
+            .unwrap_or(&[]);
+        if !own.is_empty() {
+            return compile(own, pod, action, None);
+        }
+        if self.default_constraints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let selector = self.default_selector(pod);
+        if selector.is_empty() {
+            return Ok(Vec::new());
+        }
+        compile(&self.default_constraints, pod, action, Some(selector))
+    }
+}
+
+/// One constraint, compiled for the incoming pod (upstream `topologySpreadConstraint`).
+#[derive(Debug, Clone)]
+struct Constraint {
+    max_skew: i64,
+    topology_key: String,
+    selector: Selector,
+    min_domains: i64,
+    honor_node_affinity: bool,
+    honor_node_taints: bool,
+    /// Whether the incoming pod itself matches the selector (it adds 1 where it lands).
+    self_match: bool,
+}
+
+/// Compiles the constraints with `action`; `selector` replaces theirs (default constraints).
+fn compile(
+    constraints: &[TopologySpreadConstraint],
+    pod: &PodInfo,
+    action: &str,
+    selector: Option<Selector>,
+) -> Result<Vec<Constraint>, String> {
+    let labels = pod.pod.metadata.labels.as_ref();
+    let mut out = Vec::new();
+    for c in constraints
+        .iter()
+        .filter(|c| c.when_unsatisfiable == action)
+    {
+        let mut sel = match &selector {
+            Some(s) => s.clone(),
+            None => Selector::new(c.label_selector.as_ref())?,
+        };
+        // matchLabelKeys: the pod's values of these keys narrow the selector (the API server
+        // may have merged them already; adding them again selects the same pods).
+        let keys = c.match_label_keys.as_deref().unwrap_or(&[]);
+        let pairs: Vec<(String, String)> = keys
+            .iter()
+            .filter_map(|k| Some((k.clone(), labels?.get(k)?.clone())))
+            .collect();
+        if !pairs.is_empty() {
+            sel = sel.with_labels(pairs);
+        }
+        let self_match = sel.matches(labels);
+        out.push(Constraint {
+            max_skew: i64::from(c.max_skew),
+            topology_key: c.topology_key.clone(),
+            selector: sel,
+            min_domains: i64::from(c.min_domains.unwrap_or(1)),
+            honor_node_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
+            honor_node_taints: c.node_taints_policy.as_deref() == Some("Honor"),
+            self_match,
+        });
+    }
+    Ok(out)
+}
+
+/// The pod's `nodeSelector` and required node affinity (upstream `RequiredNodeAffinity`), what
+/// `nodeAffinityPolicy: Honor` checks.
+struct RequiredNodeAffinity {
+    node_selector: Option<std::collections::BTreeMap<String, String>>,
+    required: Option<NodeSelector>,
+}
+
+impl RequiredNodeAffinity {
+    fn of(pod: &PodInfo) -> Self {
+        let spec = pod.pod.spec.as_ref();
+        RequiredNodeAffinity {
+            node_selector: spec.and_then(|s| s.node_selector.clone()),
+            required: spec
+                .and_then(|s| s.affinity.as_ref())
+                .and_then(|a| a.node_affinity.as_ref())
+                .and_then(|na| {
+                    na.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
+                .map(|r| NodeSelector::new(&r.node_selector_terms)),
+        }
+    }
+
+    fn matches(&self, node: &NodeInfo) -> bool {
+        if let Some(sel) = &self.node_selector {
+            let labels = node.node.metadata.labels.as_ref();
+            if !sel
+                .iter()
+                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            {
+                return false;
+            }
+        }
+        self.required
+            .as_ref()
+            .is_none_or(|r| r.matches(&node.node, &node.name))
+    }
+}
+
+/// What decides which nodes count for a constraint (upstream `matchNodeInclusionPolicies`).
+struct Inclusion {
+    affinity: RequiredNodeAffinity,
+    tolerations: Vec<Toleration>,
+}
+
+impl Inclusion {
+    fn of(pod: &PodInfo) -> Self {
+        Inclusion {
+            affinity: RequiredNodeAffinity::of(pod),
+            tolerations: pod
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.tolerations.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn includes(&self, c: &Constraint, node: &NodeInfo) -> bool {
+        if c.honor_node_affinity && !self.affinity.matches(node) {
+            return false;
+        }
+        if c.honor_node_taints
+            && find_untolerated_taint(node.taints(), &self.tolerations, |t| {
+                t.effect == "NoSchedule" || t.effect == "NoExecute"
+            })
+            .is_some()
+        {
+            return false;
+        }
+        true
+    }
+}
+
+fn node_label<'a>(node: &'a NodeInfo, key: &str) -> Option<&'a String> {
+    node.node.metadata.labels.as_ref().and_then(|l| l.get(key))
+}
+
+/// Whether the node has every constraint's topology key (upstream
+/// `nodeLabelsMatchSpreadConstraints`).
+fn has_all_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
+    constraints
+        .iter()
+        .all(|c| node_label(node, &c.topology_key).is_some())
+}
+
+/// Pods on a node that the selector matches, in the namespace, not terminating (upstream
+/// `countPodsMatchSelector`; an empty selector counts none).
+fn count_matching(pods: &[Arc<PodInfo>], selector: &Selector, namespace: &str) -> i64 {
+    if selector.is_empty() {
+        return 0;
+    }
+    pods.iter()
+        .filter(|p| {
+            p.pod.metadata.deletion_timestamp.is_none()
+                && p.key.namespace == namespace
+                && selector.matches(p.pod.metadata.labels.as_ref())
+        })
+        .count() as i64
+}
+
+/// Filter's counts for one pod (upstream `preFilterState`).
+struct PreFilterState {
+    constraints: Vec<Constraint>,
+    /// Per constraint: matching pods per domain of the eligible nodes.
+    counts: Vec<HashMap<String, i64>>,
+    /// Per constraint: the smallest count over its domains (upstream critical path).
+    min: Vec<i64>,
+    inclusion: Inclusion,
+    namespace: String,
+    /// The nodes as counted, to tell a node changed within the cycle from the counted one.
+    nodes: Arc<Vec<Arc<NodeInfo>>>,
+    counted: HashSet<usize>,
+    by_name: OnceLock<HashMap<String, usize>>,
+}
+
+impl PreFilterState {
+    /// Whether a node counts for a constraint.
+    fn eligible(&self, node: &NodeInfo, c: &Constraint) -> bool {
+        has_all_keys(node, &self.constraints) && self.inclusion.includes(c, node)
+    }
+
+    /// How many more matching pods the node has now than when it was counted, per constraint
+    /// (0 for a node Filter gets as it was counted).
+    fn deltas(&self, node: &Arc<NodeInfo>) -> Option<Vec<i64>> {
+        if self.counted.contains(&(Arc::as_ptr(node) as usize)) {
+            return None;
+        }
+        let by_name = self.by_name.get_or_init(|| {
+            self.nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.name.clone(), i))
+                .collect()
+        });
+        let original = &self.nodes[*by_name.get(&node.name)?];
+        Some(
+            self.constraints
+                .iter()
+                .map(|c| {
+                    if !self.eligible(node, c) {
+                        return 0;
+                    }
+                    count_matching(&node.pods, &c.selector, &self.namespace)
+                        - count_matching(&original.pods, &c.selector, &self.namespace)
+                })
+                .collect(),
+        )
+    }
+
+    /// The global minimum for a constraint, 0 while there are fewer eligible domains than
+    /// `minDomains` (upstream `minMatchNum`).
+    fn min_match(&self, i: usize, domain: &str, delta: i64) -> i64 {
+        let c = &self.constraints[i];
+        if (self.counts[i].len() as i64) < c.min_domains {
+            return 0;
+        }
+        if delta == 0 {
+            return self.min[i];
+        }
+        self.counts[i]
+            .iter()
+            .map(|(v, n)| if v == domain { n + delta } else { *n })
+            .min()
+            .unwrap_or(NO_MINIMUM)
+    }
+}
+
+/// The snapshot's nodes for PreScore.
+struct AllNodes(Arc<Vec<Arc<NodeInfo>>>);
+
+/// Score's counts (upstream `preScoreState`).
+struct PreScoreState {
+    constraints: Vec<Constraint>,
+    /// Per constraint: matching pods per domain of the feasible nodes (not for hostname).
+    counts: Vec<HashMap<String, i64>>,
+    /// Per constraint: `ln(domains + 2)`.
+    weights: Vec<f64>,
+    /// Feasible nodes lacking a topology key: scored 0.
+    ignored: HashSet<String>,
+    /// The same by position in PreScore's node list, for NormalizeScore.
+    ignored_at: Vec<bool>,
+    namespace: String,
+}
+
+impl Plugin for PodTopologySpread {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn extension_points(&self) -> Vec<ExtensionPoint> {
+        vec![
+            ExtensionPoint::PreFilter,
+            ExtensionPoint::Filter,
+            ExtensionPoint::PreScore,
+            ExtensionPoint::Score,
+        ]
+    }
+
+    /// Matching pods come and go or change labels; nodes come, go or change labels and taints
+    /// (upstream `EventsToRegister`).
+    fn requeue_on(&self) -> Vec<ClusterEvent> {
+        let all = vec![
+            EventAction::Added,
+            EventAction::Modified,
+            EventAction::Deleted,
+        ];
+        vec![
+            ClusterEvent {
+                resource: ResourceKind::pod(),
+                actions: all.clone(),
+            },
+            ClusterEvent {
+                resource: ResourceKind::node(),
+                actions: all,
+            },
+        ]
+    }
+
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snapshot: &Snapshot,
+    ) -> PreFilterResult {
+        let has_own = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.topology_spread_constraints.as_ref())
+            .is_some_and(|c| !c.is_empty());
+        // Pods without constraints (and no default selector) skip at once: no node is read.
+        if !has_own
+            && (self.default_constraints.is_empty() || self.default_selector(pod).is_empty())
+        {
+            return PreFilterResult {
+                status: Status::skip(),
+                node_names: None,
+            };
+        }
+        let nodes = Arc::new(snapshot.nodes.clone());
+        state.write(ALL_NODES_KEY, AllNodes(nodes.clone()));
+        let constraints = match self.constraints(pod, DO_NOT_SCHEDULE) {
+            Ok(c) => c,
+            Err(e) => {
+                return PreFilterResult {
+                    status: Status::error(e),
+                    node_names: None,
+                };
+            }
+        };
+        if constraints.is_empty() {
+            return PreFilterResult {
+                status: Status::skip(),
+                node_names: None,
+            };
+        }
+        let inclusion = Inclusion::of(pod);
+        let namespace = pod.key.namespace.clone();
+        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
+        let mut counted = HashSet::with_capacity(nodes.len());
+        for n in nodes.iter() {
+            counted.insert(Arc::as_ptr(n) as usize);
+            if !has_all_keys(n, &constraints) {
+                continue;
+            }
+            for (i, c) in constraints.iter().enumerate() {
+                if !inclusion.includes(c, n) {
+                    continue;
+                }
+                let value = node_label(n, &c.topology_key).expect("has_all_keys");
+                let found = count_matching(&n.pods, &c.selector, &namespace);
+                *counts[i].entry(value.clone()).or_default() += found;
+            }
+        }
+        let min = counts
+            .iter()
+            .map(|m| m.values().copied().min().unwrap_or(NO_MINIMUM))
+            .collect();
+        state.write(
+            PRE_FILTER_STATE_KEY,
+            PreFilterState {
+                constraints,
+                counts,
+                min,
+                inclusion,
+                namespace,
+                nodes,
+                counted,
+                by_name: OnceLock::new(),
+            },
+        );
+        PreFilterResult::default()
+    }
+
+    fn filter(&self, state: &CycleState, _pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Vec<Status> {
+        let Some(s) = state.read::<PreFilterState>(PRE_FILTER_STATE_KEY) else {
+            return vec![Status::success(); nodes.len()];
+        };
+        nodes
+            .iter()
+            .map(|node| {
+                let deltas = s.deltas(node);
+                for (i, c) in s.constraints.iter().enumerate() {
+                    let Some(value) = node_label(node, &c.topology_key) else {
+                        return Status::unresolvable(ERR_REASON_NODE_LABEL_NOT_MATCH);
+                    };
+                    let delta = deltas.as_ref().map_or(0, |d| d[i]);
+                    let min = s.min_match(i, value, delta);
+                    let matching = s.counts[i].get(value).copied().unwrap_or(0) + delta;
+                    let skew = matching + i64::from(c.self_match) - min;
+                    if skew > c.max_skew {
+                        return Status::unschedulable(ERR_REASON_CONSTRAINTS_NOT_MATCH);
+                    }
+                }
+                Status::success()
+            })
+            .collect()
+    }
+
+    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Status {
+        let Some(AllNodes(all)) = state.read::<AllNodes>(ALL_NODES_KEY) else {
+            // PreFilter found no constraint of any kind.
+            return Status::skip();
+        };
+        let all = all.clone();
+        if nodes.is_empty() || all.is_empty() {
+            return Status::skip();
+        }
+        let constraints = match self.constraints(pod, SCHEDULE_ANYWAY) {
+            Ok(c) if c.is_empty() => return Status::skip(),
+            Ok(c) => c,
+            Err(e) => return Status::error(e),
+        };
+        // Only the pod's own constraints need every key on a node; system defaults let nodes
+        // without a zone label still spread by hostname.
+        let has_own = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.topology_spread_constraints.as_ref())
+            .is_some_and(|c| !c.is_empty());
+        let require_all = has_own || !self.system_defaulted;
+        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
+        let mut ignored = HashSet::new();
+        let mut ignored_at = Vec::with_capacity(nodes.len());
+        for n in nodes {
+            if require_all && !has_all_keys(n, &constraints) {
+                ignored.insert(n.name.clone());
+                ignored_at.push(true);
+                continue;
+            }
+            ignored_at.push(false);
+            for (i, c) in constraints.iter().enumerate() {
+                if c.topology_key == LABEL_HOSTNAME {
+                    continue;
+                }
+                if let Some(v) = node_label(n, &c.topology_key) {
+                    counts[i].entry(v.clone()).or_default();
+                }
+            }
+        }
+        let scored = nodes.len() - ignored.len();
+        let weights = constraints
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let size = if c.topology_key == LABEL_HOSTNAME {
+                    scored
+                } else {
+                    counts[i].len()
+                };
+                ((size + 2) as f64).ln()
+            })
+            .collect();
+        let inclusion = Inclusion::of(pod);
+        let namespace = pod.key.namespace.clone();
+        for n in all.iter() {
+            if require_all && !has_all_keys(n, &constraints) {
+                continue;
+            }
+            for (i, c) in constraints.iter().enumerate() {
+                if !inclusion.includes(c, n) {
+                    continue;
+                }
+                // Only domains of feasible nodes are counted; hostname is counted in Score.
+                if let Some(v) = node_label(n, &c.topology_key)
+                    && let Some(total) = counts[i].get_mut(v)
+                {
+                    *total += count_matching(&n.pods, &c.selector, &namespace);
+                }
+            }
+        }
+        state.write(
+            PRE_SCORE_STATE_KEY,
+            PreScoreState {
+                constraints,
+                counts,
+                weights,
+                ignored,
+                ignored_at,
+                namespace,
+            },
+        );
+        Status::success()
+    }
+
+    /// The matching pods the node's domains already hold, weighted per constraint; fewer is
+    /// better, so NormalizeScore reverses it.
+    fn score(
+        &self,
+        state: &CycleState,
+        _pod: &PodInfo,
+        nodes: &[Arc<NodeInfo>],
+    ) -> Result<Vec<i64>, Status> {
+        let Some(s) = state.read::<PreScoreState>(PRE_SCORE_STATE_KEY) else {
+            return Ok(vec![0; nodes.len()]);
+        };
+        Ok(nodes
+            .iter()
+            .map(|n| {
+                if s.ignored.contains(&n.name) {
+                    return 0;
+                }
+                let mut score = 0.0;
+                for (i, c) in s.constraints.iter().enumerate() {
+                    let Some(v) = node_label(n, &c.topology_key) else {
+                        continue;
+                    };
+                    let count = if c.topology_key == LABEL_HOSTNAME {
+                        count_matching(&n.pods, &c.selector, &s.namespace)
+                    } else {
+                        s.counts[i].get(v).copied().unwrap_or(0)
+                    };
+                    score += count as f64 * s.weights[i] + (c.max_skew - 1) as f64;
+                }
+                score.round() as i64
+            })
+            .collect())
+    }
+
+    /// Upstream: `MaxNodeScore * (max + min - score) / max`; ignored nodes get 0.
+    fn normalize_score(&self, state: &CycleState, _pod: &PodInfo, scores: &mut [i64]) -> Status {
+        let Some(s) = state.read::<PreScoreState>(PRE_SCORE_STATE_KEY) else {
+            return Status::success();
+        };
+        let ignored = |i: usize| s.ignored_at.get(i).copied().unwrap_or(false);
+        let mut min = i64::MAX;
+        let mut max = 0;
+        for (i, &score) in scores.iter().enumerate() {
+            if ignored(i) {
+                continue;
+            }
+            min = min.min(score);
+            max = max.max(score);
+        }
+        for (i, score) in scores.iter_mut().enumerate() {
+            *score = if ignored(i) {
+                0
+            } else if max == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE * (max + min - *score) / max
+            };
+        }
+        Status::success()
+    }
+}
+
+#[cfg(test)]
+mod tests;
