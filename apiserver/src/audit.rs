@@ -42,7 +42,8 @@ pub struct RequestRecord {
     pub namespace: Option<String>,
     /// The object name; the URL path for non-resource requests.
     pub name: Option<String>,
-    /// The HTTP status code of the response (200 for a watch that started).
+    /// The HTTP status code of the response (200 for a watch that started, 0 when an injected
+    /// `drop` fault closed the connection without an answer).
     pub code: u16,
 }
 

@@ -7,14 +7,18 @@
 //! with the same seed injects the same faults into the same requests whatever the interleaving of
 //! unrelated requests.
 //!
-//! The text form (`--faults`) is a comma-separated list: `seed=N` and rules
-//! `SELECTOR=FRACTION:FAULT`, for example
+//! The text form (`--faults`) is a comma-separated list: `seed=N`, `user=NAME` (repeatable: only
+//! requests from these users get faults; default everyone) and rules `SELECTOR=FRACTION:FAULT`,
+//! for example
 //! `seed=7,write=0.2:503,create@pods/binding=0.1:429/1s,watch=1:cut/500ms,get=0.05:delay/200ms`.
 //! - SELECTOR: a verb (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`), `write`
 //!   (create, update, patch, delete), `read` (get, list, watch) or `*`, optionally followed by
 //!   `@RESOURCE` or `@RESOURCE/SUBRESOURCE` (plural, e.g. `resourceclaims/status`).
 //! - FAULT: `500`, `503`, `504`, `429` or `429/Ns` (Retry-After, default 1 s), `delay/DURATION`
-//!   (answered normally, late), `cut/DURATION` (a watch that ends after that long).
+//!   (answered normally, late), `cut/DURATION` (a watch that ends after that long), `drop` (the
+//!   connection is dropped before the request is handled) or `drop/handled` (the request is
+//!   handled, then the connection is dropped before the answer: the client cannot tell whether
+//!   its write happened).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -55,6 +59,11 @@ pub enum Fault {
     Delay(Duration),
     /// A watch is answered normally but its stream ends after this long.
     CutWatch(Duration),
+    /// The connection is dropped without an answer; when `handled`, after the request took effect.
+    Drop {
+        /// Whether the request is carried out before the connection drops.
+        handled: bool,
+    },
 }
 
 /// One rule: which requests, how often, what happens.
@@ -77,6 +86,8 @@ pub struct FaultPlan {
     pub seed: u64,
     /// Rules, in order; the first that fires decides.
     pub rules: Vec<FaultRule>,
+    /// When not empty, only requests from these users (the request log's `user`) get faults.
+    pub users: Vec<String>,
 }
 
 const WRITE_VERBS: [&str; 4] = ["create", "update", "patch", "delete"];
@@ -101,6 +112,13 @@ impl FaultPlan {
                 plan.seed = rest
                     .parse()
                     .map_err(|_| err("the seed must be an integer"))?;
+                continue;
+            }
+            if selector == "user" {
+                if rest.is_empty() {
+                    return Err(err("empty user name"));
+                }
+                plan.users.push(rest.to_string());
                 continue;
             }
             let (verb, resource) = match selector.split_once('@') {
@@ -132,6 +150,7 @@ impl FaultPlan {
                     "429" => Fault::TooManyRequests {
                         retry_after: Duration::from_secs(1),
                     },
+                    "drop" => Fault::Drop { handled: false },
                     _ => return Err(err("unknown fault")),
                 },
                 Some(("429", d)) => Fault::TooManyRequests {
@@ -139,6 +158,7 @@ impl FaultPlan {
                 },
                 Some(("delay", d)) => Fault::Delay(duration(d)?),
                 Some(("cut", d)) => Fault::CutWatch(duration(d)?),
+                Some(("drop", "handled")) => Fault::Drop { handled: true },
                 Some(_) => return Err(err("unknown fault")),
             };
             plan.rules.push(FaultRule {
@@ -170,6 +190,11 @@ pub(crate) enum Decision {
     Delay(Duration),
     /// Handle it; end a watch stream after this long.
     CutWatch(Duration),
+    /// Drop the connection (after handling the request when `handled`).
+    Drop {
+        /// Whether the request is carried out first.
+        handled: bool,
+    },
 }
 
 /// The active plan and the per-request counters that make decisions repeatable.
@@ -199,6 +224,9 @@ impl Faults {
     pub(crate) fn decide(&self, req: &RequestRecord) -> Option<Decision> {
         let mut guard = self.state.lock();
         let (plan, seen) = guard.as_mut()?;
+        if !plan.users.is_empty() && !plan.users.contains(&req.user) {
+            return None;
+        }
         let resource = match &req.subresource {
             Some(sub) => format!("{}/{sub}", req.resource),
             None => req.resource.clone(),
@@ -262,6 +290,7 @@ impl Faults {
             Fault::Delay(d) => Decision::Delay(d),
             Fault::CutWatch(d) if req.verb == "watch" => Decision::CutWatch(d),
             Fault::CutWatch(_) => return None,
+            Fault::Drop { handled } => Decision::Drop { handled },
         })
     }
 }
@@ -313,6 +342,12 @@ mod tests {
             Fault::CutWatch(Duration::from_millis(500))
         );
         assert!(plan.rules[4].verbs.is_empty());
+        let drops = FaultPlan::parse("patch=0.1:drop,create=0.1:drop/handled").unwrap();
+        assert_eq!(drops.rules[0].fault, Fault::Drop { handled: false });
+        assert_eq!(drops.rules[1].fault, Fault::Drop { handled: true });
+        assert!(FaultPlan::parse("patch=0.1:drop/later").is_err());
+        let scoped = FaultPlan::parse("user=system:kube-scheduler,write=1:500").unwrap();
+        assert_eq!(scoped.users, ["system:kube-scheduler"]);
     }
 
     #[test]
@@ -369,5 +404,18 @@ mod tests {
         assert!(f.decide(&record("get", "pods", None, "p")).is_none());
         f.set(None);
         assert!(f.decide(&record("create", "pods", None, "p")).is_none());
+    }
+
+    #[test]
+    fn only_the_named_users_get_faults() {
+        let f = Faults::default();
+        f.set(Some(FaultPlan::parse("user=test,write=1:drop").unwrap()));
+        assert!(matches!(
+            f.decide(&record("patch", "resourceclaims", Some("status"), "c")),
+            Some(Decision::Drop { handled: false })
+        ));
+        let mut other = record("patch", "resourceclaims", Some("status"), "c");
+        other.user = "system:admin".into();
+        assert!(f.decide(&other).is_none());
     }
 }

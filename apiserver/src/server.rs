@@ -1,6 +1,5 @@
 //! The loopback HTTP listener and the kubeconfig that points `kubectl` at it.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,11 +126,12 @@ pub(crate) async fn serve(reg: Arc<Registry>, addr: SocketAddr) -> Result<ServeH
                             let reg = reg.clone();
                             async move {
                                 let (parts, body) = req.into_parts();
-                                let resp = match body.collect().await {
+                                // An injected drop fault is an error here, which makes hyper
+                                // close the connection without an answer.
+                                match body.collect().await {
                                     Ok(b) => handle(reg, ADMIN, Request::from_parts(parts, b.to_bytes())).await,
-                                    Err(e) => error_response(&ApiError::bad_request(format!("cannot read request body: {e}"))),
-                                };
-                                Ok::<_, Infallible>(resp)
+                                    Err(e) => Ok(error_response(&ApiError::bad_request(format!("cannot read request body: {e}")))),
+                                }
                             }
                         });
                         let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

@@ -237,6 +237,7 @@ fn the_bench_report_renders_without_errors_and_shows_pods_per_second() {
         workload: Workload::SchedulingBasic,
         sizes,
         mode: PluginMode::Native,
+        faults: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let result = rt

@@ -1091,8 +1091,9 @@ async fn works_for_the_gpu_cluster_example() {
 // Chaos: API faults on writes and cut watches
 
 /// One chaos run: 500 pods (300 with claims from a template, 200 sharing 20 claims) on 40 nodes
-/// with 10 GPUs each, while 20% of the scheduler's writes fail (500, 503, 504, 429) and every
-/// watch is cut after 300 ms with a watch history so short that re-watches often get 410 Gone.
+/// with 10 GPUs each, while 20% of the scheduler's writes fail (500, 503, 504, 429, a dropped
+/// connection, or a dropped connection after the write took effect) and every watch is cut after
+/// 300 ms with a watch history so short that re-watches often get 410 Gone.
 /// Returns (bound pods, injected faults).
 async fn chaos_run(seed: u64) -> (usize, u64) {
     const NODES: usize = 40;
@@ -1102,8 +1103,8 @@ async fn chaos_run(seed: u64) -> (usize, u64) {
     let server = ApiServer::with_config(embedded_apiserver::Config { watch_history: 64 });
     let c = Cluster::start_on(server, Mode::Native, "").await;
     let plan = embedded_apiserver::FaultPlan::parse(&format!(
-        "seed={seed},write=0.05:500,write=0.05:503,write=0.05:504,write=0.05:429/1s,\
-         watch=1:cut/300ms,read=0.05:delay/5ms"
+        "seed={seed},write=0.04:500,write=0.04:503,write=0.03:504,write=0.03:429/1s,\
+         write=0.03:drop,write=0.04:drop/handled,watch=1:cut/300ms,read=0.05:delay/5ms"
     ))
     .unwrap();
     c.server.set_faults(Some(plan));

@@ -7,7 +7,6 @@
 pub(crate) mod body;
 mod table;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -51,10 +50,10 @@ where
     B::Error: std::fmt::Display,
 {
     type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Error = ConnectionDropped;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectionDropped>> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ConnectionDropped>> {
         Poll::Ready(Ok(()))
     }
 
@@ -71,17 +70,25 @@ where
                     ))));
                 }
             };
-            Ok(handle(reg, &user, Request::from_parts(parts, bytes)).await)
+            handle(reg, &user, Request::from_parts(parts, bytes)).await
         })
     }
 }
 
-/// Answers one request from `user` (recorded in the request log when it is on).
+/// An injected `drop` fault: the connection ends without an answer. The in-process client sees
+/// it as a service error, a network client as a closed connection, as with a real server that
+/// crashed or a load balancer that cut the connection.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by the server (injected fault)")]
+pub struct ConnectionDropped;
+
+/// Answers one request from `user` (recorded in the request log when it is on; a dropped one with
+/// code 0).
 pub(crate) async fn handle(
     reg: Arc<Registry>,
     user: &str,
     req: Request<Bytes>,
-) -> Response<ResponseBody> {
+) -> Result<Response<ResponseBody>, ConnectionDropped> {
     // Described only when something needs the description: it costs a few allocations.
     let info = (reg.audit.enabled() || reg.faults.active())
         .then(|| audit::request_info(&req, audit::user_of(&req, user)));
@@ -89,8 +96,15 @@ pub(crate) async fn handle(
     let record = info.filter(|_| reg.audit.enabled());
     let audit = record.as_ref().map(|_| reg.clone());
     let resp = match decision {
-        Some(Decision::Fail(e)) => error_response(&e),
-        other => {
+        Some(Decision::Fail(e)) => Ok(error_response(&e)),
+        Some(Decision::Drop { handled }) => {
+            if handled {
+                // The write takes effect; only its answer is lost.
+                let _ = route(reg.clone(), req).await;
+            }
+            Err(ConnectionDropped)
+        }
+        other => Ok({
             if let Some(Decision::Delay(d)) = other {
                 tokio::time::sleep(d).await;
             }
@@ -100,10 +114,10 @@ pub(crate) async fn handle(
                 Some(Decision::CutWatch(d)) => resp.map(|body| body.cut_after(d)),
                 _ => resp,
             }
-        }
+        }),
     };
     if let (Some(mut record), Some(reg)) = (record, audit) {
-        record.code = resp.status().as_u16();
+        record.code = resp.as_ref().map_or(0, |r| r.status().as_u16());
         reg.audit.push(record);
     }
     resp

@@ -35,6 +35,9 @@ Options (each also as an environment variable):
   --duration <SECONDS>  how long the steady state runs                 (BENCH_DURATION)
   --in-process          run every workload in this process (RSS is then cumulative)
   --report <PATH>       also write a self-contained HTML report        (BENCH_REPORT)
+  --faults <SPEC>       inject API faults into the scheduler's requests (BENCH_FAULTS)
+                        during the measured phase, e.g. seed=1,write=0.2:503
+                        (README: Fault injection)
   -h, --help            this text
 ";
 
@@ -59,6 +62,8 @@ pub struct Options {
     pub in_process: bool,
     /// Where the HTML report goes, if anywhere.
     pub report: Option<PathBuf>,
+    /// Fault injection for the measured phases (validated text form).
+    pub faults: Option<String>,
     /// Internal: run this one spec and print its result.
     pub child: Option<RunSpec>,
 }
@@ -99,6 +104,7 @@ impl Options {
             duration: None,
             in_process: false,
             report: env("BENCH_REPORT").map(PathBuf::from),
+            faults: env("BENCH_FAULTS"),
             child: None,
         };
         let seconds = |v: &str| -> Result<std::time::Duration, BenchError> {
@@ -157,6 +163,7 @@ impl Options {
                 "--wasm" => o.wasm = value("--wasm")?.into(),
                 "--out" => o.out = value("--out")?.into(),
                 "--report" => o.report = Some(value("--report")?.into()),
+                "--faults" => o.faults = Some(value("--faults")?),
                 "--config" => o.config = Some(value("--config")?.into()),
                 "--duration" => o.duration = Some(seconds(&value("--duration")?)?),
                 "--child" => {
@@ -173,6 +180,10 @@ impl Options {
                     )));
                 }
             }
+        }
+        if let Some(spec) = &o.faults {
+            embedded_apiserver::FaultPlan::parse(spec)
+                .map_err(|e| BenchError::Usage(e.to_string()))?;
         }
         if o.scale.is_nan() || o.scale <= 0.0 {
             return Err(BenchError::Usage("the scale must be above 0".into()));
@@ -197,6 +208,7 @@ impl Options {
                 workload,
                 sizes,
                 mode,
+                faults: self.faults.clone(),
             }));
         }
         v
@@ -339,7 +351,7 @@ pub fn main(prefix: &[String], args: &[String]) -> i32 {
             )
         });
         let r = match (&rt, &exe) {
-            (Some(rt), _) => rt.block_on(run(spec, &base, &o.wasm)),
+            (Some(rt), _) => rt.block_on(run(spec.clone(), &base, &o.wasm)),
             (None, Ok(exe)) => run_child(exe, prefix, &spec, &o),
             (None, Err(e)) => Err(BenchError::Child(format!("cannot find this program: {e}"))),
         };

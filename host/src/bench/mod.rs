@@ -19,6 +19,7 @@
 //!     workload: Workload::SchedulingBasic,
 //!     sizes: Workload::SchedulingBasic.full_size().scaled(0.1),
 //!     mode: PluginMode::Native,
+//!     faults: None,
 //! };
 //! let config = wasm_scheduler::config::SchedulerConfig::default();
 //! let wasm = std::path::Path::new("target/wasm32-wasip2/release/dra_plugin.wasm");
@@ -97,6 +98,10 @@ mod tests {
     use crate::config::SchedulerConfig;
 
     fn tiny(workload: Workload) -> RunResult {
+        tiny_with(workload, None)
+    }
+
+    fn tiny_with(workload: Workload, faults: Option<&str>) -> RunResult {
         let mut sizes = workload.full_size().scaled(0.02);
         if !sizes.duration.is_zero() {
             sizes.duration = Duration::from_millis(500);
@@ -105,6 +110,7 @@ mod tests {
             workload,
             sizes,
             mode: PluginMode::Native,
+            faults: faults.map(str::to_string),
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -175,5 +181,18 @@ mod tests {
     fn steady_state_keeps_scheduling_batches() {
         let r = tiny(Workload::SteadyStateDra);
         assert!(r.bound >= 10 && r.bound.is_multiple_of(10), "{}", r.bound);
+    }
+
+    #[test]
+    fn with_faults_every_measured_pod_is_still_bound_and_the_faults_are_counted() {
+        // A fifth of the scheduler's writes fail, some after taking effect; the harness's own
+        // requests (creating and checking the pods) are spared.
+        let r = tiny_with(
+            Workload::SchedulingWithResourceClaimTemplate,
+            Some("seed=5,write=0.1:503,write=0.05:drop,write=0.05:drop/handled"),
+        );
+        assert!(r.faults_injected > 0, "{}", r.faults_injected);
+        let md = markdown(std::slice::from_ref(&r), &[], "test");
+        assert!(md.contains("API faults injected"), "{md}");
     }
 }

@@ -96,10 +96,11 @@ pub fn markdown(results: &[RunResult], failures: &[Failure], command: &str) -> S
     for r in results {
         let w = r.spec.workload;
         let s = r.spec.sizes;
-        let mode = if w.uses_dra() {
-            r.spec.mode.name()
-        } else {
-            "native (no claims)"
+        let mode = match (w.uses_dra(), r.spec.faults.is_some()) {
+            (true, false) => r.spec.mode.name().to_string(),
+            (true, true) => format!("{}, {} API faults", r.spec.mode.name(), r.faults_injected),
+            (false, false) => "native (no claims)".to_string(),
+            (false, true) => format!("native (no claims), {} API faults", r.faults_injected),
         };
         let measured = if s.duration.is_zero() {
             format!("{}", r.expected)
@@ -234,6 +235,13 @@ fn details(r: &RunResult) -> String {
         "\nLoad average when the measured phase started: {:.2}.",
         r.load_average
     );
+    if let Some(faults) = &r.spec.faults {
+        let _ = writeln!(
+            out,
+            "\nAPI faults injected into the scheduler's requests during the measured phase: {} (`{faults}`).",
+            r.faults_injected
+        );
+    }
     let _ = writeln!(
         out,
         "\nCPU during the measured phase: {:.2} s of {:.2} s wall ({:.0}% of one core); by thread:\n",

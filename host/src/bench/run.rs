@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use embedded_apiserver::ApiServer;
+use embedded_apiserver::{ApiServer, FaultPlan};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, ListParams};
@@ -73,7 +73,13 @@ pub struct RunResult {
     /// The machine's 1-minute load average when the measured phase started.
     #[serde(default)]
     pub load_average: f64,
+    /// API faults injected into the scheduler's requests during the measured phase.
+    #[serde(default)]
+    pub faults_injected: u64,
 }
+
+/// Whom the scheduler's requests are attributed to, so `--faults` hits them and not the harness.
+const SCHEDULER_USER: &str = "system:kube-scheduler";
 
 /// How often the activeQ length is sampled.
 const QUEUE_SAMPLE_EVERY: Duration = Duration::from_millis(20);
@@ -296,7 +302,7 @@ pub async fn run(
 
     let metrics = Arc::new(Metrics::new());
     let scheduler = build(
-        client.clone(),
+        server.client_as(SCHEDULER_USER),
         &config(&spec, base, wasm)?,
         Registry::with_builtins(),
         metrics.clone(),
@@ -350,6 +356,14 @@ pub async fn run(
     // The measured phase.
     let base = scheduled(&metrics);
     measure::reset(&metrics);
+    if let Some(text) = &spec.faults {
+        let mut plan = FaultPlan::parse(text).map_err(|e| BenchError::Usage(e.to_string()))?;
+        // The harness's own requests (creating the measured pods, checking them) stay clean.
+        if plan.users.is_empty() {
+            plan.users.push(SCHEDULER_USER.to_string());
+        }
+        server.set_faults(Some(plan));
+    }
     let (cpu0, threads0) = measure::cpu_seconds();
     let mut depth = QueueDepth::default();
     let start = Instant::now();
@@ -361,6 +375,8 @@ pub async fn run(
     let seconds = start.elapsed().as_secs_f64();
     let (cpu1, threads1) = measure::cpu_seconds();
     let bound = (scheduled(&metrics) - base) as usize;
+    let faults_injected = server.injected_faults();
+    server.set_faults(None);
     rss("measured pods scheduled");
     // Read before verifying: the verification's pod list is the harness's, not the scheduler's.
     let peak_rss_bytes = measure::peak_rss_bytes().unwrap_or(0);
@@ -407,6 +423,7 @@ pub async fn run(
         throughput: depth.throughput(start),
         rss_phases,
         load_average,
+        faults_injected,
     };
     progress(
         &result.spec,

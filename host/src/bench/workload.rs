@@ -245,7 +245,7 @@ impl Sizes {
 }
 
 /// One run: a workload, its sizes and the DRA plugin's mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpec {
     /// The workload.
     pub workload: Workload,
@@ -253,6 +253,10 @@ pub struct RunSpec {
     pub sizes: Sizes,
     /// How the DRA plugin runs.
     pub mode: PluginMode,
+    /// API faults injected into the scheduler's requests during the measured phase (the
+    /// `--faults` text form of `embedded_apiserver::FaultPlan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<String>,
 }
 
 #[cfg(test)]
