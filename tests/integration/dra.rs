@@ -1336,3 +1336,98 @@ async fn works_for_the_partitionable_gpu_example() {
         .await
         .unwrap_or_else(|e| panic!("DRA invariants:\n{e}"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Placement that keeps scarce devices free
+
+/// GPUs `gpu-0..` on `node` with these memory sizes, in this slice order.
+fn gpus_with_memory(node: &str, memory: &[&str]) -> Value {
+    let devices = memory
+        .iter()
+        .enumerate()
+        .map(|(i, m)| json!({"name": format!("gpu-{i}"), "capacity": {"memory": {"value": m}}}))
+        .collect();
+    slice(&format!("{node}-gpus"), GPU, node, devices)
+}
+
+/// A template for one GPU with at least 80Gi.
+fn big_gpu_template() -> Value {
+    let big = format!("device.capacity[\"{GPU}\"].memory.compareTo(quantity(\"80Gi\")) >= 0");
+    template(
+        "big-gpu",
+        json!([{"name": "gpu", "exactly": {"deviceClassName": GPU, "allocationMode": "ExactCount", "count": 1,
+                 "selectors": [{"cel": {"expression": big}}]}}]),
+    )
+}
+
+/// Six 40Gi and six 80Gi GPUs on three nodes — node-a: four 40Gi; node-b: two 80Gi listed
+/// before two 40Gi; node-c: four 80Gi — and twelve pods created at once: six that take any GPU
+/// (listed first) and six that need 80Gi. All twelve fit only if no generic pod takes an 80Gi
+/// GPU. In slice order the generic pods on node-b would take its 80Gi GPUs, and a node choice
+/// blind to devices sends generic pods to node-c (a tie broken at random): then big pods stay
+/// pending. Placement takes the 40Gi GPUs inside a node, and Score prefers nodes that have them.
+async fn generic_requests_leave_the_special_devices_free(mode: Mode) {
+    let c = Cluster::start(mode, "").await;
+    let mut docs = vec![
+        namespace(),
+        gpu_class(),
+        node("node-a"),
+        node("node-b"),
+        node("node-c"),
+        gpus_with_memory("node-a", &["40Gi"; 4]),
+        gpus_with_memory("node-b", &["80Gi", "80Gi", "40Gi", "40Gi"]),
+        gpus_with_memory("node-c", &["80Gi"; 4]),
+        template("any-gpu", json!([exact("gpu", GPU, 1)])),
+        big_gpu_template(),
+    ];
+    docs.extend((0..6).map(|i| pod_using_template(&format!("any-{i}"), "any-gpu")));
+    docs.extend((0..6).map(|i| pod_using_template(&format!("big-{i}"), "big-gpu")));
+    c.load(&docs).await;
+    c.wait_bound(12).await;
+    c.invariants().await;
+    let bound = c.bound().await;
+    for i in 0..6 {
+        let pod = format!("any-{i}");
+        let device = results(&c.claim_of(&pod).await)[0].1.clone();
+        let node = bound[&pod].as_str();
+        assert!(
+            node == "node-a" || (node == "node-b" && (device == "gpu-2" || device == "gpu-3")),
+            "{pod} took {node}/{device}, an 80Gi GPU"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_requests_leave_scarce_devices_free() {
+    generic_requests_leave_the_special_devices_free(Mode::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_requests_leave_scarce_devices_free_as_wasm_component() {
+    generic_requests_leave_the_special_devices_free(Mode::Wasm).await;
+}
+
+/// One node, an 80Gi GPU listed before a 40Gi one. A generic pod is bound first, and only
+/// then is a pod that needs 80Gi created: the generic pod must have left the 80Gi GPU free,
+/// known as special from the template alone (in slice order it would take it, and the second
+/// pod would never fit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_choice_inside_a_node_keeps_the_special_device_for_later_pods() {
+    let c = Cluster::start(Mode::Native, "").await;
+    c.load(&[
+        namespace(),
+        gpu_class(),
+        node("node-a"),
+        gpus_with_memory("node-a", &["80Gi", "40Gi"]),
+        template("any-gpu", json!([exact("gpu", GPU, 1)])),
+        big_gpu_template(),
+        pod_using_template("any", "any-gpu"),
+    ])
+    .await;
+    c.wait_bound(1).await;
+    assert_eq!(results(&c.claim_of("any").await)[0].1, "gpu-1");
+    c.load(&[pod_using_template("big", "big-gpu")]).await;
+    c.wait_bound(2).await;
+    assert_eq!(results(&c.claim_of("big").await)[0].1, "gpu-0");
+    c.invariants().await;
+}

@@ -208,6 +208,14 @@ impl PlannedClaim {
     pub fn has_first_available(&self) -> bool {
         self.0.requests.iter().any(|r| r.first_available)
     }
+
+    /// The selectors (class and request) of each alternative: the shapes of what it asks for.
+    pub fn alternatives(&self) -> impl Iterator<Item = &[SelectorId]> {
+        self.0
+            .requests
+            .iter()
+            .flat_map(|r| r.alts.iter().map(|a| a.selectors.as_slice()))
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -286,10 +294,14 @@ pub struct Scratch {
 /// Allocates all `claims` together on `node` (no device twice), or says why not.
 ///
 /// `in_use(index)` tells whether a device (by index into [`Inventory::devices`]) is allocated
-/// to some claim or in flight.
+/// to some claim or in flight. With `order` (a rank per device index, see
+/// [`crate::placement`]), the candidates of each request are tried lowest rank first (then in
+/// inventory order), so the least valuable devices that satisfy a request are taken first;
+/// without, in inventory order.
 ///
 /// # Errors
 /// [`AllocError`] when no combination of devices satisfies every claim.
+#[allow(clippy::too_many_arguments)]
 pub fn allocate(
     inv: &Inventory,
     selectors: &mut Selectors,
@@ -298,8 +310,9 @@ pub fn allocate(
     labels: &BTreeMap<String, String>,
     claims: &mut [PlannedClaim],
     in_use: &dyn Fn(u32) -> bool,
+    order: Option<&[u32]>,
 ) -> Result<Vec<ClaimAllocation>, AllocError> {
-    fits(inv, selectors, scratch, node, labels, claims, in_use)?;
+    solve(inv, selectors, scratch, node, labels, claims, in_use, order)?;
     Ok(claims
         .iter()
         .zip(&scratch.picked)
@@ -329,7 +342,8 @@ pub fn allocate(
         .collect())
 }
 
-/// Like [`allocate`], but only tells whether the claims fit on `node` (nothing is built).
+/// Like [`allocate`], but only tells whether the claims fit on `node` (nothing is built). The
+/// order candidates are tried in does not change whether they fit, so none is given.
 ///
 /// # Errors
 /// [`AllocError`] when no combination of devices satisfies every claim.
@@ -341,6 +355,20 @@ pub fn fits(
     labels: &BTreeMap<String, String>,
     claims: &mut [PlannedClaim],
     in_use: &dyn Fn(u32) -> bool,
+) -> Result<(), AllocError> {
+    solve(inv, selectors, scratch, node, labels, claims, in_use, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn solve(
+    inv: &Inventory,
+    selectors: &mut Selectors,
+    scratch: &mut Scratch,
+    node: &str,
+    labels: &BTreeMap<String, String>,
+    claims: &mut [PlannedClaim],
+    in_use: &dyn Fn(u32) -> bool,
+    order: Option<&[u32]>,
 ) -> Result<(), AllocError> {
     let reachable = reachable_devices(inv, node, labels);
     scratch.cand_index.clear();
@@ -382,6 +410,7 @@ pub fn fits(
         selectors,
         reachable,
         in_use,
+        order,
         s: scratch,
         steps: 0,
         errors: Vec::new(),
@@ -469,6 +498,8 @@ struct Search<'a> {
     selectors: &'a mut Selectors,
     reachable: Cow<'a, [u32]>,
     in_use: &'a dyn Fn(u32) -> bool,
+    /// Rank per device: candidates are tried lowest first (see [`allocate`]).
+    order: Option<&'a [u32]>,
     s: &'a mut Scratch,
     steps: usize,
     errors: Vec<String>,
@@ -710,6 +741,10 @@ impl Search<'_> {
             }
         }
         let end = self.s.cand_buf.len();
+        if let Some(order) = self.order {
+            let rank = |d: u32| order.get(d as usize).copied().unwrap_or(u32::MAX);
+            self.s.cand_buf[start..end].sort_by_key(|&d| (rank(d), d));
+        }
         self.s.cand_index.push(((ci, ri, ai), start, end));
         (start, end)
     }
@@ -862,6 +897,7 @@ mod tests {
                 &BTreeMap::new(),
                 &mut planned,
                 &in_use,
+                None,
             )?;
             Ok(r.iter()
                 .map(|c| {
@@ -971,6 +1007,30 @@ mod tests {
             .alloc("a", &[claim(vec![exact("gpu", "gpu", 2)])])
             .unwrap();
         assert_eq!(r[0], pairs(&[("gpu", "a-gpu-1"), ("gpu", "a-gpu-2")]));
+    }
+
+    #[test]
+    fn an_order_tries_low_ranks_first() {
+        let mut f = Fixture::new(&[gpus("a", 3)]);
+        let mut planned =
+            plan_claim(&claim(vec![exact("gpu", "gpu", 2)]), &classes(), &mut f.sel).unwrap();
+        let r = allocate(
+            &f.inv,
+            &mut f.sel,
+            &mut Scratch::default(),
+            "a",
+            &BTreeMap::new(),
+            std::slice::from_mut(&mut planned),
+            &|_| false,
+            Some(&[2, 0, 1]),
+        )
+        .unwrap();
+        let names: Vec<&str> = r[0]
+            .results
+            .iter()
+            .map(|d| f.inv.devices[d.device as usize].name.as_str())
+            .collect();
+        assert_eq!(names, ["a-gpu-1", "a-gpu-2"]);
     }
 
     #[test]
@@ -1086,6 +1146,7 @@ mod tests {
             &BTreeMap::new(),
             std::slice::from_mut(&mut planned),
             &|_| false,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -1198,6 +1259,7 @@ mod tests {
             &BTreeMap::new(),
             std::slice::from_mut(&mut planned),
             &|_| false,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -1222,6 +1284,7 @@ mod tests {
             &BTreeMap::new(),
             std::slice::from_mut(&mut planned),
             &|_| false,
+            None,
         )
         .unwrap();
         assert_eq!(r[0].node_selector(&f.inv), None);

@@ -62,6 +62,9 @@ pub struct Device {
     pub taints: Vec<DeviceTaint>,
     /// Shared counters this device consumes (KEP-4815): (counter id, amount in nano-units).
     pub consumes: Vec<(u32, i128)>,
+    /// Capacity by fully qualified name (the driver's domain when none), in nano-units, sorted
+    /// by name.
+    pub capacity: Vec<(String, i128)>,
 }
 
 /// The identity string of a device, as stored in [`Device::key`].
@@ -245,6 +248,16 @@ impl Inventory {
             if missing_counter {
                 continue;
             }
+            let mut capacity: Vec<(String, i128)> = d
+                .capacity
+                .iter()
+                .flatten()
+                .map(|(name, c)| {
+                    let nanos = kube_quantity::Quantity::parse_json(&c.value.0).map_or(0, |q| q.nanos());
+                    (qualified_name(name, &spec.driver), nanos)
+                })
+                .collect();
+            capacity.sort();
             let index = self.devices.len() as u32;
             for &(id, _) in &consumes {
                 self.counter_consumers[id as usize].push(index);
@@ -273,6 +286,7 @@ impl Inventory {
                 attributes,
                 taints,
                 consumes,
+                capacity,
             });
         }
     }

@@ -29,6 +29,7 @@ use crate::allocator::{self, ClaimAllocation, PlannedClaim, Scratch};
 use crate::cel_env::Selectors;
 use crate::intents::{self, ClaimTarget};
 use crate::node_selector;
+use crate::placement::Placement;
 use crate::state::{Changed, ClusterState, Key};
 
 /// The plugin's name in the scheduler configuration (as upstream).
@@ -110,6 +111,8 @@ struct FitEntry {
     node: Option<u32>,
     generation: (u64, u64),
     status: Status,
+    /// The scarce-device Score for this generation, with the [`Placement::version`] it used.
+    score: Option<(u64, i64)>,
 }
 
 /// The plugin. See the module docs.
@@ -126,9 +129,66 @@ pub struct DraPlugin {
     fit_cache: FitCache,
     reservations: HashMap<String, Vec<Reservation>>,
     scratch: Scratch,
+    placement: Placement,
 }
 
 impl DraPlugin {
+    /// Brings the device ranks of [`crate::placement`] up to date (cheap when nothing changed).
+    fn refresh_placement(&mut self) {
+        self.placement.refresh(
+            self.state.inventory(),
+            &mut self.selectors,
+            &self.state.classes,
+            &self.state.shape_keys,
+            self.state.shapes_generation,
+            self.epoch,
+        );
+    }
+
+    /// Whether the devices some request of the cycle could take differ in value, so that the
+    /// device choice and Score should keep the more valuable ones free.
+    fn scarce_matters(&self) -> bool {
+        self.cycle.as_ref().is_some_and(|c| {
+            c.plans
+                .iter()
+                .flat_map(PlannedClaim::alternatives)
+                .any(|a| self.placement.matters(a))
+        })
+    }
+
+    /// The scarce-device score cached for `node`, if nothing it depends on changed.
+    fn cached_score(&self, node: &str) -> Option<i64> {
+        let e = self.fit_cache.nodes.get(node)?;
+        let (version, score) = e.score?;
+        (e.generation == self.state.fit_generation(e.node) && version == self.placement.version)
+            .then_some(score)
+    }
+
+    /// Caches the scarce-device score of `node` (whose claims fit: Score found an allocation).
+    fn store_score(&mut self, node: &str, score: i64) {
+        let id = self.state.inventory().node_ids.get(node).copied();
+        let generation = self.state.fit_generation(id);
+        let score = Some((self.placement.version, score));
+        match self.fit_cache.nodes.get_mut(node) {
+            Some(e) => {
+                if e.generation != generation {
+                    e.generation = generation;
+                    e.status = Status::success();
+                }
+                e.score = score;
+            }
+            None => {
+                let entry = FitEntry {
+                    node: id,
+                    generation,
+                    status: Status::success(),
+                    score,
+                };
+                self.fit_cache.nodes.insert(node.to_owned(), entry);
+            }
+        }
+    }
+
     fn refresh(&mut self) {
         if self.state.refresh_inventory() {
             self.selectors.clear_results();
@@ -283,6 +343,11 @@ impl DraPlugin {
     /// kept for Score and Reserve. Filter over many nodes keeps nothing otherwise: Reserve
     /// recomputes the one node it needs, which costs less than storing every node's result.
     fn filter_node(&mut self, node: &str, keep: bool) -> Status {
+        // Allocations that are kept pick devices by placement rank; verdicts alone need none.
+        let ordered = keep || self.cycle.as_ref().is_some_and(|c| c.prioritized);
+        if ordered {
+            self.refresh_placement();
+        }
         let Some(cycle) = self.cycle.as_mut() else {
             return Status::success();
         };
@@ -316,6 +381,8 @@ impl DraPlugin {
             return e.status.clone();
         }
         let result = if !cached {
+            let ranks = &self.placement.value;
+            let order = (ranks.len() == inv.devices.len()).then_some(ranks.as_slice());
             allocator::allocate(
                 inv,
                 &mut self.selectors,
@@ -324,6 +391,7 @@ impl DraPlugin {
                 labels,
                 &mut cycle.plans,
                 &in_use,
+                order,
             )
             .map(|allocs| {
                 cycle.per_node.insert(node.to_owned(), allocs);
@@ -355,6 +423,7 @@ impl DraPlugin {
                 Some(e) => {
                     e.generation = state.fit_generation(e.node);
                     e.status.clone_from(&status);
+                    e.score = None;
                 }
                 None => {
                     let id = inv.node_ids.get(node).copied();
@@ -362,6 +431,7 @@ impl DraPlugin {
                         node: id,
                         generation: state.fit_generation(id),
                         status: status.clone(),
+                        score: None,
                     };
                     self.fit_cache.nodes.insert(node.to_owned(), entry);
                 }
@@ -445,6 +515,7 @@ impl Plugin for DraPlugin {
             fit_cache: FitCache::default(),
             reservations: HashMap::new(),
             scratch: Scratch::default(),
+            placement: Placement::default(),
         })
     }
 
@@ -637,31 +708,46 @@ impl Plugin for DraPlugin {
         no_change
     }
 
-    /// PreScore: Score only matters for claims to allocate with a `firstAvailable` request;
-    /// otherwise every node would score 0, so Score is skipped.
+    /// PreScore: Score matters for claims to allocate with a `firstAvailable` request, or when
+    /// the devices a request could take differ in value ([`crate::placement`]); otherwise every
+    /// node would score the same, so Score is skipped.
     fn pre_score(&mut self, pod: &PodRef, _nodes: &[String]) -> Status {
         match self.ensure_cycle(pod) {
             Ok(true) => {}
             Ok(false) => return Status::skip(),
             Err(s) => return s,
         }
+        self.refresh_placement();
         let prioritized = self.cycle.as_ref().is_some_and(|c| c.prioritized);
-        if prioritized {
+        if prioritized || self.scarce_matters() {
             Status::success()
         } else {
             Status::skip()
         }
     }
 
-    /// Score: `100 × mean over firstAvailable requests of (n − i) / n`, where `i` is the index of
-    /// the subrequest the allocator chose on the node and `n` the number of subrequests. Nodes
-    /// where the first choice fits get 100; pods without `firstAvailable` score 0 everywhere.
+    /// Score:
+    /// - with a `firstAvailable` request, as upstream: `100 × mean over those requests of
+    ///   (n − i) / n`, where `i` is the index of the subrequest the allocator chose on the node
+    ///   and `n` the number of subrequests (nodes where the first choice fits get 100); the
+    ///   user's order of preference wins over keeping devices free;
+    /// - otherwise, scarce devices: [`Placement::score`] of the devices the allocation takes
+    ///   there, so nodes where the request is served by the least valuable devices score
+    ///   highest. Cached per node like Filter verdicts.
     fn score(&mut self, pod: &PodRef, nodes: &[String]) -> Result<Vec<i64>, Status> {
         if !self.ensure_cycle(pod)? {
             return Ok(vec![0; nodes.len()]);
         }
+        self.refresh_placement();
+        self.sync_fit_cache();
+        let prioritized = self.cycle.as_ref().is_some_and(|c| c.prioritized);
+        let cacheable = !prioritized && self.scarce_matters();
         let mut scores = Vec::with_capacity(nodes.len());
         for node in nodes {
+            if cacheable && let Some(s) = self.cached_score(node) {
+                scores.push(s);
+                continue;
+            }
             let have = self
                 .cycle
                 .as_ref()
@@ -670,23 +756,35 @@ impl Plugin for DraPlugin {
                 scores.push(0);
                 continue;
             }
-            let choices: Vec<(usize, usize)> = self
-                .cycle
-                .as_ref()
-                .and_then(|c| c.per_node.get(node))
-                .into_iter()
-                .flatten()
-                .flat_map(|a| a.subrequest_choices.iter().copied())
-                .collect();
-            let score = if choices.is_empty() {
-                0
-            } else {
+            let allocs = self.cycle.as_ref().and_then(|c| c.per_node.get(node));
+            let allocs = allocs.map(Vec::as_slice).unwrap_or_default();
+            let first_available = prioritized.then(|| {
+                let choices: Vec<(usize, usize)> = allocs
+                    .iter()
+                    .flat_map(|a| a.subrequest_choices.iter().copied())
+                    .collect();
+                if choices.is_empty() {
+                    return 0;
+                }
                 let sum: f64 = choices
                     .iter()
                     .map(|&(i, n)| (n - i) as f64 / n as f64)
                     .sum();
                 (100.0 * sum / choices.len() as f64).round() as i64
+            });
+            let devices = allocs
+                .iter()
+                .flat_map(|a| &a.results)
+                .filter(|r| !r.admin_access)
+                .map(|r| r.device);
+            let score = match first_available {
+                Some(s) => s,
+                None if cacheable => self.placement.score(devices),
+                None => 0,
             };
+            if cacheable {
+                self.store_score(node, score);
+            }
             scores.push(score);
         }
         Ok(scores)
@@ -1217,6 +1315,59 @@ mod tests {
                 .all(Status::is_success)
         );
         assert_eq!(p.score(&pod_ref("p"), &nodes).unwrap(), [100, 50]);
+    }
+
+    /// node-a: one 80Gi GPU; node-b: an 80Gi and a 40Gi GPU (in that order). A template asks
+    /// for 80Gi, so the 80Gi GPUs are worth more: a generic claim scores node-b higher and gets
+    /// its 40Gi GPU there, though the 80Gi one comes first in the slice.
+    #[test]
+    fn placement_keeps_the_special_devices_free() {
+        let mut p = DraPlugin::new("{}").unwrap();
+        add(
+            &mut p,
+            ResourceKind::device_class(),
+            json!({"metadata": {"name": "gpu.example.com"},
+            "spec": {"selectors": [{"cel": {"expression": "device.driver == \"gpu.example.com\""}}]}}),
+        );
+        let gpu = |name: &str, mem: &str| json!({"name": name, "capacity": {"memory": {"value": mem}}});
+        for (node, devices) in [
+            ("node-a", vec![gpu("gpu-0", "80Gi")]),
+            ("node-b", vec![gpu("gpu-0", "80Gi"), gpu("gpu-1", "40Gi")]),
+        ] {
+            add(&mut p, ResourceKind::node(), json!({"metadata": {"name": node}}));
+            add(
+                &mut p,
+                ResourceKind::resource_slice(),
+                json!({"metadata": {"name": node},
+                "spec": {"driver": "gpu.example.com", "nodeName": node,
+                         "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+                         "devices": devices}}),
+            );
+        }
+        add(
+            &mut p,
+            ResourceKind::resource_claim_template(),
+            json!({"metadata": {"name": "big", "namespace": "demo"},
+            "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
+                "deviceClassName": "gpu.example.com",
+                "selectors": [{"cel": {"expression":
+                    "device.capacity[\"gpu.example.com\"].memory.compareTo(quantity(\"80Gi\")) >= 0"}}]}}]}}}}),
+        );
+        add(&mut p, ResourceKind::resource_claim(), claim("c", 1));
+        add(&mut p, ResourceKind::pod(), pod("p", "c"));
+        assert!(p.pre_filter(&pod_ref("p")).status.is_success());
+        let nodes = ["node-a".to_string(), "node-b".to_string()];
+        assert!(p.filter(&pod_ref("p"), &nodes).iter().all(Status::is_success));
+        assert!(p.pre_score(&pod_ref("p"), &nodes).is_success());
+        assert_eq!(p.score(&pod_ref("p"), &nodes).unwrap(), [0, 100]);
+        // Cached: the same scores without a new allocation.
+        assert_eq!(p.score(&pod_ref("p"), &nodes).unwrap(), [0, 100]);
+        let intents = p.reserve(&pod_ref("p"), "node-b").unwrap();
+        let status: Value = serde_json::from_str(&intents[1].body).unwrap();
+        assert_eq!(
+            status["status"]["allocation"]["devices"]["results"][0]["device"],
+            "gpu-1"
+        );
     }
 
     /// Adds pod `name` with its own claim for `count` devices, runs PreFilter and returns

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::NodeSelector;
 use k8s_openapi::api::resource::v1::{
-    DeviceClaim, DeviceClass, ResourceClaimSpec, ResourceSlice, ResourceSliceSpec,
+    DeviceClaim, DeviceClass, DeviceSelector, ResourceClaimSpec, ResourceSlice, ResourceSliceSpec,
 };
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
@@ -106,6 +106,20 @@ struct ClaimStatusJson {
 #[derive(Deserialize)]
 struct NodeJson {
     metadata: MetaJson,
+}
+
+/// A ResourceClaimTemplate: its name and the requests of the claims it makes.
+#[derive(Deserialize)]
+struct TemplateJson {
+    metadata: MetaJson,
+    #[serde(default)]
+    spec: TemplateSpecJson,
+}
+
+#[derive(Deserialize, Default)]
+struct TemplateSpecJson {
+    #[serde(default)]
+    spec: Option<ResourceClaimSpec>,
 }
 
 /// A pod's metadata: only what DRA keeps (no labels, annotations or timestamps to parse).
@@ -338,6 +352,11 @@ pub struct ClusterState {
     /// Bumped by changes that can alter Filter results on any node: devices reachable from
     /// several nodes taken or freed, node labels, device classes.
     shared_generation: u64,
+    /// Request shapes seen (see [`crate::placement`]): (DeviceClass, request selector
+    /// expressions) of every DeviceClass, template and unallocated claim, in first-seen order.
+    pub shape_keys: Vec<(String, Vec<String>)>,
+    /// Bumped when `shape_keys` or a DeviceClass changes.
+    pub shapes_generation: u64,
 }
 
 /// Which kind of object an event changed, for the plugin's bookkeeping.
@@ -425,6 +444,9 @@ impl ClusterState {
                     }
                 }
                 let uid = c.uid.clone();
+                if !deleted && c.allocation.is_none() {
+                    self.note_shapes(&c.spec);
+                }
                 if !deleted {
                     self.count_devices(&c, 1);
                     if let Some(g) = &c.generated_for {
@@ -442,11 +464,14 @@ impl ClusterState {
                 }
             }
             ("resource.k8s.io/v1", "ResourceClaimTemplate") => {
-                let m: NodeJson = serde_json::from_str(&event.object).map_err(err)?;
+                let m: TemplateJson = serde_json::from_str(&event.object).map_err(err)?;
                 let key = (m.metadata.namespace, m.metadata.name);
                 if deleted {
                     self.templates.remove(&key);
                 } else {
+                    if let Some(devices) = m.spec.spec.and_then(|s| s.devices) {
+                        self.note_shapes(&devices);
+                    }
                     self.templates.insert(key);
                 }
                 Ok(Changed::Other)
@@ -455,6 +480,8 @@ impl ClusterState {
                 let c: DeviceClass = serde_json::from_str(&event.object).map_err(err)?;
                 let name = c.metadata.name.unwrap_or_default();
                 self.shared_generation += 1;
+                self.shapes_generation += 1;
+                self.note_shape(&name, None);
                 if deleted {
                     self.classes.remove(&name);
                 } else {
@@ -511,6 +538,38 @@ impl ClusterState {
             }
         }
         Ok(out)
+    }
+
+    /// Records the shapes of a claim's request alternatives (see [`crate::placement`]).
+    fn note_shapes(&mut self, spec: &DeviceClaim) {
+        for r in spec.requests.iter().flatten() {
+            if let Some(e) = &r.exactly {
+                self.note_shape(&e.device_class_name, e.selectors.as_deref());
+            }
+            for sub in r.first_available.iter().flatten() {
+                self.note_shape(&sub.device_class_name, sub.selectors.as_deref());
+            }
+        }
+    }
+
+    fn note_shape(&mut self, class: &str, selectors: Option<&[DeviceSelector]>) {
+        let exprs = || {
+            selectors
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.cel.as_ref())
+                .map(|c| c.expression.as_str())
+        };
+        let known = self
+            .shape_keys
+            .iter()
+            .any(|(c, e)| c == class && e.iter().map(String::as_str).eq(exprs()));
+        if known || self.shape_keys.len() >= crate::placement::MAX_SHAPES {
+            return;
+        }
+        self.shape_keys
+            .push((class.to_owned(), exprs().map(str::to_owned).collect()));
+        self.shapes_generation += 1;
     }
 
     fn count_devices(&mut self, c: &Claim, delta: i32) {
