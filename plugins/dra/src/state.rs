@@ -203,10 +203,16 @@ struct AllocatedDevicesJson {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ResultJson {
     driver: String,
     pool: String,
     device: String,
+    /// A share of a device with `allowMultipleAllocations` (KEP-5075).
+    #[serde(default, rename = "shareID")]
+    share_id: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    consumed_capacity: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 }
 
 #[derive(Deserialize)]
@@ -242,8 +248,11 @@ pub struct Consumer {
 /// A claim's `status.allocation`, reduced to what scheduling needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Allocation {
-    /// Device keys (see [`device_key`]).
+    /// Keys (see [`device_key`]) of the devices it holds whole.
     pub devices: Vec<String>,
+    /// Shares of devices with `allowMultipleAllocations` (results with a `shareID`): the device
+    /// key and its `consumedCapacity` (name, nano-units).
+    pub shared: Vec<(String, Vec<(String, i128)>)>,
     /// Where the claim can be used.
     pub node_selector: Option<NodeSelector>,
 }
@@ -297,14 +306,31 @@ impl Claim {
             name: meta.name,
             uid: meta.uid,
             spec: c.spec.devices.unwrap_or_default(),
-            allocation: status.allocation.map(|a| Allocation {
-                devices: a
-                    .devices
-                    .results
-                    .iter()
-                    .map(|r| device_key(&r.driver, &r.pool, &r.device))
-                    .collect(),
-                node_selector: a.node_selector,
+            allocation: status.allocation.map(|a| {
+                let (shared, whole): (Vec<_>, Vec<_>) =
+                    a.devices.results.iter().partition(|r| r.share_id.is_some());
+                Allocation {
+                    devices: whole
+                        .iter()
+                        .map(|r| device_key(&r.driver, &r.pool, &r.device))
+                        .collect(),
+                    shared: shared
+                        .iter()
+                        .map(|r| {
+                            let consumed = r
+                                .consumed_capacity
+                                .iter()
+                                .map(|(n, q)| {
+                                    let nanos = kube_quantity::Quantity::parse_json(&q.0)
+                                        .map_or(0, |q| q.nanos());
+                                    (n.clone(), nanos)
+                                })
+                                .collect();
+                            (device_key(&r.driver, &r.pool, &r.device), consumed)
+                        })
+                        .collect(),
+                    node_selector: a.node_selector,
+                }
             }),
             reserved_for: status
                 .reserved_for
@@ -339,6 +365,9 @@ pub struct ClusterState {
     pub slices: HashMap<String, ResourceSliceSpec>,
     /// How many claims hold each device (adminAccess allocations may share a device).
     pub allocated: FxHashMap<String, u32>,
+    /// Capacity consumed by the allocated shares of each device with
+    /// `allowMultipleAllocations`: device key → (capacity name, nano-units).
+    pub shared_consumed: FxHashMap<String, Vec<(String, i128)>>,
     /// Generated claims by (pod uid, pod claim name).
     generated: HashMap<(String, String), String>,
     inventory: Inventory,
@@ -573,6 +602,14 @@ impl ClusterState {
     }
 
     fn count_devices(&mut self, c: &Claim, delta: i32) {
+        for (key, consumed) in c.allocation.iter().flat_map(|a| &a.shared) {
+            add_consumed(&mut self.shared_consumed, key, consumed, i128::from(delta));
+            if !self.inventory_dirty
+                && let Some(&i) = self.inventory.index.get(key)
+            {
+                self.touch_device(i);
+            }
+        }
         for d in c.allocation.iter().flat_map(|a| &a.devices) {
             let n = match self.allocated.get_mut(d) {
                 Some(n) => n,
@@ -644,6 +681,44 @@ impl ClusterState {
     pub fn inventory(&self) -> &Inventory {
         &self.inventory
     }
+}
+
+/// Adds `sign ×` the amounts `consumed` of device `key` to `totals` (dropping a device whose
+/// totals become zero).
+pub fn add_consumed(
+    totals: &mut FxHashMap<String, Vec<(String, i128)>>,
+    key: &str,
+    consumed: &[(String, i128)],
+    sign: i128,
+) {
+    let entry = match totals.get_mut(key) {
+        Some(e) => e,
+        None => totals.entry(key.to_owned()).or_default(),
+    };
+    for (name, amount) in consumed {
+        match entry.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v += sign * amount,
+            None => entry.push((name.clone(), sign * amount)),
+        }
+    }
+    if entry.iter().all(|(_, v)| *v == 0) {
+        totals.remove(key);
+    }
+}
+
+impl ClusterState {
+    /// How much of capacity `name` of device `key` the allocated shares consume.
+    pub fn consumed(&self, key: &str, name: &str) -> i128 {
+        consumed_of(&self.shared_consumed, key, name)
+    }
+}
+
+/// The amount of capacity `name` of device `key` in `totals`.
+pub fn consumed_of(totals: &FxHashMap<String, Vec<(String, i128)>>, key: &str, name: &str) -> i128 {
+    totals
+        .get(key)
+        .and_then(|v| v.iter().find(|(n, _)| n == name))
+        .map_or(0, |(_, v)| *v)
 }
 
 #[cfg(test)]
