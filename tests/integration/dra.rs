@@ -36,7 +36,10 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// 4. every allocated claim has the `resource.kubernetes.io/delete-protection` finalizer, unless
 ///    a pod in its `reservedFor` is still in flight;
 /// 5. no shared counter (KEP-4815 `sharedCounters` of a pool) is consumed beyond its value by
-///    the allocated devices (adminAccess results excepted), whichever slices and claims they are in.
+///    the allocated devices (adminAccess results excepted), whichever slices and claims they are in;
+/// 6. consumable capacity (KEP-5075): only devices with `allowMultipleAllocations` are shared
+///    (results with a `shareID`, unique per device), and the `consumedCapacity` of all their
+///    shares never exceeds the device's capacity.
 ///
 /// # Errors
 /// A message listing every violation.
@@ -56,6 +59,7 @@ pub async fn check_dra_invariants(
         .items;
     let mut problems = Vec::new();
     let mut owner: HashMap<(String, String, String), String> = HashMap::new();
+    let mut shares: Vec<(DeviceId, &str, BTreeMap<String, String>)> = Vec::new();
     let mut by_key: HashMap<(String, String), &ResourceClaim> = HashMap::new();
     for c in &claims {
         let name = format!(
@@ -81,6 +85,12 @@ pub async fn check_dra_invariants(
                 continue;
             }
             let dev = (r.driver.clone(), r.pool.clone(), r.device.clone());
+            if let Some(id) = &r.share_id {
+                let consumed = r.consumed_capacity.iter().flatten();
+                let consumed = consumed.map(|(n, q)| (n.clone(), q.0.clone())).collect();
+                shares.push((dev, id.as_str(), consumed));
+                continue;
+            }
             if let Some(other) = owner.insert(dev.clone(), name.clone())
                 && other != name
             {
@@ -90,7 +100,14 @@ pub async fn check_dra_invariants(
             }
         }
     }
-    problems.extend(counter_problems(client, owner.keys()).await?);
+    let slices = Api::<k8s_openapi::api::resource::v1::ResourceSlice>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items;
+    let shared_devices = shares.iter().map(|(d, _, _)| d).collect::<HashSet<_>>();
+    problems.extend(counter_problems(&slices, owner.keys().chain(shared_devices)));
+    problems.extend(capacity_problems(&slices, &shares));
     let mut pod_by_uid: HashMap<&str, &Pod> = HashMap::new();
     for p in &pods {
         pod_by_uid.insert(p.metadata.uid.as_deref().unwrap_or(""), p);
@@ -179,26 +196,67 @@ pub async fn check_dra_invariants(
     }
 }
 
+/// A device: (driver, pool, device).
+type DeviceId = (String, String, String);
+
+fn nanos(q: &str) -> i128 {
+    kube_quantity::Quantity::parse_json(q).map_or(0, |q| q.nanos())
+}
+
+/// Invariant 6: the shares (device, shareID, consumedCapacity) of devices with
+/// `allowMultipleAllocations`.
+fn capacity_problems(
+    slices: &[k8s_openapi::api::resource::v1::ResourceSlice],
+    shares: &[(DeviceId, &str, BTreeMap<String, String>)],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut capacity: HashMap<DeviceId, (bool, BTreeMap<String, i128>)> = HashMap::new();
+    for s in slices {
+        for d in s.spec.devices.iter().flatten() {
+            let caps = d.capacity.iter().flatten();
+            let caps = caps.map(|(n, c)| (n.clone(), nanos(&c.value.0))).collect();
+            let id = (s.spec.driver.clone(), s.spec.pool.name.clone(), d.name.clone());
+            capacity.insert(id, (d.allow_multiple_allocations == Some(true), caps));
+        }
+    }
+    let mut used: BTreeMap<(DeviceId, String), i128> = BTreeMap::new();
+    let mut ids = HashSet::new();
+    for (dev, id, consumed) in shares {
+        if !ids.insert((dev.clone(), *id)) {
+            problems.push(format!("device {dev:?} has two shares with shareID {id}"));
+        }
+        match capacity.get(dev) {
+            Some((true, _)) => {}
+            _ => problems.push(format!(
+                "device {dev:?} is shared but does not allow multiple allocations"
+            )),
+        }
+        for (name, q) in consumed {
+            *used.entry((dev.clone(), name.clone())).or_default() += nanos(q);
+        }
+    }
+    for ((dev, name), n) in used {
+        let cap = capacity.get(&dev).and_then(|(_, c)| c.get(&name)).copied();
+        if cap.is_none_or(|cap| n > cap) {
+            problems.push(format!(
+                "capacity {name} of device {dev:?} is consumed {n} nano-units, beyond {cap:?}"
+            ));
+        }
+    }
+    problems
+}
+
 /// Invariant 5: shared counters consumed by the allocated `devices` (driver, pool, device).
-async fn counter_problems(
-    client: &kube::Client,
-    devices: impl Iterator<Item = &(String, String, String)>,
-) -> Result<Vec<String>, String> {
-    use k8s_openapi::api::resource::v1::ResourceSlice;
-    use kube_quantity::Quantity;
-    let slices = Api::<ResourceSlice>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| e.to_string())?
-        .items;
-    let nanos = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
-        Quantity::parse_json(&q.0).map_or(0, |q| q.nanos())
-    };
+fn counter_problems<'a>(
+    slices: &[k8s_openapi::api::resource::v1::ResourceSlice],
+    devices: impl Iterator<Item = &'a DeviceId>,
+) -> Vec<String> {
+    let nanos = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| nanos(&q.0);
     // (driver, pool, counter set, counter) → value; (driver, pool, device) → consumption.
     let mut capacity: HashMap<(String, String, String, String), i128> = HashMap::new();
     let mut consumes: HashMap<(String, String, String), Vec<((String, String), i128)>> =
         HashMap::new();
-    for s in &slices {
+    for s in slices {
         let (driver, pool) = (&s.spec.driver, &s.spec.pool.name);
         for set in s.spec.shared_counters.iter().flatten() {
             for (name, c) in &set.counters {
@@ -230,15 +288,14 @@ async fn counter_problems(
                 .or_default() += amount;
         }
     }
-    Ok(used
-        .into_iter()
+    used.into_iter()
         .filter_map(|(key, n)| {
             let cap = capacity.get(&key).copied().unwrap_or(0);
             (n > cap).then(|| {
                 format!("counter {key:?} is consumed {n} nano-units beyond its value {cap}")
             })
         })
-        .collect())
+        .collect()
 }
 
 /// Claims a pod uses: named ones, and generated ones recorded in its status.
@@ -1336,4 +1393,215 @@ async fn works_for_the_partitionable_gpu_example() {
     check_dra_invariants(&c.client, &HashSet::new())
         .await
         .unwrap_or_else(|e| panic!("DRA invariants:\n{e}"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Placement that keeps scarce devices free
+
+/// GPUs `gpu-0..` on `node` with these memory sizes, in this slice order.
+fn gpus_with_memory(node: &str, memory: &[&str]) -> Value {
+    let devices = memory
+        .iter()
+        .enumerate()
+        .map(|(i, m)| json!({"name": format!("gpu-{i}"), "capacity": {"memory": {"value": m}}}))
+        .collect();
+    slice(&format!("{node}-gpus"), GPU, node, devices)
+}
+
+/// A template for one GPU with at least 80Gi.
+fn big_gpu_template() -> Value {
+    let big = format!("device.capacity[\"{GPU}\"].memory.compareTo(quantity(\"80Gi\")) >= 0");
+    template(
+        "big-gpu",
+        json!([{"name": "gpu", "exactly": {"deviceClassName": GPU, "allocationMode": "ExactCount", "count": 1,
+                 "selectors": [{"cel": {"expression": big}}]}}]),
+    )
+}
+
+/// Six 40Gi and six 80Gi GPUs on three nodes — node-a: four 40Gi; node-b: two 80Gi listed
+/// before two 40Gi; node-c: four 80Gi — and twelve pods created at once: six that take any GPU
+/// (listed first) and six that need 80Gi. All twelve fit only if no generic pod takes an 80Gi
+/// GPU. In slice order the generic pods on node-b would take its 80Gi GPUs, and a node choice
+/// blind to devices sends generic pods to node-c (a tie broken at random): then big pods stay
+/// pending. Placement takes the 40Gi GPUs inside a node, and Score prefers nodes that have them.
+async fn generic_requests_leave_the_special_devices_free(mode: Mode) {
+    let c = Cluster::start(mode, "").await;
+    let mut docs = vec![
+        namespace(),
+        gpu_class(),
+        node("node-a"),
+        node("node-b"),
+        node("node-c"),
+        gpus_with_memory("node-a", &["40Gi"; 4]),
+        gpus_with_memory("node-b", &["80Gi", "80Gi", "40Gi", "40Gi"]),
+        gpus_with_memory("node-c", &["80Gi"; 4]),
+        template("any-gpu", json!([exact("gpu", GPU, 1)])),
+        big_gpu_template(),
+    ];
+    docs.extend((0..6).map(|i| pod_using_template(&format!("any-{i}"), "any-gpu")));
+    docs.extend((0..6).map(|i| pod_using_template(&format!("big-{i}"), "big-gpu")));
+    c.load(&docs).await;
+    c.wait_bound(12).await;
+    c.invariants().await;
+    let bound = c.bound().await;
+    for i in 0..6 {
+        let pod = format!("any-{i}");
+        let device = results(&c.claim_of(&pod).await)[0].1.clone();
+        let node = bound[&pod].as_str();
+        assert!(
+            node == "node-a" || (node == "node-b" && (device == "gpu-2" || device == "gpu-3")),
+            "{pod} took {node}/{device}, an 80Gi GPU"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_requests_leave_scarce_devices_free() {
+    generic_requests_leave_the_special_devices_free(Mode::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_requests_leave_scarce_devices_free_as_wasm_component() {
+    generic_requests_leave_the_special_devices_free(Mode::Wasm).await;
+}
+
+/// One node, an 80Gi GPU listed before a 40Gi one. A generic pod is bound first, and only
+/// then is a pod that needs 80Gi created: the generic pod must have left the 80Gi GPU free,
+/// known as special from the template alone (in slice order it would take it, and the second
+/// pod would never fit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_choice_inside_a_node_keeps_the_special_device_for_later_pods() {
+    let c = Cluster::start(Mode::Native, "").await;
+    c.load(&[
+        namespace(),
+        gpu_class(),
+        node("node-a"),
+        gpus_with_memory("node-a", &["80Gi", "40Gi"]),
+        template("any-gpu", json!([exact("gpu", GPU, 1)])),
+        big_gpu_template(),
+        pod_using_template("any", "any-gpu"),
+    ])
+    .await;
+    c.wait_bound(1).await;
+    assert_eq!(results(&c.claim_of("any").await)[0].1, "gpu-1");
+    c.load(&[pod_using_template("big", "big-gpu")]).await;
+    c.wait_bound(2).await;
+    assert_eq!(results(&c.claim_of("big").await)[0].1, "gpu-0");
+    c.invariants().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumable capacity (KEP-5075): devices with `allowMultipleAllocations` shared by claims
+
+const NIC: &str = "nic.example.com";
+
+/// `node`'s NIC `nic-0`, shared by claims: 10G of bandwidth, 1G by default, 1G to 8G in 1G steps.
+fn shared_nic(node: &str) -> Value {
+    slice(
+        &format!("{node}-nics"),
+        NIC,
+        node,
+        vec![json!({"name": "nic-0", "allowMultipleAllocations": true,
+            "capacity": {"bandwidth": {"value": "10G", "requestPolicy": {
+                "default": "1G", "validRange": {"min": "1G", "max": "8G", "step": "1G"}}}}})],
+    )
+}
+
+/// A template for a share of a NIC, asking for `bandwidth` (or nothing: the default).
+fn bandwidth_template(name: &str, bandwidth: Option<&str>) -> Value {
+    let mut exactly = json!({"deviceClassName": NIC, "allocationMode": "ExactCount", "count": 1});
+    if let Some(b) = bandwidth {
+        exactly["capacity"] = json!({"requests": {"bandwidth": b}});
+    }
+    template(name, json!([{"name": "nic", "exactly": exactly}]))
+}
+
+/// `(device, shareID, consumed bandwidth)` of a claim's first result.
+fn share(c: &ResourceClaim) -> (String, Option<String>, Option<String>) {
+    let r = &c.status.as_ref().unwrap().allocation.as_ref().unwrap().devices.as_ref().unwrap().results.as_ref().unwrap()[0];
+    let bandwidth = r
+        .consumed_capacity
+        .as_ref()
+        .and_then(|m| m.get("bandwidth"))
+        .map(|q| q.0.clone());
+    (r.device.clone(), r.share_id.clone(), bandwidth)
+}
+
+/// Eight pods at once (a burst of in-flight shares) each ask for 2500M, rounded up to 3G, of
+/// two nodes' shared 10G NICs: exactly six fit, three per node, each with its own share of
+/// `nic-0`; the capacity is never exceeded. Deleting one frees its 3G for a waiting pod.
+async fn shares_never_exceed_capacity(mode: Mode) {
+    let c = Cluster::start(mode, "").await;
+    let mut docs = vec![
+        namespace(),
+        class(NIC, &format!("device.driver == \"{NIC}\"")),
+        node("node-a"),
+        node("node-b"),
+        shared_nic("node-a"),
+        shared_nic("node-b"),
+        bandwidth_template("web", Some("2500M")),
+    ];
+    docs.extend((0..8).map(|i| pod_using_template(&format!("w{i}"), "web")));
+    c.load(&docs).await;
+    c.wait_bound(6).await;
+    c.invariants().await;
+    let bound = c.bound().await;
+    assert_eq!(bound.len(), 6, "3 × 3G of 10G per NIC: {bound:?}");
+    for n in ["node-a", "node-b"] {
+        assert_eq!(bound.values().filter(|x| *x == n).count(), 3, "{bound:?}");
+    }
+    let mut ids = HashSet::new();
+    for p in bound.keys() {
+        let (device, id, bandwidth) = share(&c.claim_of(p).await);
+        assert_eq!(device, "nic-0");
+        assert_eq!(bandwidth.as_deref(), Some("3G"), "2500M rounded up to a 1G step");
+        assert!(ids.insert(id.expect("a shareID")), "shareIDs are distinct");
+    }
+    let waiting: Vec<String> = (0..8)
+        .map(|i| format!("w{i}"))
+        .filter(|p| !bound.contains_key(p))
+        .collect();
+    for p in &waiting {
+        assert!(c.message(p).contains("cannot allocate all claims"), "{p}: {}", c.message(p));
+    }
+    let gone = bound.keys().next().unwrap().clone();
+    Api::<Pod>::namespaced(c.client.clone(), NS)
+        .delete(&gone, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    wait_for(|| async {
+        let b = c.bound().await;
+        !b.contains_key(&gone) && waiting.iter().any(|p| b.contains_key(p))
+    })
+    .await;
+    c.invariants().await;
+    assert_eq!(c.bound().await.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumable_capacity_is_never_exceeded() {
+    shares_never_exceed_capacity(Mode::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumable_capacity_is_never_exceeded_as_wasm_component() {
+    shares_never_exceed_capacity(Mode::Wasm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_for_the_consumable_capacity_example() {
+    let c = Cluster::start(Mode::Native, "").await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/dra-consumable-capacity.yaml");
+    c.server
+        .load_manifests(&[path])
+        .await
+        .expect("example loads");
+    c.wait_bound(4).await;
+    wait_for(|| async { c.message("huge").contains("cannot allocate all claims") }).await;
+    for (p, want) in [("web-0", "3G"), ("web-1", "3G"), ("web-2", "3G"), ("logger", "1G")] {
+        assert_eq!(share(&c.claim_of(p).await).2.as_deref(), Some(want), "{p}");
+    }
+    assert!(!c.bound().await.contains_key("huge"));
+    c.invariants().await;
 }

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::cel::check_selector;
 use super::names::*;
+use super::resourceslice::qualified_attribute_name_error;
 use crate::status::Cause;
 
 /// The most `status.reservedFor` entries a claim may have.
@@ -71,6 +72,41 @@ fn validate_exact(req: &Value, path: &str, causes: &mut Vec<Cause>) {
         )),
     }
     validate_selectors(req.get("selectors"), &format!("{path}.selectors"), causes);
+    // Consumable capacity (KEP-5075): requested capacity names are qualified names.
+    if let Some(requests) = req.pointer("/capacity/requests").and_then(Value::as_object) {
+        for k in requests.keys() {
+            if let Some((bad, msg)) = qualified_attribute_name_error(k) {
+                causes.push(Cause::invalid(
+                    format!("{path}.capacity.requests"),
+                    &Value::from(bad),
+                    msg,
+                ));
+            }
+        }
+    }
+}
+
+/// Upstream `validateUID` (for `shareID`): Go's `uuid.Validate`, then RFC 4122 normalized
+/// form (36 characters, lowercase).
+fn uid_error(uid: &str) -> Option<String> {
+    let body = match uid.len() {
+        32 | 36 => Some(uid),
+        38 => uid.strip_prefix('{').and_then(|u| u.strip_suffix('}')),
+        45 => uid.strip_prefix("urn:uuid:"),
+        n => return Some(format!("error validating uid: invalid UUID length: {n}")),
+    };
+    let hex = |s: &str| s.chars().all(|c| c.is_ascii_hexdigit());
+    let valid = body.is_some_and(|b| match b.len() {
+        32 => hex(b),
+        36 => b.split('-').map(str::len).eq([8, 4, 4, 4, 12]) && hex(&b.replace('-', "")),
+        _ => false,
+    });
+    if !valid {
+        return Some("error validating uid: invalid UUID format".into());
+    }
+    (uid.len() != 36 || uid != uid.to_lowercase()).then(|| {
+        "uid must be in RFC 4122 normalized form, `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` with lowercase hexadecimal characters".into()
+    })
 }
 
 /// Validates a `ResourceClaimSpec` found at `path` (`spec` of a claim, `spec.spec` of a template).
@@ -208,6 +244,11 @@ pub(crate) fn validate_status_update(new: &Value, old: &Value) -> Vec<Cause> {
                 if s(result, field).is_empty() {
                     causes.push(Cause::required(format!("{p}.{field}"), ""));
                 }
+            }
+            if let Some(id) = result.get("shareID").and_then(Value::as_str)
+                && let Some(msg) = uid_error(id)
+            {
+                causes.push(Cause::invalid(format!("{p}.shareID"), &Value::from(id), &msg));
             }
         }
     }

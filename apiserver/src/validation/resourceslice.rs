@@ -25,7 +25,7 @@ fn render_attribute(v: &Value) -> String {
 }
 
 /// Attribute and capacity names: a C identifier, optionally prefixed by a DNS subdomain.
-fn qualified_attribute_name_error(name: &str) -> Option<(String, &'static str)> {
+pub(crate) fn qualified_attribute_name_error(name: &str) -> Option<(String, &'static str)> {
     let (domain, id) = match name.split_once('/') {
         Some((d, i)) => (Some(d), i),
         None => (None, name),
@@ -176,8 +176,9 @@ pub(crate) fn validate_slice(obj: &Value) -> Vec<Cause> {
             }
         }
         causes.extend(counter_consumptions(d, &p));
+        let multi = d.get("allowMultipleAllocations").and_then(Value::as_bool) == Some(true);
         if let Some(caps) = d.get("capacity").and_then(Value::as_object) {
-            for k in caps.keys() {
+            for (k, cap) in caps {
                 if let Some((bad, msg)) = qualified_attribute_name_error(k) {
                     causes.push(Cause::invalid(
                         format!("{p}.capacity"),
@@ -185,6 +186,183 @@ pub(crate) fn validate_slice(obj: &Value) -> Vec<Cause> {
                         msg,
                     ));
                 }
+                let Some(policy) = cap.get("requestPolicy").filter(|v| !v.is_null()) else {
+                    continue;
+                };
+                let pp = format!("{p}.capacity[{k}].requestPolicy");
+                if multi {
+                    causes.extend(request_policy(cap.get("value"), policy, &pp));
+                } else {
+                    causes.push(Cause::forbidden(pp, "allowMultipleAllocations must be true"));
+                }
+            }
+        }
+    }
+    causes
+}
+
+/// resource.k8s.io/v1 `CapacityRequestPolicyDiscreteMaxOptions`.
+const MAX_VALID_VALUES: usize = 10;
+
+/// A quantity field (string or number), if it parses.
+fn quantity(v: Option<&Value>) -> Option<kube_quantity::Quantity> {
+    match v? {
+        Value::String(s) => kube_quantity::Quantity::parse(s).ok(),
+        Value::Number(n) => kube_quantity::Quantity::parse(&n.to_string()).ok(),
+        _ => None,
+    }
+}
+
+/// A quantity in its canonical form, as the real server prints it in errors.
+fn shown(q: &kube_quantity::Quantity) -> Value {
+    Value::from(q.to_string())
+}
+
+/// A capacity's `requestPolicy` (KEP-5075), as upstream `validateRequestPolicy`: one of
+/// `validValues` and `validRange`, a `default` that the policy allows, nothing above the
+/// capacity's `value`.
+fn request_policy(capacity: Option<&Value>, policy: &Value, p: &str) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let cap = quantity(capacity).unwrap_or_else(|| kube_quantity::Quantity::from_int(0));
+    let values = policy
+        .get("validValues")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let range = policy.get("validRange").filter(|v| !v.is_null());
+    let default = quantity(policy.get("default"));
+    if !values.is_empty() && range.is_some() {
+        causes.push(Cause::forbidden(
+            p,
+            "exactly one policy can be specified, cannot specify \"validValues\" and \"validRange\" at the same time",
+        ));
+        return causes;
+    }
+    if !values.is_empty() {
+        let Some(default) = default else {
+            causes.push(Cause::required(
+                format!("{p}.default"),
+                "required when validValues is defined",
+            ));
+            return causes;
+        };
+        let vp = format!("{p}.validValues");
+        let options: Vec<_> = values.iter().map(|v| quantity(Some(v))).collect();
+        for i in 0..options.len().saturating_sub(1) {
+            if let (Some(a), Some(b)) = (&options[i], &options[i + 1])
+                && a.nanos() > b.nanos()
+            {
+                causes.push(Cause::invalid(
+                    format!("{vp}[{}]", i + 1),
+                    &shown(b),
+                    "values must be sorted in ascending order",
+                ));
+            }
+        }
+        if options.len() > MAX_VALID_VALUES {
+            causes.push(Cause::too_many(vp.clone(), options.len(), MAX_VALID_VALUES));
+        } else {
+            let mut seen = std::collections::HashSet::new();
+            for (i, o) in options.iter().enumerate() {
+                let Some(o) = o else { continue };
+                if o.nanos() > cap.nanos() {
+                    causes.push(Cause::invalid(
+                        format!("{vp}[{i}]"),
+                        &shown(o),
+                        &format!("option is larger than capacity value: {cap}"),
+                    ));
+                }
+                if !seen.insert(o.value()) {
+                    causes.push(Cause::duplicate(
+                        format!("{vp}[{i}]"),
+                        &Value::from(o.value().to_string()),
+                    ));
+                }
+            }
+        }
+        if !options.iter().flatten().any(|o| o.nanos() == default.nanos()) {
+            causes.push(Cause::invalid(
+                vp,
+                &shown(&default),
+                "default value is not valid according to the requestPolicy",
+            ));
+        }
+        return causes;
+    }
+    let Some(range) = range else {
+        return causes;
+    };
+    let Some(default) = default else {
+        causes.push(Cause::required(
+            format!("{p}.default"),
+            "required when validRange is defined",
+        ));
+        return causes;
+    };
+    let rp = format!("{p}.validRange");
+    let Some(min) = quantity(range.get("min")) else {
+        causes.push(Cause::required(
+            format!("{rp}.min"),
+            "required when validRange is defined",
+        ));
+        return causes;
+    };
+    if min.nanos() > cap.nanos() {
+        causes.push(Cause::invalid(
+            format!("{rp}.min"),
+            &shown(&min),
+            &format!("min is larger than capacity value: {cap}"),
+        ));
+    }
+    if default.nanos() < min.nanos() {
+        causes.push(Cause::invalid(
+            format!("{rp}.min"),
+            &shown(&default),
+            &format!("default is less than min: {min}"),
+        ));
+    }
+    let max = quantity(range.get("max"));
+    if let Some(max) = &max {
+        if min.nanos() > max.nanos() {
+            causes.push(Cause::invalid(
+                format!("{rp}.max"),
+                &shown(&min),
+                &format!("min is larger than max: {max}"),
+            ));
+        }
+        if max.nanos() > cap.nanos() {
+            causes.push(Cause::invalid(
+                format!("{rp}.max"),
+                &shown(max),
+                &format!("max is larger than capacity value: {cap}"),
+            ));
+        }
+        if default.nanos() > max.nanos() {
+            causes.push(Cause::invalid(
+                format!("{rp}.max"),
+                &shown(&default),
+                &format!("default is more than max: {max}"),
+            ));
+        }
+    }
+    if let Some(step) = quantity(range.get("step")) {
+        let sp = format!("{rp}.step");
+        let one_step = kube_quantity::Quantity::from_nanos(min.nanos() + step.nanos(), step.format());
+        if one_step.nanos() > cap.nanos() {
+            causes.push(Cause::invalid(
+                sp.clone(),
+                &shown(&step),
+                &format!("one step {one_step} is larger than capacity value: {cap}"),
+            ));
+        }
+        for v in std::iter::once(&default).chain(max.as_ref()) {
+            let (s, m) = (step.value(), min.value());
+            if s != 0 && (v.value() - m) % s != 0 {
+                causes.push(Cause::invalid(
+                    sp.clone(),
+                    &shown(v),
+                    &format!("value is not a multiple of a given step ({step}) from ({min})"),
+                ));
             }
         }
     }

@@ -458,3 +458,37 @@ async fn resource_slice_counter_sets_are_unique_and_consumptions_at_most_two() {
         st.message
     );
 }
+
+#[tokio::test]
+async fn resource_slice_request_policies_need_shared_devices_and_valid_defaults() {
+    let (_s, client) = setup();
+    let slices: Api<ResourceSlice> = Api::all(client);
+    let nic = |multi: bool, policy: serde_json::Value| {
+        json!({"devices": [{"name": "nic-0", "allowMultipleAllocations": multi,
+            "capacity": {"bandwidth": {"value": "10G", "requestPolicy": policy}}}]})
+    };
+    let range = json!({"default": "1G", "validRange": {"min": "1G", "max": "8G", "step": "1G"}});
+    slices
+        .create(&PostParams::default(), &slice_with("ok", nic(true, range.clone())))
+        .await
+        .expect("a valid policy on a shared device");
+    let st = expect_invalid(
+        slices
+            .create(&PostParams::default(), &slice_with("single", nic(false, range)))
+            .await,
+    )
+    .await;
+    assert!(
+        st.message.contains("requestPolicy: Forbidden: allowMultipleAllocations must be true"),
+        "{}",
+        st.message
+    );
+    let bad = json!({"default": "9G", "validRange": {"min": "1G", "max": "8G"}});
+    let st = expect_invalid(
+        slices
+            .create(&PostParams::default(), &slice_with("bad", nic(true, bad)))
+            .await,
+    )
+    .await;
+    assert!(st.message.contains("default is more than max: 8G"), "{}", st.message);
+}

@@ -25,10 +25,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorTerm};
-use k8s_openapi::api::resource::v1::{DeviceClaim, DeviceSelector, DeviceTaint, DeviceToleration};
+use k8s_openapi::api::resource::v1::{
+    CapacityRequirements, DeviceClaim, DeviceSelector, DeviceTaint, DeviceToleration,
+};
 
 use crate::cel_env::{SelectorId, Selectors};
-use crate::inventory::{AttrValue, Inventory, Reach};
+use crate::inventory::{AttrValue, Device, Inventory, Reach, RequestPolicy};
 use crate::node_selector;
 
 /// resource.k8s.io/v1 `AllocationResultsMaxSize`: devices one claim may get.
@@ -47,6 +49,29 @@ pub struct DeviceResult {
     pub device: u32,
     /// The request asked for admin access.
     pub admin_access: bool,
+    /// For a device with `allowMultipleAllocations` (KEP-5075): what this allocation consumes
+    /// of each entry of [`Device::capacity`].
+    pub consumed: Option<Vec<i128>>,
+}
+
+/// What other claims and in-flight allocations hold, as the allocator asks it.
+pub trait Usage {
+    /// The device is allocated to some claim or in flight (shares of a device with
+    /// `allowMultipleAllocations` do not count).
+    fn in_use(&self, device: u32) -> bool;
+    /// How much of entry `capacity` of [`Device::capacity`] the allocated and in-flight shares
+    /// of a device with `allowMultipleAllocations` consume.
+    fn consumed(&self, device: u32, capacity: usize) -> i128;
+}
+
+/// Whole devices only: the closure says which are in use; no capacity is consumed.
+impl<F: Fn(u32) -> bool> Usage for F {
+    fn in_use(&self, device: u32) -> bool {
+        self(device)
+    }
+    fn consumed(&self, _device: u32, _capacity: usize) -> i128 {
+        0
+    }
 }
 
 /// The allocation of one claim on one node.
@@ -81,6 +106,8 @@ struct Alt {
     mode: Mode,
     admin_access: bool,
     tolerations: Vec<DeviceToleration>,
+    /// `capacity.requests` (KEP-5075): (name as written, amount in nano-units).
+    capacity: Vec<(String, i128)>,
 }
 
 #[derive(Clone, Copy)]
@@ -138,6 +165,7 @@ pub fn plan_claim(
                 e.count,
                 e.admin_access.unwrap_or(false),
                 e.tolerations.as_deref(),
+                e.capacity.as_ref(),
                 classes,
                 selectors,
             )?);
@@ -152,6 +180,7 @@ pub fn plan_claim(
                 s.count,
                 false,
                 s.tolerations.as_deref(),
+                s.capacity.as_ref(),
                 classes,
                 selectors,
             )?);
@@ -208,6 +237,14 @@ impl PlannedClaim {
     pub fn has_first_available(&self) -> bool {
         self.0.requests.iter().any(|r| r.first_available)
     }
+
+    /// The selectors (class and request) of each alternative: the shapes of what it asks for.
+    pub fn alternatives(&self) -> impl Iterator<Item = &[SelectorId]> {
+        self.0
+            .requests
+            .iter()
+            .flat_map(|r| r.alts.iter().map(|a| a.selectors.as_slice()))
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -220,6 +257,7 @@ fn make_alt(
     count: Option<i64>,
     admin_access: bool,
     tolerations: Option<&[DeviceToleration]>,
+    capacity: Option<&CapacityRequirements>,
     classes: &HashMap<String, Vec<String>>,
     selectors: &mut Selectors,
 ) -> Result<Alt, String> {
@@ -262,7 +300,38 @@ fn make_alt(
         mode,
         admin_access,
         tolerations: tolerations.map(<[_]>::to_vec).unwrap_or_default(),
+        capacity: capacity
+            .and_then(|c| c.requests.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|(n, q)| {
+                let nanos = kube_quantity::Quantity::parse_json(&q.0).map_or(0, |q| q.nanos());
+                (n.clone(), nanos)
+            })
+            .collect(),
     })
+}
+
+/// What allocating `device` for `alt` consumes of each entry of [`Device::capacity`], or
+/// `None` if the device cannot serve it: it lacks a requested capacity, or the amount (after
+/// the `requestPolicy`, see [`RequestPolicy::consumed`]) breaks the policy or exceeds the
+/// capacity. Without capacity requests a shared device is consumed by its policies' defaults,
+/// else whole (upstream `calculateConsumedCapacity`).
+fn consumption(device: &Device, alt: &Alt) -> Option<Vec<i128>> {
+    let mut requested: Vec<Option<i128>> = vec![None; device.capacity.len()];
+    for (name, amount) in &alt.capacity {
+        requested[device.capacity_index(name)?] = Some(*amount);
+    }
+    device
+        .capacity
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, total))| {
+            let policy = device.policies.get(i).and_then(Option::as_ref);
+            let amount = RequestPolicy::consumed(policy, requested[i], total)?;
+            (amount <= total).then_some(amount)
+        })
+        .collect()
 }
 
 /// Buffers the search reuses from node to node, so a Filter over many nodes does not allocate
@@ -281,15 +350,24 @@ pub struct Scratch {
     /// What is left of each shared counter (KEP-4815) given devices in use and those picked so
     /// far, by counter id; only counters of reachable devices are filled in.
     counter_left: Vec<i128>,
+    /// Per claim, parallel to `picked`: for a share of a device with `allowMultipleAllocations`,
+    /// what it consumes and whether it consumed the device's counters (the first share does).
+    shares: Vec<Vec<Option<(Vec<i128>, bool)>>>,
+    /// Capacity consumed by the shares picked so far, per device.
+    share_used: Vec<(u32, Vec<i128>)>,
 }
 
 /// Allocates all `claims` together on `node` (no device twice), or says why not.
 ///
 /// `in_use(index)` tells whether a device (by index into [`Inventory::devices`]) is allocated
-/// to some claim or in flight.
+/// to some claim or in flight. With `order` (a rank per device index, see
+/// [`crate::placement`]), the candidates of each request are tried lowest rank first (then in
+/// inventory order), so the least valuable devices that satisfy a request are taken first;
+/// without, in inventory order.
 ///
 /// # Errors
 /// [`AllocError`] when no combination of devices satisfies every claim.
+#[allow(clippy::too_many_arguments)]
 pub fn allocate(
     inv: &Inventory,
     selectors: &mut Selectors,
@@ -297,24 +375,28 @@ pub fn allocate(
     node: &str,
     labels: &BTreeMap<String, String>,
     claims: &mut [PlannedClaim],
-    in_use: &dyn Fn(u32) -> bool,
+    in_use: &dyn Usage,
+    order: Option<&[u32]>,
 ) -> Result<Vec<ClaimAllocation>, AllocError> {
-    fits(inv, selectors, scratch, node, labels, claims, in_use)?;
+    solve(inv, selectors, scratch, node, labels, claims, in_use, order)?;
     Ok(claims
         .iter()
         .zip(&scratch.picked)
         .zip(&scratch.choices)
-        .map(|((plan, picked), choices)| {
+        .zip(&scratch.shares)
+        .map(|(((plan, picked), choices), shares)| {
             let plan = &plan.0;
             ClaimAllocation {
                 results: picked
                     .iter()
-                    .map(|&(ri, ai, d)| {
+                    .zip(shares)
+                    .map(|(&(ri, ai, d), share)| {
                         let alt = &plan.requests[ri].alts[ai];
                         DeviceResult {
                             request: alt.name.clone(),
                             device: d,
                             admin_access: alt.admin_access,
+                            consumed: share.as_ref().map(|(amounts, _)| amounts.clone()),
                         }
                     })
                     .collect(),
@@ -329,7 +411,8 @@ pub fn allocate(
         .collect())
 }
 
-/// Like [`allocate`], but only tells whether the claims fit on `node` (nothing is built).
+/// Like [`allocate`], but only tells whether the claims fit on `node` (nothing is built). The
+/// order candidates are tried in does not change whether they fit, so none is given.
 ///
 /// # Errors
 /// [`AllocError`] when no combination of devices satisfies every claim.
@@ -340,7 +423,21 @@ pub fn fits(
     node: &str,
     labels: &BTreeMap<String, String>,
     claims: &mut [PlannedClaim],
-    in_use: &dyn Fn(u32) -> bool,
+    in_use: &dyn Usage,
+) -> Result<(), AllocError> {
+    solve(inv, selectors, scratch, node, labels, claims, in_use, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn solve(
+    inv: &Inventory,
+    selectors: &mut Selectors,
+    scratch: &mut Scratch,
+    node: &str,
+    labels: &BTreeMap<String, String>,
+    claims: &mut [PlannedClaim],
+    in_use: &dyn Usage,
+    order: Option<&[u32]>,
 ) -> Result<(), AllocError> {
     let reachable = reachable_devices(inv, node, labels);
     scratch.cand_index.clear();
@@ -348,8 +445,11 @@ pub fn fits(
     scratch.chosen.clear();
     scratch.picked.resize_with(claims.len(), Vec::new);
     scratch.choices.resize_with(claims.len(), Vec::new);
+    scratch.shares.resize_with(claims.len(), Vec::new);
+    scratch.share_used.clear();
     for (ci, c) in claims.iter_mut().enumerate() {
         scratch.picked[ci].clear();
+        scratch.shares[ci].clear();
         scratch.choices[ci].clear();
         scratch.choices[ci].resize(c.0.requests.len(), 0);
         for k in &mut c.0.constraints {
@@ -368,7 +468,7 @@ pub fn fits(
                 }
                 let used: i128 = inv.counter_consumers[id as usize]
                     .iter()
-                    .filter(|&&c| in_use(c))
+                    .filter(|&&c| in_use.in_use(c) || shared_in_use(inv, in_use, c))
                     .flat_map(|&c| &inv.devices[c as usize].consumes)
                     .filter(|(cid, _)| *cid == id)
                     .map(|(_, amount)| amount)
@@ -382,6 +482,7 @@ pub fn fits(
         selectors,
         reachable,
         in_use,
+        order,
         s: scratch,
         steps: 0,
         errors: Vec::new(),
@@ -402,6 +503,13 @@ pub fn fits(
         }
     }
     Err(AllocError { details })
+}
+
+/// A device with `allowMultipleAllocations` that some share consumes (its counters are
+/// consumed once, by the first share).
+fn shared_in_use(inv: &Inventory, usage: &dyn Usage, d: u32) -> bool {
+    let device = &inv.devices[d as usize];
+    device.multi && (0..device.capacity.len()).any(|i| usage.consumed(d, i) > 0)
 }
 
 /// Devices usable from `node`, in inventory order. Borrowed when only node-local devices
@@ -468,7 +576,9 @@ struct Search<'a> {
     inv: &'a Inventory,
     selectors: &'a mut Selectors,
     reachable: Cow<'a, [u32]>,
-    in_use: &'a dyn Fn(u32) -> bool,
+    in_use: &'a dyn Usage,
+    /// Rank per device: candidates are tried lowest first (see [`allocate`]).
+    order: Option<&'a [u32]>,
     s: &'a mut Scratch,
     steps: usize,
     errors: Vec<String>,
@@ -530,7 +640,7 @@ impl Search<'_> {
                 return false;
             }
             let d = self.s.cand_buf[i];
-            if self.s.chosen.contains(&d) || (!admin && (self.in_use)(d)) {
+            if self.taken(d, admin) {
                 continue;
             }
             if !self.push(plans, (ci, ri, ai), d) {
@@ -562,9 +672,7 @@ impl Search<'_> {
         for i in cands.0..cands.1 {
             let d = self.s.cand_buf[i];
             self.steps += 1;
-            if self.s.chosen.contains(&d)
-                || (!admin && (self.in_use)(d))
-                || !self.push(plans, (ci, ri, ai), d)
+            if self.taken(d, admin) || !self.push(plans, (ci, ri, ai), d)
             {
                 ok = false;
                 break;
@@ -580,7 +688,37 @@ impl Search<'_> {
         false
     }
 
-    /// Adds `d` to claim `ci` if the claim's constraints allow it.
+    /// Whether `d` is unavailable: picked already in this search or in use elsewhere (unless
+    /// for admin access). A device with `allowMultipleAllocations` is never taken whole; its
+    /// capacity decides, in [`Search::push`].
+    fn taken(&self, d: u32, admin: bool) -> bool {
+        if self.inv.devices[d as usize].multi {
+            return false;
+        }
+        self.s.chosen.contains(&d) || (!admin && self.in_use.in_use(d))
+    }
+
+    /// For a share of device `d` (with `allowMultipleAllocations`): what it consumes, if that
+    /// fits beside the other shares, and whether it is the first share (which consumes the
+    /// device's counters). `None`: no room.
+    fn share(&self, d: u32, alt: &Alt) -> Option<(Vec<i128>, bool)> {
+        let device = &self.inv.devices[d as usize];
+        let amounts = consumption(device, alt)?;
+        let mine = self.s.share_used.iter().find(|(x, _)| *x == d);
+        let mut first = mine.is_none();
+        for (i, &(_, total)) in device.capacity.iter().enumerate() {
+            let others = self.in_use.consumed(d, i);
+            first &= others == 0;
+            let picked = mine.map_or(0, |(_, used)| used[i]);
+            if others + picked + amounts[i] > total {
+                return None;
+            }
+        }
+        Some((amounts, first))
+    }
+
+    /// Adds `d` to claim `ci` if the claim's constraints (and, for a shared device, its
+    /// capacity) allow it.
     fn push(
         &mut self,
         plans: &mut [PlannedClaim],
@@ -588,9 +726,21 @@ impl Search<'_> {
         d: u32,
     ) -> bool {
         let device = &self.inv.devices[d as usize];
+        let admin = plans[ci].0.requests[ri].alts[ai].admin_access;
+        let share = if device.multi && !admin {
+            match self.share(d, &plans[ci].0.requests[ri].alts[ai]) {
+                Some(s) => Some(s),
+                None => return false,
+            }
+        } else {
+            None
+        };
         let plan = &mut plans[ci].0;
-        // An admin-access allocation does not consume the device, nor its counters.
-        let consumes = !plan.requests[ri].alts[ai].admin_access && !device.consumes.is_empty();
+        // An admin-access allocation does not consume the device, nor its counters; shares of
+        // a device consume its counters once.
+        let consumes = !admin
+            && !device.consumes.is_empty()
+            && share.as_ref().is_none_or(|(_, first)| *first);
         if consumes
             && device
                 .consumes
@@ -628,18 +778,36 @@ impl Search<'_> {
                 self.s.counter_left[id as usize] -= amount;
             }
         }
+        if let Some((amounts, _)) = &share {
+            match self.s.share_used.iter_mut().find(|(x, _)| *x == d) {
+                Some((_, used)) => used.iter_mut().zip(amounts).for_each(|(u, a)| *u += a),
+                None => self.s.share_used.push((d, amounts.clone())),
+            }
+        }
         self.s.chosen.push(d);
         self.s.picked[ci].push((ri, ai, d));
+        self.s.shares[ci].push(share);
         true
     }
 
     fn pop(&mut self, plans: &mut [PlannedClaim], ci: usize) {
         let (ri, ai, d) = self.s.picked[ci].pop().expect("pop after push");
+        let share = self.s.shares[ci].pop().flatten();
         self.s.chosen.pop();
         let plan = &mut plans[ci].0;
-        if !plan.requests[ri].alts[ai].admin_access {
+        let counted = share.as_ref().is_none_or(|(_, first)| *first);
+        if !plan.requests[ri].alts[ai].admin_access && counted {
             for &(id, amount) in &self.inv.devices[d as usize].consumes {
                 self.s.counter_left[id as usize] += amount;
+            }
+        }
+        if let Some((amounts, _)) = share
+            && let Some(pos) = self.s.share_used.iter().position(|(x, _)| *x == d)
+        {
+            let used = &mut self.s.share_used[pos].1;
+            used.iter_mut().zip(&amounts).for_each(|(u, a)| *u -= a);
+            if used.iter().all(|&u| u == 0) {
+                self.s.share_used.swap_remove(pos);
             }
         }
         if plan.constraints.is_empty() {
@@ -705,11 +873,19 @@ impl Search<'_> {
                     }
                 }
             }
-            if all {
+            // Capacity requests (KEP-5075) a device cannot serve at all rule it out here; whether
+            // a share still fits beside others is decided when it is picked.
+            let capacity_ok =
+                (alt.capacity.is_empty() && !device.multi) || consumption(device, alt).is_some();
+            if all && capacity_ok {
                 self.s.cand_buf.push(d);
             }
         }
         let end = self.s.cand_buf.len();
+        if let Some(order) = self.order {
+            let rank = |d: u32| order.get(d as usize).copied().unwrap_or(u32::MAX);
+            self.s.cand_buf[start..end].sort_by_key(|&d| (rank(d), d));
+        }
         self.s.cand_index.push(((ci, ri, ai), start, end));
         (start, end)
     }
@@ -862,6 +1038,7 @@ mod tests {
                 &BTreeMap::new(),
                 &mut planned,
                 &in_use,
+                None,
             )?;
             Ok(r.iter()
                 .map(|c| {
@@ -971,6 +1148,30 @@ mod tests {
             .alloc("a", &[claim(vec![exact("gpu", "gpu", 2)])])
             .unwrap();
         assert_eq!(r[0], pairs(&[("gpu", "a-gpu-1"), ("gpu", "a-gpu-2")]));
+    }
+
+    #[test]
+    fn an_order_tries_low_ranks_first() {
+        let mut f = Fixture::new(&[gpus("a", 3)]);
+        let mut planned =
+            plan_claim(&claim(vec![exact("gpu", "gpu", 2)]), &classes(), &mut f.sel).unwrap();
+        let r = allocate(
+            &f.inv,
+            &mut f.sel,
+            &mut Scratch::default(),
+            "a",
+            &BTreeMap::new(),
+            std::slice::from_mut(&mut planned),
+            &|_: u32| false,
+            Some(&[2, 0, 1]),
+        )
+        .unwrap();
+        let names: Vec<&str> = r[0]
+            .results
+            .iter()
+            .map(|d| f.inv.devices[d.device as usize].name.as_str())
+            .collect();
+        assert_eq!(names, ["a-gpu-1", "a-gpu-2"]);
     }
 
     #[test]
@@ -1085,7 +1286,8 @@ mod tests {
             "a",
             &BTreeMap::new(),
             std::slice::from_mut(&mut planned),
-            &|_| false,
+            &|_: u32| false,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -1197,7 +1399,8 @@ mod tests {
             "a",
             &BTreeMap::new(),
             std::slice::from_mut(&mut planned),
-            &|_| false,
+            &|_: u32| false,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -1221,7 +1424,8 @@ mod tests {
             "any",
             &BTreeMap::new(),
             std::slice::from_mut(&mut planned),
-            &|_| false,
+            &|_: u32| false,
+            None,
         )
         .unwrap();
         assert_eq!(r[0].node_selector(&f.inv), None);

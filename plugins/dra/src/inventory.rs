@@ -62,6 +62,69 @@ pub struct Device {
     pub taints: Vec<DeviceTaint>,
     /// Shared counters this device consumes (KEP-4815): (counter id, amount in nano-units).
     pub consumes: Vec<(u32, i128)>,
+    /// Capacity as published (name, value in nano-units), sorted by name.
+    pub capacity: Vec<(String, i128)>,
+    /// Consumable capacity (KEP-5075): `allowMultipleAllocations` is set, so several claims may
+    /// share the device, each consuming part of its capacity.
+    pub multi: bool,
+    /// Per entry of `capacity`: its `requestPolicy` (only with `multi`).
+    pub policies: Vec<Option<RequestPolicy>>,
+    /// The quantity format of each `capacity` entry, for `consumedCapacity` in allocations.
+    pub formats: Vec<kube_quantity::Format>,
+}
+
+/// A capacity's `requestPolicy` (KEP-5075), in nano-units.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestPolicy {
+    /// `default`: consumed when the request names no amount.
+    pub default: Option<i128>,
+    /// `validRange`: (`min`, `max`, `step`).
+    pub range: Option<(i128, Option<i128>, Option<i128>)>,
+    /// `validValues`, ascending.
+    pub values: Vec<i128>,
+}
+
+impl RequestPolicy {
+    /// The amount consumed for a request of `requested` (`None`: the request names none), as
+    /// upstream `calculateConsumedCapacity`: the default (else all of `total`) when none is
+    /// named; rounded up to `min` and then to the next step from `min`, or to the first valid
+    /// value at least as large; `None` if the result violates the policy (above `max`, not on
+    /// a step, not a valid value).
+    pub fn consumed(policy: Option<&RequestPolicy>, requested: Option<i128>, total: i128) -> Option<i128> {
+        let Some(p) = policy else {
+            return Some(requested.unwrap_or(total));
+        };
+        let Some(r) = requested else {
+            return Some(p.default.unwrap_or(total));
+        };
+        let amount = if let Some((min, _, step)) = p.range {
+            match step {
+                _ if r < min => min,
+                Some(step) if step > 0 => {
+                    let n = (r - min + step - 1) / step;
+                    min + n * step
+                }
+                _ => r,
+            }
+        } else if !p.values.is_empty() {
+            p.values.iter().copied().find(|&v| r <= v).unwrap_or(r)
+        } else {
+            r
+        };
+        (!p.violated_by(amount)).then_some(amount)
+    }
+
+    /// Upstream `violatesPolicy`.
+    fn violated_by(&self, amount: i128) -> bool {
+        if self.default == Some(amount) {
+            return false;
+        }
+        if let Some((min, max, step)) = self.range {
+            return max.is_some_and(|m| amount > m)
+                || step.is_some_and(|s| s > 0 && (amount - min) % s != 0);
+        }
+        !self.values.is_empty() && !self.values.contains(&amount)
+    }
 }
 
 /// The identity string of a device, as stored in [`Device::key`].
@@ -245,6 +308,26 @@ impl Inventory {
             if missing_counter {
                 continue;
             }
+            let multi = d.allow_multiple_allocations == Some(true);
+            let nanos = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
+                kube_quantity::Quantity::parse_json(&q.0).map_or(0, |q| q.nanos())
+            };
+            let (mut capacity, mut policies, mut formats) = (Vec::new(), Vec::new(), Vec::new());
+            // A BTreeMap: already sorted by name.
+            for (name, c) in d.capacity.iter().flatten() {
+                capacity.push((name.clone(), nanos(&c.value)));
+                formats.push(
+                    kube_quantity::Quantity::parse_json(&c.value.0)
+                        .map_or(kube_quantity::Format::DecimalSI, |q| q.format()),
+                );
+                policies.push(c.request_policy.as_ref().filter(|_| multi).map(|p| RequestPolicy {
+                    default: p.default.as_ref().map(nanos),
+                    range: p.valid_range.as_ref().map(|r| {
+                        (nanos(&r.min), r.max.as_ref().map(nanos), r.step.as_ref().map(nanos))
+                    }),
+                    values: p.valid_values.iter().flatten().map(nanos).collect(),
+                }));
+            }
             let index = self.devices.len() as u32;
             for &(id, _) in &consumes {
                 self.counter_consumers[id as usize].push(index);
@@ -273,8 +356,33 @@ impl Inventory {
                 attributes,
                 taints,
                 consumes,
+                capacity,
+                multi,
+                policies,
+                formats,
             });
         }
+    }
+}
+
+impl Device {
+    /// The index in [`Device::capacity`] of the capacity a request names (`memory` and
+    /// `driver/memory` are the same for the device's driver).
+    pub fn capacity_index(&self, name: &str) -> Option<usize> {
+        let bare = name
+            .strip_prefix(self.driver.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(name);
+        let qualified = |n: &str| {
+            n.strip_prefix(self.driver.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or(n)
+                == bare
+        };
+        self.capacity
+            .iter()
+            .position(|(n, _)| n == name)
+            .or_else(|| self.capacity.iter().position(|(n, _)| qualified(n)))
     }
 }
 
@@ -374,6 +482,30 @@ pub(crate) mod tests {
                 .reason
                 .contains("duplicate device name gpu-0")
         );
+    }
+
+    #[test]
+    fn request_policies_round_up_and_refuse_as_upstream() {
+        let g: i128 = 1_000_000_000 * 1_000_000_000; // 1G in nano-units
+        let range = RequestPolicy {
+            default: Some(g),
+            range: Some((g, Some(8 * g), Some(g))),
+            values: Vec::new(),
+        };
+        let consumed = |p: Option<&RequestPolicy>, r| RequestPolicy::consumed(p, r, 10 * g);
+        assert_eq!(consumed(Some(&range), None), Some(g), "the default");
+        assert_eq!(consumed(Some(&range), Some(g * 5 / 2)), Some(3 * g), "next step");
+        assert_eq!(consumed(Some(&range), Some(g / 2)), Some(g), "at least min");
+        assert_eq!(consumed(Some(&range), Some(9 * g)), None, "above max");
+        let values = RequestPolicy {
+            default: Some(2 * g),
+            range: None,
+            values: vec![2 * g, 4 * g],
+        };
+        assert_eq!(consumed(Some(&values), Some(3 * g)), Some(4 * g));
+        assert_eq!(consumed(Some(&values), Some(5 * g)), None);
+        assert_eq!(consumed(None, None), Some(10 * g), "no policy: all of it");
+        assert_eq!(consumed(None, Some(g)), Some(g));
     }
 
     #[test]

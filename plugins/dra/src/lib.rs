@@ -10,6 +10,7 @@
 //! - [`cel_env`]: device selectors in CEL, with the Kubernetes quantity and semver libraries;
 //! - [`inventory`]: devices of complete ResourceSlice pools, indexed by node;
 //! - [`intents`]: the claim patches of Kubernetes PR #121876;
+//! - [`placement`]: device ranks that keep scarce devices free (device choice and Score);
 //! - [`state`]: the cluster as rebuilt from pushed events.
 
 pub mod allocator;
@@ -18,6 +19,7 @@ pub mod cel_quantity;
 pub mod intents;
 pub mod inventory;
 pub mod node_selector;
+pub mod placement;
 pub mod plugin;
 pub mod semver_val;
 pub mod state;

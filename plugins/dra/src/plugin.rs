@@ -25,11 +25,12 @@ use wasm_scheduler_sdk::{
     PodRef, PostFilterResult, PreFilterResult, ResourceKind, Status,
 };
 
-use crate::allocator::{self, ClaimAllocation, PlannedClaim, Scratch};
+use crate::allocator::{self, ClaimAllocation, PlannedClaim, Scratch, Usage};
 use crate::cel_env::Selectors;
 use crate::intents::{self, ClaimTarget};
 use crate::node_selector;
-use crate::state::{Changed, ClusterState, Key};
+use crate::placement::Placement;
+use crate::state::{Changed, ClusterState, Key, add_consumed, consumed_of};
 
 /// The plugin's name in the scheduler configuration (as upstream).
 pub const NAME: &str = "DynamicResources";
@@ -51,10 +52,17 @@ const MAX_DETAILED_NODES: usize = 16;
 /// same allocation in their own patch (identical allocations are a no-op for the server), so
 /// their reservation is valid whichever PreBind lands first.
 struct InFlight {
+    /// The claim.
+    key: Key,
     /// Pods whose Reserve wrote the allocation (the allocating pod, then joiners).
     carriers: Vec<String>,
-    /// Device keys, taken until the allocation is confirmed.
+    /// Keys of the devices it takes whole, taken until the allocation is confirmed.
     devices: Vec<String>,
+    /// Shares of devices with `allowMultipleAllocations`: key and consumed capacity.
+    shared: Vec<(String, Vec<(String, i128)>)>,
+    /// `shared` counts in [`DraPlugin::in_flight_consumed`]: until the claim is seen allocated
+    /// (the host's assumed object), which then counts it instead.
+    shared_counted: bool,
     /// The allocation JSON, exactly as first written.
     allocation: Value,
     /// The pod whose patches add the delete-protection finalizer, if the claim lacked it.
@@ -110,6 +118,8 @@ struct FitEntry {
     node: Option<u32>,
     generation: (u64, u64),
     status: Status,
+    /// The scarce-device Score for this generation, with the [`Placement::version`] it used.
+    score: Option<(u64, i64)>,
 }
 
 /// The plugin. See the module docs.
@@ -123,12 +133,72 @@ pub struct DraPlugin {
     in_flight_devices: FxHashMap<String, u32>,
     /// `in_flight_devices` by inventory device index (kept in step, rebuilt with the inventory).
     in_flight_mask: Vec<bool>,
+    /// Capacity of shared devices consumed by in-flight allocations not seen on their claim
+    /// yet: device key → (capacity name, nano-units).
+    in_flight_consumed: FxHashMap<String, Vec<(String, i128)>>,
     fit_cache: FitCache,
     reservations: HashMap<String, Vec<Reservation>>,
     scratch: Scratch,
+    placement: Placement,
 }
 
 impl DraPlugin {
+    /// Brings the device ranks of [`crate::placement`] up to date (cheap when nothing changed).
+    fn refresh_placement(&mut self) {
+        self.placement.refresh(
+            self.state.inventory(),
+            &mut self.selectors,
+            &self.state.classes,
+            &self.state.shape_keys,
+            self.state.shapes_generation,
+            self.epoch,
+        );
+    }
+
+    /// Whether the devices some request of the cycle could take differ in value, so that the
+    /// device choice and Score should keep the more valuable ones free.
+    fn scarce_matters(&self) -> bool {
+        self.cycle.as_ref().is_some_and(|c| {
+            c.plans
+                .iter()
+                .flat_map(PlannedClaim::alternatives)
+                .any(|a| self.placement.matters(a))
+        })
+    }
+
+    /// The scarce-device score cached for `node`, if nothing it depends on changed.
+    fn cached_score(&self, node: &str) -> Option<i64> {
+        let e = self.fit_cache.nodes.get(node)?;
+        let (version, score) = e.score?;
+        (e.generation == self.state.fit_generation(e.node) && version == self.placement.version)
+            .then_some(score)
+    }
+
+    /// Caches the scarce-device score of `node` (whose claims fit: Score found an allocation).
+    fn store_score(&mut self, node: &str, score: i64) {
+        let id = self.state.inventory().node_ids.get(node).copied();
+        let generation = self.state.fit_generation(id);
+        let score = Some((self.placement.version, score));
+        match self.fit_cache.nodes.get_mut(node) {
+            Some(e) => {
+                if e.generation != generation {
+                    e.generation = generation;
+                    e.status = Status::success();
+                }
+                e.score = score;
+            }
+            None => {
+                let entry = FitEntry {
+                    node: id,
+                    generation,
+                    status: Status::success(),
+                    score,
+                };
+                self.fit_cache.nodes.insert(node.to_owned(), entry);
+            }
+        }
+    }
+
     fn refresh(&mut self) {
         if self.state.refresh_inventory() {
             self.selectors.clear_results();
@@ -140,6 +210,9 @@ impl DraPlugin {
     /// Records an allocation decided at Reserve for `claim_uid`; its devices are taken until it
     /// is confirmed or dropped.
     fn add_in_flight(&mut self, claim_uid: String, f: InFlight) {
+        if f.shared_counted {
+            self.count_shared(&f.shared, 1);
+        }
         for key in &f.devices {
             let n = self.in_flight_devices.entry(key.clone()).or_default();
             *n += 1;
@@ -159,7 +232,20 @@ impl DraPlugin {
         }
     }
 
+    /// Adds (`sign` 1) or removes (-1) in-flight shares of devices.
+    fn count_shared(&mut self, shared: &[(String, Vec<(String, i128)>)], sign: i128) {
+        for (key, consumed) in shared {
+            add_consumed(&mut self.in_flight_consumed, key, consumed, sign);
+            if let Some(&i) = self.state.inventory().index.get(key) {
+                self.state.touch_device(i);
+            }
+        }
+    }
+
     fn release_devices(&mut self, f: &InFlight) {
+        if f.shared_counted {
+            self.count_shared(&f.shared, -1);
+        }
         for key in &f.devices {
             let Some(n) = self.in_flight_devices.get_mut(key) else {
                 continue;
@@ -283,6 +369,11 @@ impl DraPlugin {
     /// kept for Score and Reserve. Filter over many nodes keeps nothing otherwise: Reserve
     /// recomputes the one node it needs, which costs less than storing every node's result.
     fn filter_node(&mut self, node: &str, keep: bool) -> Status {
+        // Allocations that are kept pick devices by placement rank; verdicts alone need none.
+        let ordered = keep || self.cycle.as_ref().is_some_and(|c| c.prioritized);
+        if ordered {
+            self.refresh_placement();
+        }
         let Some(cycle) = self.cycle.as_mut() else {
             return Status::success();
         };
@@ -304,9 +395,11 @@ impl DraPlugin {
             return Status::success();
         }
         let state = &self.state;
-        let in_flight = &self.in_flight_mask;
-        let in_use =
-            |i: u32| state.is_taken(i) || in_flight.get(i as usize).is_some_and(|&taken| taken);
+        let in_use = InUse {
+            state,
+            in_flight: &self.in_flight_mask,
+            in_flight_consumed: &self.in_flight_consumed,
+        };
         let inv = state.inventory();
         let cached = !(keep || cycle.prioritized);
         if cached
@@ -316,6 +409,8 @@ impl DraPlugin {
             return e.status.clone();
         }
         let result = if !cached {
+            let ranks = &self.placement.value;
+            let order = (ranks.len() == inv.devices.len()).then_some(ranks.as_slice());
             allocator::allocate(
                 inv,
                 &mut self.selectors,
@@ -324,6 +419,7 @@ impl DraPlugin {
                 labels,
                 &mut cycle.plans,
                 &in_use,
+                order,
             )
             .map(|allocs| {
                 cycle.per_node.insert(node.to_owned(), allocs);
@@ -355,6 +451,7 @@ impl DraPlugin {
                 Some(e) => {
                     e.generation = state.fit_generation(e.node);
                     e.status.clone_from(&status);
+                    e.score = None;
                 }
                 None => {
                     let id = inv.node_ids.get(node).copied();
@@ -362,6 +459,7 @@ impl DraPlugin {
                         node: id,
                         generation: state.fit_generation(id),
                         status: status.clone(),
+                        score: None,
                     };
                     self.fit_cache.nodes.insert(node.to_owned(), entry);
                 }
@@ -386,16 +484,37 @@ impl DraPlugin {
 
     /// The allocation result JSON, shaped as the real scheduler writes it (reference capture 83),
     /// without `allocationTimestamp`: a plugin has no clock.
-    fn allocation_json(&self, a: &ClaimAllocation) -> Value {
+    ///
+    /// A share of a device with `allowMultipleAllocations` carries its `consumedCapacity` and a
+    /// `shareID`: a UUID derived from the claim's uid and the result's position (upstream
+    /// draws a random one; a plugin has no randomness, and the uid makes it unique).
+    fn allocation_json(&self, a: &ClaimAllocation, claim_uid: &str) -> Value {
         let inv = self.state.inventory();
         let results: Vec<Value> = a
             .results
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
                 let d = &inv.devices[r.device as usize];
                 let mut v = json!({"request": &*r.request, "driver": d.driver, "pool": d.pool, "device": d.name});
                 if r.admin_access {
                     v["adminAccess"] = Value::Bool(true);
+                }
+                if let Some(amounts) = &r.consumed {
+                    let consumed: serde_json::Map<String, Value> = d
+                        .capacity
+                        .iter()
+                        .zip(&d.formats)
+                        .zip(amounts)
+                        .map(|(((name, _), &format), &n)| {
+                            let q = kube_quantity::Quantity::from_nanos(n, format);
+                            (name.clone(), Value::String(q.to_string()))
+                        })
+                        .collect();
+                    if !consumed.is_empty() {
+                        v["consumedCapacity"] = Value::Object(consumed);
+                    }
+                    v["shareID"] = Value::String(share_id(claim_uid, i, &d.key));
                 }
                 v
             })
@@ -412,10 +531,10 @@ impl DraPlugin {
     fn allocation_for(&mut self, node: &str) -> Result<Vec<ClaimAllocation>, Status> {
         let cached = self.cycle.as_mut().and_then(|c| c.per_node.remove(node));
         if let Some(allocs) = cached {
-            let free = allocs
-                .iter()
-                .flat_map(|a| &a.results)
-                .all(|r| r.admin_access || !self.device_in_use(r.device));
+            // Shares are checked again: capacity may have been taken since.
+            let free = allocs.iter().flat_map(|a| &a.results).all(|r| {
+                r.consumed.is_none() && (r.admin_access || !self.device_in_use(r.device))
+            });
             if free {
                 return Ok(allocs);
             }
@@ -441,10 +560,12 @@ impl Plugin for DraPlugin {
             cycle: None,
             in_flight: HashMap::new(),
             in_flight_devices: FxHashMap::default(),
+            in_flight_consumed: FxHashMap::default(),
             in_flight_mask: Vec::new(),
             fit_cache: FitCache::default(),
             reservations: HashMap::new(),
             scratch: Scratch::default(),
+            placement: Placement::default(),
         })
     }
 
@@ -488,9 +609,28 @@ impl Plugin for DraPlugin {
 
     fn on_event(&mut self, event: &ObjectEvent) {
         // An object that does not parse is skipped, as an informer would.
-        if let Ok(Changed::Claim { uid, gone: true }) = self.state.apply(event) {
-            // The claim was deleted: its allocation can never land.
-            self.remove_in_flight(&uid);
+        match self.state.apply(event) {
+            Ok(Changed::Claim { uid, gone: true }) => {
+                // The claim was deleted: its allocation can never land.
+                self.remove_in_flight(&uid);
+            }
+            Ok(Changed::Claim { uid, gone: false }) => {
+                // The claim shows its allocation (assumed or written): its shares count there.
+                let seen = self.in_flight.get(&uid).is_some_and(|f| {
+                    f.shared_counted
+                        && self
+                            .state
+                            .claims
+                            .get(&f.key)
+                            .is_some_and(|c| c.uid == uid && c.allocation.is_some())
+                });
+                if seen && let Some(f) = self.in_flight.get_mut(&uid) {
+                    f.shared_counted = false;
+                    let shared = std::mem::take(&mut f.shared);
+                    self.count_shared(&shared, -1);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -637,31 +777,46 @@ impl Plugin for DraPlugin {
         no_change
     }
 
-    /// PreScore: Score only matters for claims to allocate with a `firstAvailable` request;
-    /// otherwise every node would score 0, so Score is skipped.
+    /// PreScore: Score matters for claims to allocate with a `firstAvailable` request, or when
+    /// the devices a request could take differ in value ([`crate::placement`]); otherwise every
+    /// node would score the same, so Score is skipped.
     fn pre_score(&mut self, pod: &PodRef, _nodes: &[String]) -> Status {
         match self.ensure_cycle(pod) {
             Ok(true) => {}
             Ok(false) => return Status::skip(),
             Err(s) => return s,
         }
+        self.refresh_placement();
         let prioritized = self.cycle.as_ref().is_some_and(|c| c.prioritized);
-        if prioritized {
+        if prioritized || self.scarce_matters() {
             Status::success()
         } else {
             Status::skip()
         }
     }
 
-    /// Score: `100 × mean over firstAvailable requests of (n − i) / n`, where `i` is the index of
-    /// the subrequest the allocator chose on the node and `n` the number of subrequests. Nodes
-    /// where the first choice fits get 100; pods without `firstAvailable` score 0 everywhere.
+    /// Score:
+    /// - with a `firstAvailable` request, as upstream: `100 × mean over those requests of
+    ///   (n − i) / n`, where `i` is the index of the subrequest the allocator chose on the node
+    ///   and `n` the number of subrequests (nodes where the first choice fits get 100); the
+    ///   user's order of preference wins over keeping devices free;
+    /// - otherwise, scarce devices: [`Placement::score`] of the devices the allocation takes
+    ///   there, so nodes where the request is served by the least valuable devices score
+    ///   highest. Cached per node like Filter verdicts.
     fn score(&mut self, pod: &PodRef, nodes: &[String]) -> Result<Vec<i64>, Status> {
         if !self.ensure_cycle(pod)? {
             return Ok(vec![0; nodes.len()]);
         }
+        self.refresh_placement();
+        self.sync_fit_cache();
+        let prioritized = self.cycle.as_ref().is_some_and(|c| c.prioritized);
+        let cacheable = !prioritized && self.scarce_matters();
         let mut scores = Vec::with_capacity(nodes.len());
         for node in nodes {
+            if cacheable && let Some(s) = self.cached_score(node) {
+                scores.push(s);
+                continue;
+            }
             let have = self
                 .cycle
                 .as_ref()
@@ -670,23 +825,35 @@ impl Plugin for DraPlugin {
                 scores.push(0);
                 continue;
             }
-            let choices: Vec<(usize, usize)> = self
-                .cycle
-                .as_ref()
-                .and_then(|c| c.per_node.get(node))
-                .into_iter()
-                .flatten()
-                .flat_map(|a| a.subrequest_choices.iter().copied())
-                .collect();
-            let score = if choices.is_empty() {
-                0
-            } else {
+            let allocs = self.cycle.as_ref().and_then(|c| c.per_node.get(node));
+            let allocs = allocs.map(Vec::as_slice).unwrap_or_default();
+            let first_available = prioritized.then(|| {
+                let choices: Vec<(usize, usize)> = allocs
+                    .iter()
+                    .flat_map(|a| a.subrequest_choices.iter().copied())
+                    .collect();
+                if choices.is_empty() {
+                    return 0;
+                }
                 let sum: f64 = choices
                     .iter()
                     .map(|&(i, n)| (n - i) as f64 / n as f64)
                     .sum();
                 (100.0 * sum / choices.len() as f64).round() as i64
+            });
+            let devices = allocs
+                .iter()
+                .flat_map(|a| &a.results)
+                .filter(|r| !r.admin_access)
+                .map(|r| r.device);
+            let score = match first_available {
+                Some(s) => s,
+                None if cacheable => self.placement.score(devices),
+                None => 0,
             };
+            if cacheable {
+                self.store_score(node, score);
+            }
             scores.push(score);
         }
         Ok(scores)
@@ -735,18 +902,31 @@ impl Plugin for DraPlugin {
             }
             let allocation = match (new, pending) {
                 (Some(a), _) => {
-                    let json = self.allocation_json(a);
+                    let json = self.allocation_json(a, &claim.uid);
                     let inv = self.state.inventory();
                     let devices = a
                         .results
                         .iter()
+                        .filter(|r| r.consumed.is_none())
                         .map(|r| inv.devices[r.device as usize].key.clone())
+                        .collect();
+                    let shared = a
+                        .results
+                        .iter()
+                        .filter_map(|r| {
+                            let d = &inv.devices[r.device as usize];
+                            let names = d.capacity.iter().map(|(n, _)| n.clone());
+                            Some((d.key.clone(), names.zip(r.consumed.clone()?).collect()))
+                        })
                         .collect();
                     added.push((
                         claim.uid.clone(),
                         InFlight {
+                            key: key.clone(),
                             carriers: vec![pod.uid.clone()],
                             devices,
+                            shared,
+                            shared_counted: true,
                             allocation: json.clone(),
                             finalizer_by: add_finalizer.then(|| pod.uid.clone()),
                         },
@@ -828,6 +1008,44 @@ impl Plugin for DraPlugin {
         }
         out
     }
+}
+
+/// Devices and capacity in use, as the allocator sees them: allocated (from claims) or in
+/// flight.
+struct InUse<'a> {
+    state: &'a ClusterState,
+    in_flight: &'a [bool],
+    in_flight_consumed: &'a FxHashMap<String, Vec<(String, i128)>>,
+}
+
+impl Usage for InUse<'_> {
+    fn in_use(&self, i: u32) -> bool {
+        self.state.is_taken(i) || self.in_flight.get(i as usize).is_some_and(|&taken| taken)
+    }
+
+    fn consumed(&self, i: u32, capacity: usize) -> i128 {
+        let d = &self.state.inventory().devices[i as usize];
+        let name = &d.capacity[capacity].0;
+        self.state.consumed(&d.key, name) + consumed_of(self.in_flight_consumed, &d.key, name)
+    }
+}
+
+/// A `shareID` (KEP-5075): a lowercase RFC 4122 UUID (version 4 layout) hashed from the claim
+/// uid, the result's position and the device, so the same allocation always gets the same one.
+fn share_id(claim_uid: &str, result: usize, device_key: &str) -> String {
+    // FNV-1a, 128 bits.
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for b in claim_uid
+        .bytes()
+        .chain((result as u64).to_le_bytes())
+        .chain(device_key.bytes())
+    {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    let h = (h & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let x = format!("{h:032x}");
+    format!("{}-{}-{}-{}-{}", &x[..8], &x[8..12], &x[12..16], &x[16..20], &x[20..])
 }
 
 /// PreEnqueue/PreFilter status while a template's claim does not exist yet.
@@ -1217,6 +1435,113 @@ mod tests {
                 .all(Status::is_success)
         );
         assert_eq!(p.score(&pod_ref("p"), &nodes).unwrap(), [100, 50]);
+    }
+
+    /// node-a: one 80Gi GPU; node-b: an 80Gi and a 40Gi GPU (in that order). A template asks
+    /// for 80Gi, so the 80Gi GPUs are worth more: a generic claim scores node-b higher and gets
+    /// its 40Gi GPU there, though the 80Gi one comes first in the slice.
+    #[test]
+    fn placement_keeps_the_special_devices_free() {
+        let mut p = DraPlugin::new("{}").unwrap();
+        add(
+            &mut p,
+            ResourceKind::device_class(),
+            json!({"metadata": {"name": "gpu.example.com"},
+            "spec": {"selectors": [{"cel": {"expression": "device.driver == \"gpu.example.com\""}}]}}),
+        );
+        let gpu = |name: &str, mem: &str| json!({"name": name, "capacity": {"memory": {"value": mem}}});
+        for (node, devices) in [
+            ("node-a", vec![gpu("gpu-0", "80Gi")]),
+            ("node-b", vec![gpu("gpu-0", "80Gi"), gpu("gpu-1", "40Gi")]),
+        ] {
+            add(&mut p, ResourceKind::node(), json!({"metadata": {"name": node}}));
+            add(
+                &mut p,
+                ResourceKind::resource_slice(),
+                json!({"metadata": {"name": node},
+                "spec": {"driver": "gpu.example.com", "nodeName": node,
+                         "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+                         "devices": devices}}),
+            );
+        }
+        add(
+            &mut p,
+            ResourceKind::resource_claim_template(),
+            json!({"metadata": {"name": "big", "namespace": "demo"},
+            "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
+                "deviceClassName": "gpu.example.com",
+                "selectors": [{"cel": {"expression":
+                    "device.capacity[\"gpu.example.com\"].memory.compareTo(quantity(\"80Gi\")) >= 0"}}]}}]}}}}),
+        );
+        add(&mut p, ResourceKind::resource_claim(), claim("c", 1));
+        add(&mut p, ResourceKind::pod(), pod("p", "c"));
+        assert!(p.pre_filter(&pod_ref("p")).status.is_success());
+        let nodes = ["node-a".to_string(), "node-b".to_string()];
+        assert!(p.filter(&pod_ref("p"), &nodes).iter().all(Status::is_success));
+        assert!(p.pre_score(&pod_ref("p"), &nodes).is_success());
+        assert_eq!(p.score(&pod_ref("p"), &nodes).unwrap(), [0, 100]);
+        // Cached: the same scores without a new allocation.
+        assert_eq!(p.score(&pod_ref("p"), &nodes).unwrap(), [0, 100]);
+        let intents = p.reserve(&pod_ref("p"), "node-b").unwrap();
+        let status: Value = serde_json::from_str(&intents[1].body).unwrap();
+        assert_eq!(
+            status["status"]["allocation"]["devices"]["results"][0]["device"],
+            "gpu-1"
+        );
+    }
+
+    /// A NIC with `allowMultipleAllocations` and 10G of bandwidth on node-a: claims asking for
+    /// 4G each share it, each with its own `shareID` and `consumedCapacity`, until the next
+    /// share would exceed the capacity (in-flight shares count).
+    #[test]
+    fn shares_of_a_device_never_exceed_its_capacity() {
+        let mut p = DraPlugin::new("{}").unwrap();
+        add(
+            &mut p,
+            ResourceKind::device_class(),
+            json!({"metadata": {"name": "nic"},
+            "spec": {"selectors": [{"cel": {"expression": "device.driver == \"nic.example.com\""}}]}}),
+        );
+        add(&mut p, ResourceKind::node(), json!({"metadata": {"name": "node-a"}}));
+        add(
+            &mut p,
+            ResourceKind::resource_slice(),
+            json!({"metadata": {"name": "nics"},
+            "spec": {"driver": "nic.example.com", "nodeName": "node-a",
+                     "pool": {"name": "nics", "generation": 1, "resourceSliceCount": 1},
+                     "devices": [{"name": "nic-0", "allowMultipleAllocations": true,
+                                  "capacity": {"bandwidth": {"value": "10G"}}}]}}),
+        );
+        let nodes = ["node-a".to_string()];
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let name = format!("p{i}");
+            add(
+                &mut p,
+                ResourceKind::resource_claim(),
+                json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                "metadata": {"name": format!("c{i}"), "namespace": "demo", "uid": format!("c{i}-uid")},
+                "spec": {"devices": {"requests": [{"name": "nic", "exactly": {
+                    "deviceClassName": "nic", "capacity": {"requests": {"bandwidth": "4G"}}}}]}}}),
+            );
+            add(&mut p, ResourceKind::pod(), pod(&name, &format!("c{i}")));
+            assert!(p.pre_filter(&pod_ref(&name)).status.is_success());
+            let fits = p.filter(&pod_ref(&name), &nodes)[0].is_success();
+            assert_eq!(fits, i < 2, "two 4G shares of 10G fit, a third does not");
+            if !fits {
+                break;
+            }
+            // Reserve only: the first share is still in flight when the second is allocated.
+            let intents = p.reserve(&pod_ref(&name), "node-a").unwrap();
+            let body: Value = serde_json::from_str(&intents[1].body).unwrap();
+            let r = &body["status"]["allocation"]["devices"]["results"][0];
+            assert_eq!(r["device"], "nic-0");
+            assert_eq!(r["consumedCapacity"], json!({"bandwidth": "4G"}));
+            ids.push(r["shareID"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(ids.len(), 2);
+        assert_ne!(ids[0], ids[1]);
+        assert!(ids.iter().all(|id| id.len() == 36 && id.as_bytes()[14] == b'4'));
     }
 
     /// Adds pod `name` with its own claim for `count` devices, runs PreFilter and returns

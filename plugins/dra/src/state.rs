@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::NodeSelector;
 use k8s_openapi::api::resource::v1::{
-    DeviceClaim, DeviceClass, ResourceClaimSpec, ResourceSlice, ResourceSliceSpec,
+    DeviceClaim, DeviceClass, DeviceSelector, ResourceClaimSpec, ResourceSlice, ResourceSliceSpec,
 };
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
@@ -108,6 +108,20 @@ struct NodeJson {
     metadata: MetaJson,
 }
 
+/// A ResourceClaimTemplate: its name and the requests of the claims it makes.
+#[derive(Deserialize)]
+struct TemplateJson {
+    metadata: MetaJson,
+    #[serde(default)]
+    spec: TemplateSpecJson,
+}
+
+#[derive(Deserialize, Default)]
+struct TemplateSpecJson {
+    #[serde(default)]
+    spec: Option<ResourceClaimSpec>,
+}
+
 /// A pod's metadata: only what DRA keeps (no labels, annotations or timestamps to parse).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -189,10 +203,16 @@ struct AllocatedDevicesJson {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ResultJson {
     driver: String,
     pool: String,
     device: String,
+    /// A share of a device with `allowMultipleAllocations` (KEP-5075).
+    #[serde(default, rename = "shareID")]
+    share_id: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    consumed_capacity: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 }
 
 #[derive(Deserialize)]
@@ -228,8 +248,11 @@ pub struct Consumer {
 /// A claim's `status.allocation`, reduced to what scheduling needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Allocation {
-    /// Device keys (see [`device_key`]).
+    /// Keys (see [`device_key`]) of the devices it holds whole.
     pub devices: Vec<String>,
+    /// Shares of devices with `allowMultipleAllocations` (results with a `shareID`): the device
+    /// key and its `consumedCapacity` (name, nano-units).
+    pub shared: Vec<(String, Vec<(String, i128)>)>,
     /// Where the claim can be used.
     pub node_selector: Option<NodeSelector>,
 }
@@ -283,14 +306,31 @@ impl Claim {
             name: meta.name,
             uid: meta.uid,
             spec: c.spec.devices.unwrap_or_default(),
-            allocation: status.allocation.map(|a| Allocation {
-                devices: a
-                    .devices
-                    .results
-                    .iter()
-                    .map(|r| device_key(&r.driver, &r.pool, &r.device))
-                    .collect(),
-                node_selector: a.node_selector,
+            allocation: status.allocation.map(|a| {
+                let (shared, whole): (Vec<_>, Vec<_>) =
+                    a.devices.results.iter().partition(|r| r.share_id.is_some());
+                Allocation {
+                    devices: whole
+                        .iter()
+                        .map(|r| device_key(&r.driver, &r.pool, &r.device))
+                        .collect(),
+                    shared: shared
+                        .iter()
+                        .map(|r| {
+                            let consumed = r
+                                .consumed_capacity
+                                .iter()
+                                .map(|(n, q)| {
+                                    let nanos = kube_quantity::Quantity::parse_json(&q.0)
+                                        .map_or(0, |q| q.nanos());
+                                    (n.clone(), nanos)
+                                })
+                                .collect();
+                            (device_key(&r.driver, &r.pool, &r.device), consumed)
+                        })
+                        .collect(),
+                    node_selector: a.node_selector,
+                }
             }),
             reserved_for: status
                 .reserved_for
@@ -325,6 +365,9 @@ pub struct ClusterState {
     pub slices: HashMap<String, ResourceSliceSpec>,
     /// How many claims hold each device (adminAccess allocations may share a device).
     pub allocated: FxHashMap<String, u32>,
+    /// Capacity consumed by the allocated shares of each device with
+    /// `allowMultipleAllocations`: device key → (capacity name, nano-units).
+    pub shared_consumed: FxHashMap<String, Vec<(String, i128)>>,
     /// Generated claims by (pod uid, pod claim name).
     generated: HashMap<(String, String), String>,
     inventory: Inventory,
@@ -338,6 +381,11 @@ pub struct ClusterState {
     /// Bumped by changes that can alter Filter results on any node: devices reachable from
     /// several nodes taken or freed, node labels, device classes.
     shared_generation: u64,
+    /// Request shapes seen (see [`crate::placement`]): (DeviceClass, request selector
+    /// expressions) of every DeviceClass, template and unallocated claim, in first-seen order.
+    pub shape_keys: Vec<(String, Vec<String>)>,
+    /// Bumped when `shape_keys` or a DeviceClass changes.
+    pub shapes_generation: u64,
 }
 
 /// Which kind of object an event changed, for the plugin's bookkeeping.
@@ -425,6 +473,9 @@ impl ClusterState {
                     }
                 }
                 let uid = c.uid.clone();
+                if !deleted && c.allocation.is_none() {
+                    self.note_shapes(&c.spec);
+                }
                 if !deleted {
                     self.count_devices(&c, 1);
                     if let Some(g) = &c.generated_for {
@@ -442,11 +493,14 @@ impl ClusterState {
                 }
             }
             ("resource.k8s.io/v1", "ResourceClaimTemplate") => {
-                let m: NodeJson = serde_json::from_str(&event.object).map_err(err)?;
+                let m: TemplateJson = serde_json::from_str(&event.object).map_err(err)?;
                 let key = (m.metadata.namespace, m.metadata.name);
                 if deleted {
                     self.templates.remove(&key);
                 } else {
+                    if let Some(devices) = m.spec.spec.and_then(|s| s.devices) {
+                        self.note_shapes(&devices);
+                    }
                     self.templates.insert(key);
                 }
                 Ok(Changed::Other)
@@ -455,6 +509,8 @@ impl ClusterState {
                 let c: DeviceClass = serde_json::from_str(&event.object).map_err(err)?;
                 let name = c.metadata.name.unwrap_or_default();
                 self.shared_generation += 1;
+                self.shapes_generation += 1;
+                self.note_shape(&name, None);
                 if deleted {
                     self.classes.remove(&name);
                 } else {
@@ -513,7 +569,47 @@ impl ClusterState {
         Ok(out)
     }
 
+    /// Records the shapes of a claim's request alternatives (see [`crate::placement`]).
+    fn note_shapes(&mut self, spec: &DeviceClaim) {
+        for r in spec.requests.iter().flatten() {
+            if let Some(e) = &r.exactly {
+                self.note_shape(&e.device_class_name, e.selectors.as_deref());
+            }
+            for sub in r.first_available.iter().flatten() {
+                self.note_shape(&sub.device_class_name, sub.selectors.as_deref());
+            }
+        }
+    }
+
+    fn note_shape(&mut self, class: &str, selectors: Option<&[DeviceSelector]>) {
+        let exprs = || {
+            selectors
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.cel.as_ref())
+                .map(|c| c.expression.as_str())
+        };
+        let known = self
+            .shape_keys
+            .iter()
+            .any(|(c, e)| c == class && e.iter().map(String::as_str).eq(exprs()));
+        if known || self.shape_keys.len() >= crate::placement::MAX_SHAPES {
+            return;
+        }
+        self.shape_keys
+            .push((class.to_owned(), exprs().map(str::to_owned).collect()));
+        self.shapes_generation += 1;
+    }
+
     fn count_devices(&mut self, c: &Claim, delta: i32) {
+        for (key, consumed) in c.allocation.iter().flat_map(|a| &a.shared) {
+            add_consumed(&mut self.shared_consumed, key, consumed, i128::from(delta));
+            if !self.inventory_dirty
+                && let Some(&i) = self.inventory.index.get(key)
+            {
+                self.touch_device(i);
+            }
+        }
         for d in c.allocation.iter().flat_map(|a| &a.devices) {
             let n = match self.allocated.get_mut(d) {
                 Some(n) => n,
@@ -585,6 +681,44 @@ impl ClusterState {
     pub fn inventory(&self) -> &Inventory {
         &self.inventory
     }
+}
+
+/// Adds `sign ×` the amounts `consumed` of device `key` to `totals` (dropping a device whose
+/// totals become zero).
+pub fn add_consumed(
+    totals: &mut FxHashMap<String, Vec<(String, i128)>>,
+    key: &str,
+    consumed: &[(String, i128)],
+    sign: i128,
+) {
+    let entry = match totals.get_mut(key) {
+        Some(e) => e,
+        None => totals.entry(key.to_owned()).or_default(),
+    };
+    for (name, amount) in consumed {
+        match entry.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v += sign * amount,
+            None => entry.push((name.clone(), sign * amount)),
+        }
+    }
+    if entry.iter().all(|(_, v)| *v == 0) {
+        totals.remove(key);
+    }
+}
+
+impl ClusterState {
+    /// How much of capacity `name` of device `key` the allocated shares consume.
+    pub fn consumed(&self, key: &str, name: &str) -> i128 {
+        consumed_of(&self.shared_consumed, key, name)
+    }
+}
+
+/// The amount of capacity `name` of device `key` in `totals`.
+pub fn consumed_of(totals: &FxHashMap<String, Vec<(String, i128)>>, key: &str, name: &str) -> i128 {
+    totals
+        .get(key)
+        .and_then(|v| v.iter().find(|(n, _)| n == name))
+        .map_or(0, |(_, v)| *v)
 }
 
 #[cfg(test)]
