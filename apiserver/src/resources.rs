@@ -303,7 +303,7 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
         has_status: true,
         generation: true,
         converted: false,
-        storage_version_hash: "6BGBu0kpHtk=",
+        storage_version_hash: "EVWiDmWqyJw=",
     },
     ResourceDef {
         kind_enum: Kind::PriorityClass,
