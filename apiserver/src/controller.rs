@@ -275,7 +275,7 @@ fn finish_deleted_claim(reg: &Registry, claim: &Arc<Stored>) {
             Some(&ns),
             claim.name(),
             kube_patch::PatchType::Merge,
-            br#"{"status":{"allocation":null}}"#,
+            br#"{"status":{"allocation":null,"devices":null}}"#,
             Subresource::Status,
             INTERNAL,
         )

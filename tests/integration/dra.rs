@@ -39,7 +39,11 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 ///    the allocated devices (adminAccess results excepted), whichever slices and claims they are in;
 /// 6. consumable capacity (KEP-5075): only devices with `allowMultipleAllocations` are shared
 ///    (results with a `shareID`, unique per device), and the `consumedCapacity` of all their
-///    shares never exceeds the device's capacity.
+///    shares never exceeds the device's capacity;
+/// 7. binding conditions (KEP-5007): a bound pod's claims have every binding condition `True`
+///    and no failure condition `True`; a claim whose binding never completed (conditions not
+///    met) is not left allocated without a consumer — a failed or timed-out binding leaks
+///    nothing.
 ///
 /// # Errors
 /// A message listing every violation.
@@ -134,6 +138,11 @@ pub async fn check_dra_invariants(
                     "bound pod {ns}/{pod_name} is not in reservedFor of claim {name}"
                 ));
             }
+            if let Some(why) = binding_not_ready(c) {
+                problems.push(format!(
+                    "bound pod {ns}/{pod_name} uses claim {name} whose binding is not ready: {why}"
+                ));
+            }
             match status.allocation {
                 None => problems.push(format!(
                     "bound pod {ns}/{pod_name} uses unallocated claim {name}"
@@ -173,6 +182,15 @@ pub async fn check_dra_invariants(
                 "claim {name} is allocated without the delete-protection finalizer"
             ));
         }
+        let unreserved = status.is_none_or(|s| s.reserved_for.iter().flatten().next().is_none());
+        if unreserved
+            && status.is_some_and(|s| s.allocation.is_some())
+            && let Some(why) = binding_not_ready(c)
+        {
+            problems.push(format!(
+                "claim {name} is allocated for nobody and its binding never completed ({why}): leaked"
+            ));
+        }
         for r in c
             .status
             .iter()
@@ -198,6 +216,34 @@ pub async fn check_dra_invariants(
 
 /// A device: (driver, pool, device).
 type DeviceId = (String, String, String);
+
+/// Why a claim's allocation is not ready for binding (KEP-5007): a result's binding condition
+/// that is not `True` in `status.devices`, or a failure condition that is; `None` when ready.
+fn binding_not_ready(c: &ResourceClaim) -> Option<String> {
+    let status = c.status.as_ref()?;
+    let results = status
+        .allocation
+        .iter()
+        .flat_map(|a| a.devices.iter())
+        .flat_map(|d| d.results.iter().flatten());
+    for r in results {
+        let conditions = status
+            .devices
+            .iter()
+            .flatten()
+            .find(|d| d.driver == r.driver && d.pool == r.pool && d.device == r.device)
+            .and_then(|d| d.conditions.clone())
+            .unwrap_or_default();
+        let is_true = |t: &str| conditions.iter().any(|c| c.type_ == t && c.status == "True");
+        if let Some(t) = r.binding_failure_conditions.iter().flatten().find(|t| is_true(t)) {
+            return Some(format!("failure condition {t} of {} is True", r.device));
+        }
+        if let Some(t) = r.binding_conditions.iter().flatten().find(|t| !is_true(t)) {
+            return Some(format!("binding condition {t} of {} is not True", r.device));
+        }
+    }
+    None
+}
 
 fn nanos(q: &str) -> i128 {
     kube_quantity::Quantity::parse_json(q).map_or(0, |q| q.nanos())
@@ -1603,5 +1649,227 @@ async fn works_for_the_consumable_capacity_example() {
         assert_eq!(share(&c.claim_of(p).await).2.as_deref(), Some(want), "{p}");
     }
     assert!(!c.bound().await.contains_key("huge"));
+    c.invariants().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binding conditions (KEP-5007)
+
+const ATTACHED: &str = "example.com/attached";
+const ATTACH_FAILED: &str = "example.com/attach-failed";
+
+/// A fabric pool reachable from all nodes: one device that a controller must attach before
+/// the pod may bind, and whose allocation is pinned to the chosen node.
+fn fabric_slice() -> Value {
+    json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": "fabric"},
+           "spec": {"driver": GPU, "allNodes": true, "pool": {"name": "fabric", "generation": 1, "resourceSliceCount": 1},
+                    "devices": [{"name": "fabric-0", "bindsToNode": true,
+                                 "bindingConditions": [ATTACHED], "bindingFailureConditions": [ATTACH_FAILED]}]}})
+}
+
+fn condition(type_: &str, status: &str, reason: &str) -> Value {
+    json!({"type": type_, "status": status, "reason": reason, "message": format!("{reason} by the test"),
+           "lastTransitionTime": "2026-01-01T00:00:00Z"})
+}
+
+fn allocated(c: &ResourceClaim) -> bool {
+    c.status.as_ref().is_some_and(|s| s.allocation.is_some())
+}
+
+fn device_statuses(c: &ResourceClaim) -> usize {
+    c.status.as_ref().and_then(|s| s.devices.as_ref()).map_or(0, Vec::len)
+}
+
+impl Cluster {
+    /// Writes the fabric device's conditions into the claim's status, as its driver would.
+    async fn set_device_conditions(&self, claim: &str, conditions: Vec<Value>) -> ResourceClaim {
+        let patch = json!({"status": {"devices": [{"driver": GPU, "pool": "fabric", "device": "fabric-0",
+                                                    "conditions": conditions}]}});
+        Api::<ResourceClaim>::namespaced(self.client.clone(), NS)
+            .patch_status(
+                claim,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .expect("driver status write")
+    }
+
+    /// Watches the claim (from its current version, or `after`) until `done` holds for a
+    /// version of it, so states that last only between two writes are seen too.
+    async fn watch_claim_until(
+        &self,
+        name: &str,
+        after: Option<&ResourceClaim>,
+        done: impl Fn(&ResourceClaim) -> bool,
+    ) -> ResourceClaim {
+        use futures::{StreamExt, TryStreamExt};
+        let api = Api::<ResourceClaim>::namespaced(self.client.clone(), NS);
+        let start = match after {
+            Some(c) => c.clone(),
+            None => api.get(name).await.unwrap(),
+        };
+        if after.is_none() && done(&start) {
+            return start;
+        }
+        let rv = start.metadata.resource_version.clone().unwrap();
+        let wp = kube::api::WatchParams::default().fields(&format!("metadata.name={name}"));
+        let mut events = api.watch(&wp, &rv).await.unwrap().boxed();
+        tokio::time::timeout(TIMEOUT, async {
+            while let Some(ev) = events.try_next().await.unwrap() {
+                if let kube::api::WatchEvent::Added(c) | kube::api::WatchEvent::Modified(c) = ev
+                    && done(&c)
+                {
+                    return c;
+                }
+            }
+            panic!("the watch of claim {name} ended");
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "claim {name} did not reach the state within {TIMEOUT:?}; outcomes: {:#?}",
+                self.sched.outcomes()
+            )
+        })
+    }
+
+    async fn start_fabric(mode: Mode, config: &str) -> Cluster {
+        let c = Cluster::start(mode, config).await;
+        c.load(&[
+            namespace(),
+            node("node-a"),
+            node("node-b"),
+            gpu_class(),
+            fabric_slice(),
+            claim("c1", json!([exact("gpu", GPU, 1)])),
+            pod_using_claim("p1", "c1"),
+        ])
+        .await;
+        c
+    }
+}
+
+/// The pod is reserved and its device allocated (so a controller can attach it), but bound
+/// only once the driver reports every binding condition `True`.
+async fn binding_conditions_hold_the_pod_until_they_are_true(mode: Mode) {
+    let c = Cluster::start_fabric(mode, "").await;
+    let waiting = c
+        .watch_claim_until("c1", None, |cl| allocated(cl) && !reserved_uids(cl).is_empty())
+        .await;
+    let alloc = waiting.status.as_ref().unwrap().allocation.as_ref().unwrap();
+    let result = &alloc.devices.as_ref().unwrap().results.as_ref().unwrap()[0];
+    assert_eq!(result.binding_conditions.as_deref(), Some(&[ATTACHED.to_string()][..]));
+    assert_eq!(
+        result.binding_failure_conditions.as_deref(),
+        Some(&[ATTACH_FAILED.to_string()][..])
+    );
+    // bindsToNode: the allocation names exactly the node the pod will be bound to.
+    let term = &alloc.node_selector.as_ref().unwrap().node_selector_terms[0];
+    let chosen = term.match_fields.as_ref().unwrap()[0].values.as_ref().unwrap()[0].clone();
+    // Nothing binds the pod before the conditions are true.
+    assert!(c.bound().await.is_empty());
+    c.set_device_conditions("c1", vec![condition(ATTACHED, "False", "Attaching")])
+        .await;
+    assert!(c.bound().await.is_empty());
+    c.set_device_conditions("c1", vec![condition(ATTACHED, "True", "Attached")])
+        .await;
+    c.wait_bound(1).await;
+    assert_eq!(c.bound().await["p1"], chosen);
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_conditions_hold_the_pod_until_a_driver_sets_them_true() {
+    binding_conditions_hold_the_pod_until_they_are_true(Mode::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_conditions_hold_the_pod_until_a_driver_sets_them_true_as_wasm_component() {
+    binding_conditions_hold_the_pod_until_they_are_true(Mode::Wasm).await;
+}
+
+/// A failure condition: the pod is unreserved and the claim deallocated (device status
+/// cleared), the pod is retried, allocated again, and binds once the device attaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_failure_condition_deallocates_and_the_pod_is_retried() {
+    let c = Cluster::start_fabric(Mode::Native, "").await;
+    c.watch_claim_until("c1", None, |cl| allocated(cl) && !reserved_uids(cl).is_empty())
+        .await;
+    let failed = c
+        .set_device_conditions("c1", vec![condition(ATTACH_FAILED, "True", "NoPath")])
+        .await;
+    let freed = c
+        .watch_claim_until("c1", Some(&failed), |cl| !allocated(cl))
+        .await;
+    assert!(reserved_uids(&freed).is_empty(), "unreserved before deallocation");
+    assert_eq!(device_statuses(&freed), 0, "device status cleared with the allocation");
+    wait_for(|| async {
+        c.message("p1")
+            .contains("device binding failed: claim=c1, reason=NoPath")
+    })
+    .await;
+    // The retry allocates again (with a fresh device status) and waits again.
+    let again = c
+        .watch_claim_until("c1", Some(&freed), |cl| {
+            allocated(cl) && !reserved_uids(cl).is_empty()
+        })
+        .await;
+    assert_eq!(device_statuses(&again), 0);
+    assert!(c.bound().await.is_empty());
+    c.set_device_conditions("c1", vec![condition(ATTACHED, "True", "Attached")])
+        .await;
+    c.wait_bound(1).await;
+    c.invariants().await;
+}
+
+/// With a short `bindingTimeout`, a device that never attaches times the binding out: the
+/// claim is unreserved and deallocated; once the pod is deleted nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_timeout_unreserves_and_deallocates_and_leaks_nothing() {
+    let config = "profiles:\n  - schedulerName: default-scheduler\n    pluginConfig:\n      - name: DynamicResources\n        args: {bindingTimeout: 1s}\n";
+    let c = Cluster::start_fabric(Mode::Native, config).await;
+    let waiting = c
+        .watch_claim_until("c1", None, |cl| allocated(cl) && !reserved_uids(cl).is_empty())
+        .await;
+    let freed = c
+        .watch_claim_until("c1", Some(&waiting), |cl| !allocated(cl))
+        .await;
+    assert!(reserved_uids(&freed).is_empty());
+    wait_for(|| async { c.message("p1").contains("timed out after 1s") }).await;
+    assert!(c.bound().await.is_empty());
+    // The pod keeps being retried and timing out; deleting it ends that, wherever it is.
+    Api::<Pod>::namespaced(c.client.clone(), NS)
+        .delete("p1", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    c.idle().await;
+    let claim = c.claim("c1").await;
+    assert!(!allocated(&claim), "{:?}", claim.status);
+    assert!(reserved_uids(&claim).is_empty());
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_for_the_binding_conditions_example() {
+    let c = Cluster::start(Mode::Native, "").await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/dra-binding-conditions.yaml");
+    c.server
+        .load_manifests(&[path])
+        .await
+        .expect("example loads");
+    c.wait_bound(1).await;
+    assert_eq!(results(&c.claim("local-gpu").await)[0].1, "gpu-0");
+    c.watch_claim_until("fabric-gpu", None, |cl| {
+        allocated(cl) && !reserved_uids(cl).is_empty()
+    })
+    .await;
+    assert_eq!(results(&c.claim("fabric-gpu").await)[0].1, "fabric-0");
+    assert_eq!(c.bound().await.len(), 1, "trainer waits for the attachment");
+    c.set_device_conditions("fabric-gpu", vec![condition(ATTACHED, "True", "Attached")])
+        .await;
+    c.wait_bound(2).await;
+    assert_eq!(c.bound().await["trainer"], "node-a");
     c.invariants().await;
 }

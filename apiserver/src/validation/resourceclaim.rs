@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::cel::check_selector;
 use super::names::*;
-use super::resourceslice::qualified_attribute_name_error;
+use super::resourceslice::{binding_parameters, qualified_attribute_name_error};
 use crate::status::Cause;
 
 /// The most `status.reservedFor` entries a claim may have.
@@ -250,7 +250,80 @@ pub(crate) fn validate_status_update(new: &Value, old: &Value) -> Vec<Cause> {
             {
                 causes.push(Cause::invalid(format!("{p}.shareID"), &Value::from(id), &msg));
             }
+            causes.extend(binding_parameters(result, &p));
+        }
+    }
+    causes.extend(device_statuses(status, allocation));
+    causes
+}
+
+/// resource.k8s.io/v1 `AllocatedDeviceStatusMaxConditions`.
+const DEVICE_STATUS_MAX_CONDITIONS: usize = 8;
+
+/// `status.devices` (written by drivers; binding conditions live here): each entry names an
+/// allocated device (driver, pool, device and shareID), once, with at most 8 conditions of
+/// distinct types whose status is True, False or Unknown.
+fn device_statuses(status: &Value, allocation: Option<&Value>) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let allocated: HashSet<(String, String, String, String)> = allocation
+        .map(|a| arr(a.pointer("/devices/results")))
+        .unwrap_or_default()
+        .iter()
+        .map(|r| (s(r, "driver"), s(r, "pool"), s(r, "device"), s(r, "shareID")))
+        .collect();
+    let mut seen = HashSet::new();
+    for (i, d) in arr(status.get("devices")).iter().enumerate() {
+        let p = format!("status.devices[{i}]");
+        let id = (s(d, "driver"), s(d, "pool"), s(d, "device"), s(d, "shareID"));
+        for (field, value) in [("driver", &id.0), ("pool", &id.1), ("device", &id.2)] {
+            if value.is_empty() {
+                causes.push(Cause::required(format!("{p}.{field}"), ""));
+            }
+        }
+        if !seen.insert(id.clone()) {
+            causes.push(Cause::duplicate(p.clone(), &json_id(&id)));
+        } else if !allocated.contains(&id) {
+            causes.push(Cause::invalid(
+                p.clone(),
+                &json_id(&id),
+                "must be an allocated device in the claim",
+            ));
+        }
+        let conditions = arr(d.get("conditions"));
+        if conditions.len() > DEVICE_STATUS_MAX_CONDITIONS {
+            causes.push(Cause::too_many(
+                format!("{p}.conditions"),
+                conditions.len(),
+                DEVICE_STATUS_MAX_CONDITIONS,
+            ));
+        }
+        let mut types = HashSet::new();
+        for (j, c) in conditions.iter().enumerate() {
+            let cp = format!("{p}.conditions[{j}]");
+            let t = s(c, "type");
+            if t.is_empty() {
+                causes.push(Cause::required(format!("{cp}.type"), "must be set"));
+            } else if !types.insert(t.clone()) {
+                causes.push(Cause::duplicate(format!("{cp}.type"), &Value::from(t)));
+            }
+            let st = s(c, "status");
+            if !["True", "False", "Unknown"].contains(&st.as_str()) {
+                causes.push(Cause::not_supported(
+                    format!("{cp}.status"),
+                    &Value::from(st),
+                    &["False", "True", "Unknown"],
+                ));
+            }
         }
     }
     causes
+}
+
+/// A device status entry's identity as the server prints it.
+fn json_id(id: &(String, String, String, String)) -> Value {
+    let mut v = serde_json::json!({"driver": id.0, "pool": id.1, "device": id.2});
+    if !id.3.is_empty() {
+        v["shareID"] = Value::from(id.3.clone());
+    }
+    v
 }

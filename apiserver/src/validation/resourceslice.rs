@@ -176,6 +176,7 @@ pub(crate) fn validate_slice(obj: &Value) -> Vec<Cause> {
             }
         }
         causes.extend(counter_consumptions(d, &p));
+        causes.extend(binding_parameters(d, &p));
         let multi = d.get("allowMultipleAllocations").and_then(Value::as_bool) == Some(true);
         if let Some(caps) = d.get("capacity").and_then(Value::as_object) {
             for (k, cap) in caps {
@@ -197,6 +198,62 @@ pub(crate) fn validate_slice(obj: &Value) -> Vec<Cause> {
                 }
             }
         }
+    }
+    causes
+}
+
+/// resource.k8s.io/v1 `BindingConditionsMaxSize` and `BindingFailureConditionsMaxSize`.
+const BINDING_CONDITIONS_MAX: usize = 4;
+
+/// `bindingConditions` and `bindingFailureConditions` (KEP-5007) of a device or an allocation
+/// result at `p`, as upstream `validateDeviceBindingParameters`: at most 4 each, condition
+/// types (qualified names), no duplicates, no overlap, and one list only with the other.
+pub(crate) fn binding_parameters(v: &Value, p: &str) -> Vec<Cause> {
+    let list = |f: &str| -> Vec<&str> {
+        v.get(f)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|x| x.as_str().unwrap_or_default()).collect())
+            .unwrap_or_default()
+    };
+    let (conds, failures) = (list("bindingConditions"), list("bindingFailureConditions"));
+    let mut causes = Vec::new();
+    for (field, items) in [("bindingConditions", &conds), ("bindingFailureConditions", &failures)] {
+        let fp = format!("{p}.{field}");
+        if items.len() > BINDING_CONDITIONS_MAX {
+            causes.push(Cause::too_many(&fp, items.len(), BINDING_CONDITIONS_MAX));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in items.iter().enumerate() {
+            for msg in qualified_name_errors(c) {
+                causes.push(Cause::invalid(format!("{fp}[{i}]"), &Value::from(*c), &msg));
+            }
+            if !seen.insert(*c) {
+                causes.push(Cause::duplicate(format!("{fp}[{i}]"), &Value::from(*c)));
+            }
+        }
+    }
+    for (i, c) in failures.iter().enumerate() {
+        if conds.contains(c) {
+            causes.push(Cause::invalid(
+                format!("{p}.bindingFailureConditions[{i}]"),
+                &Value::from(*c),
+                "bindingFailureConditions must not overlap with bindingConditions",
+            ));
+        }
+    }
+    if conds.is_empty() && !failures.is_empty() {
+        causes.push(Cause::invalid(
+            format!("{p}.bindingConditions"),
+            &Value::Array(Vec::new()),
+            "bindingConditions are required to use bindingFailureConditions",
+        ));
+    }
+    if failures.is_empty() && !conds.is_empty() {
+        causes.push(Cause::invalid(
+            format!("{p}.bindingFailureConditions"),
+            &Value::Array(Vec::new()),
+            "bindingFailureConditions are required to use bindingConditions",
+        ));
     }
     causes
 }

@@ -492,3 +492,102 @@ async fn resource_slice_request_policies_need_shared_devices_and_valid_defaults(
     .await;
     assert!(st.message.contains("default is more than max: 8G"), "{}", st.message);
 }
+
+#[tokio::test]
+async fn resource_slice_binding_conditions_come_with_failure_conditions_and_do_not_overlap() {
+    let (_s, client) = setup();
+    let slices: Api<ResourceSlice> = Api::all(client);
+    let dev = |conds: serde_json::Value, failures: serde_json::Value| {
+        json!({"devices": [{"name": "fabric-0", "bindsToNode": true,
+            "bindingConditions": conds, "bindingFailureConditions": failures}]})
+    };
+    slices
+        .create(
+            &PostParams::default(),
+            &slice_with("ok", dev(json!(["example.com/attached"]), json!(["example.com/failed"]))),
+        )
+        .await
+        .expect("binding and failure conditions");
+    let st = expect_invalid(
+        slices
+            .create(
+                &PostParams::default(),
+                &slice_with("alone", dev(json!(["example.com/attached"]), json!([]))),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        st.message,
+        "ResourceSlice.resource.k8s.io \"alone\" is invalid: spec.devices[0].bindingFailureConditions: Invalid value: []: bindingFailureConditions are required to use bindingConditions"
+    );
+    let st = expect_invalid(
+        slices
+            .create(
+                &PostParams::default(),
+                &slice_with("overlap", dev(json!(["a", "b", "c", "d", "e"]), json!(["a"]))),
+            )
+            .await,
+    )
+    .await;
+    assert!(
+        st.message
+            .contains("spec.devices[0].bindingConditions: Too many: 5: must have at most 4 items"),
+        "{}",
+        st.message
+    );
+    assert!(
+        st.message.contains("spec.devices[0].bindingFailureConditions[0]: Invalid value: \"a\": bindingFailureConditions must not overlap with bindingConditions"),
+        "{}",
+        st.message
+    );
+}
+
+#[tokio::test]
+async fn device_status_names_allocated_devices_with_at_most_eight_conditions() {
+    let (_s, client) = setup();
+    let claims: Api<ResourceClaim> = Api::default_namespaced(client.clone());
+    allocated_claim(&client, "c").await;
+    let cond = |t: &str| json!({"type": t, "status": "True", "reason": "R", "message": "",
+                               "lastTransitionTime": "2026-01-01T00:00:00Z"});
+    let device = |name: &str, conditions: Vec<Value>| {
+        json!({"status": {"devices": [{"driver": "gpu.example.com", "pool": "node-a",
+                                       "device": name, "conditions": conditions}]}})
+    };
+    claims
+        .patch_status("c", &PatchParams::default(), &Patch::Merge(device("gpu-0", vec![cond("ready")])))
+        .await
+        .expect("a condition of an allocated device");
+    let st = expect_invalid(
+        claims
+            .patch_status("c", &PatchParams::default(), &Patch::Merge(device("gpu-9", vec![])))
+            .await,
+    )
+    .await;
+    assert!(
+        st.message.contains("status.devices[0]: Invalid value:") && st.message.contains("must be an allocated device in the claim"),
+        "{}",
+        st.message
+    );
+    let many = (0..9).map(|i| cond(&format!("c{i}"))).collect();
+    let st = expect_invalid(
+        claims
+            .patch_status("c", &PatchParams::default(), &Patch::Merge(device("gpu-0", many)))
+            .await,
+    )
+    .await;
+    assert!(
+        st.message.contains("status.devices[0].conditions: Too many: 9: must have at most 8 items"),
+        "{}",
+        st.message
+    );
+    // Deallocation clears the device status with the allocation.
+    claims
+        .patch_status(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"allocation": null, "devices": null}})),
+        )
+        .await
+        .expect("deallocate");
+}

@@ -13,7 +13,10 @@ mod runtime;
 pub use cycle_state::CycleState;
 pub use node_info::{NodeInfo, NonZeroRequests, PodInfo, Resource, Snapshot};
 pub use nominator::Nominator;
-pub use plugin::{BindContext, Plugin, PluginRef, PodActivator, PostFilterContext, StateReplay};
+pub use plugin::{
+    BindContext, DEFAULT_PRE_BIND_TIMEOUT, Plugin, PluginRef, PodActivator, PostFilterContext,
+    StateReplay,
+};
 pub use runtime::{
     FilterVerdicts, Framework, MAX_NODE_SCORE, MAX_PERMIT_TIMEOUT, NarrowedNodes, OnIntents,
     PermitOutcome, PluginFailure, PluginIntents, PostFilterOutcome,

@@ -4,6 +4,10 @@ use futures::future::BoxFuture;
 
 use super::*;
 
+/// Upstream `DynamicResourcesBindingTimeoutDefault` (pkg/scheduler/apis/config/v1/defaults.go):
+/// how long PreBind may stay `Pending`.
+pub const DEFAULT_PRE_BIND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A plugin as the framework calls it. Native plugins implement it directly; SDK plugins (run
 /// natively) and Wasm components are adapted to it by the plugin runtime. Each method is one
 /// extension point; the framework only calls the points listed in [`Plugin::extension_points`].
@@ -133,7 +137,16 @@ pub trait Plugin: Send + Sync {
         PermitResult::default()
     }
 
-    /// PreBind: more intents to apply before binding.
+    /// How long the binding cycle keeps calling [`Plugin::pre_bind`] while it returns
+    /// `Pending` (waiting for something outside the scheduler, e.g. DRA binding conditions)
+    /// before the binding fails. SDK plugins take `bindingTimeout` from their args
+    /// (upstream `DynamicResourcesArgs`).
+    fn pre_bind_timeout(&self) -> std::time::Duration {
+        DEFAULT_PRE_BIND_TIMEOUT
+    }
+
+    /// PreBind: more intents to apply before binding. `Pending`: not yet; the binding cycle
+    /// calls again when a subscribed object changes, until [`Plugin::pre_bind_timeout`].
     fn pre_bind(
         &self,
         _state: &mut CycleState,

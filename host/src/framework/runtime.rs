@@ -592,7 +592,7 @@ impl Framework {
             plugin.as_ref(),
             "PreBind",
             || plugin.pre_bind(state, pod, node),
-            |r| r.as_ref().map(|_| Code::Success).unwrap_or(Code::Error),
+            |r| r.as_ref().map_or_else(|st| st.code, |_| Code::Success),
         )
     }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::cache::IntentId;
 use crate::framework::{
-    Code, CycleState, EventAction, Framework, PatchIntent, PluginRef, PodInfo, ResourceKind,
+    Code, CycleState, EventAction, Framework, PatchIntent, PluginRef, PodInfo, ResourceKind, Status,
 };
 use crate::queue::QueuedPodInfo;
 
@@ -107,11 +107,7 @@ impl Shared {
                 message,
             });
         }
-        let _slot = self.bind_limit.acquire().await.map_err(|_| BindFailure {
-            code: Code::Error,
-            plugin: None,
-            message: "the scheduler is shutting down".into(),
-        })?;
+        let mut slot = Some(self.bind_slot().await?);
         // The PreBind executor: the Reserve intents, in order.
         for a in &reserved {
             for (intent, id) in a.intents.iter().zip(&a.ids) {
@@ -143,13 +139,16 @@ impl Shared {
                 plugin: Some(plugin.name().to_string()),
                 message,
             };
-            let intents = fwk.call_pre_bind(plugin, state, pod, node).map_err(|st| {
-                failure(format!(
-                    "running PreBind plugin {:?}: {}",
-                    plugin.name(),
-                    st.message()
-                ))
-            })?;
+            let intents = self
+                .pre_bind_until_ready(fwk, plugin, state, pod, node, &mut slot)
+                .await
+                .map_err(|st| {
+                    failure(format!(
+                        "running PreBind plugin {:?}: {}",
+                        plugin.name(),
+                        st.message()
+                    ))
+                })?;
             check_kinds(plugin.as_ref(), &intents).map_err(|st| failure(st.message()))?;
             for intent in &intents {
                 apply_intent(&self.client, intent).await.map_err(|e| {
@@ -166,6 +165,70 @@ impl Shared {
             });
         }
         Ok(())
+    }
+
+    /// A place under the PreBind concurrency bound.
+    async fn bind_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, BindFailure> {
+        self.bind_limit
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| BindFailure {
+                code: Code::Error,
+                plugin: None,
+                message: "the scheduler is shutting down".into(),
+            })
+    }
+
+    /// Calls one PreBind plugin until it stops returning `Pending` (e.g. DRA binding
+    /// conditions, KEP-5007): again after each change of a watched object, until the plugin's
+    /// [`Plugin::pre_bind_timeout`](crate::framework::Plugin::pre_bind_timeout) or until the
+    /// pod is deleted. This pod's task waits; the scheduling loop and other bindings go on,
+    /// and the concurrency slot is given back while waiting.
+    async fn pre_bind_until_ready(
+        &self,
+        fwk: &Framework,
+        plugin: &PluginRef,
+        state: &mut CycleState,
+        pod: &Arc<PodInfo>,
+        node: &str,
+        slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Vec<PatchIntent>, Status> {
+        let timeout = plugin.pre_bind_timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before the call, so a change while it runs is not missed.
+            let changed = self.objects_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if slot.is_none() {
+                *slot = Some(
+                    self.bind_slot()
+                        .await
+                        .map_err(|f| Status::error(f.message))?,
+                );
+            }
+            let st = match fwk.call_pre_bind(plugin, state, pod, node) {
+                Err(st) if st.code == Code::Pending => st,
+                other => return other,
+            };
+            if !self.cache.is_assigned(&pod.key.uid) {
+                return Err(Status::error(format!(
+                    "pod was deleted while PreBind waited: {}",
+                    st.message()
+                )));
+            }
+            *slot = None;
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Status::error(format!(
+                        "timed out after {timeout:?}: {}",
+                        st.message()
+                    )));
+                }
+            }
+        }
     }
 
     /// Undoes a reservation: Unreserve in reverse order, drop the pod's unapplied intents,

@@ -128,6 +128,9 @@ pub(crate) struct Shared {
     nominator: Arc<Nominator>,
     /// The queue, as PostFilter plugins may reach it.
     activator: Arc<dyn PodActivator>,
+    /// Notified after every watched change reached the plugins: PreBind calls that returned
+    /// `Pending` are made again.
+    objects_changed: Arc<Notify>,
 }
 
 /// Lets PostFilter plugins move pods back to the active queue.
@@ -186,6 +189,8 @@ struct QueueFeeder {
     profiles: HashSet<String>,
     outcomes: Arc<Outcomes>,
     nominator: Arc<Nominator>,
+    /// See [`Shared::objects_changed`].
+    objects_changed: Arc<Notify>,
 }
 
 impl CacheEvents for QueueFeeder {
@@ -210,6 +215,8 @@ impl CacheEvents for QueueFeeder {
     fn pod_gone(&self, uid: &str) {
         self.nominator.remove(uid);
         self.queue.delete(uid);
+        // A binding cycle waiting in PreBind for this pod gives up.
+        self.objects_changed.notify_waiters();
     }
 
     fn pod_deleted(&self, uid: &str) {
@@ -218,6 +225,8 @@ impl CacheEvents for QueueFeeder {
 
     fn cluster_event(&self, resource: &ResourceKind, action: EventAction) {
         self.queue.on_event(resource, action);
+        // The change was delivered to the subscribed plugins before this call.
+        self.objects_changed.notify_waiters();
     }
 }
 
@@ -306,6 +315,7 @@ impl Scheduler {
         let waiting = Arc::new(WaitingPods::default());
         let outcomes = Arc::new(Outcomes::new(cache.clone()));
         let nominator = Nominator::new();
+        let objects_changed = Arc::new(Notify::new());
         cache.set_subscribers(&plugins);
         cache.set_handler(Arc::new(DeleteRejectsWaiting(Arc::new(QueueFeeder {
             queue: queue.clone(),
@@ -313,6 +323,7 @@ impl Scheduler {
             profiles: by_name.keys().cloned().collect(),
             outcomes: outcomes.clone(),
             nominator: nominator.clone(),
+            objects_changed: objects_changed.clone(),
         }))));
         let instance = format!(
             "{}-{}",
@@ -350,6 +361,7 @@ impl Scheduler {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             nominator,
             activator: Arc::new(QueueActivator(queue.clone())),
+            objects_changed,
         });
         let cache_task = cache.start(client);
         let s = shared.clone();

@@ -35,6 +35,8 @@ pub struct WasmPlugin {
     points: Vec<ExtensionPoint>,
     /// Pods between Reserve and the end of their binding cycle → the instance that reserved.
     reserved: Mutex<HashMap<String, Arc<Instance>>>,
+    /// `bindingTimeout` of the args (see [`Plugin::pre_bind_timeout`]).
+    pre_bind_timeout: std::time::Duration,
 }
 
 impl WasmPlugin {
@@ -54,7 +56,9 @@ impl WasmPlugin {
         points.sort();
         points.dedup();
         let pin_key = pin_key(slot.name());
+        let pre_bind_timeout = native::pre_bind_timeout(slot.args());
         WasmPlugin {
+            pre_bind_timeout,
             slot,
             pin_key,
             points,
@@ -375,6 +379,10 @@ impl Plugin for WasmPlugin {
             status,
             ..Default::default()
         })
+    }
+
+    fn pre_bind_timeout(&self) -> std::time::Duration {
+        self.pre_bind_timeout
     }
 
     fn pre_bind(

@@ -22,6 +22,7 @@ use crate::plugins::{FactoryContext, PluginFactory, Registry, RegistryError};
 pub struct NativeSdkPlugin<P> {
     name: String,
     metadata: sdk::Metadata,
+    pre_bind_timeout: std::time::Duration,
     inner: Mutex<P>,
     queued: Mutex<Vec<ObjectEvent>>,
 }
@@ -48,6 +49,7 @@ impl<P: sdk::Plugin> NativeSdkPlugin<P> {
         Ok(NativeSdkPlugin {
             name: name.to_string(),
             metadata,
+            pre_bind_timeout: pre_bind_timeout(&json),
             inner: Mutex::new(plugin),
             queued: Mutex::new(Vec::new()),
         })
@@ -101,6 +103,16 @@ pub(crate) fn skipped_pre_filter(state: &CycleState, plugin: &str) -> bool {
     state.skip_filter.contains(plugin)
 }
 
+/// `bindingTimeout` of an SDK plugin's args (upstream `DynamicResourcesArgs`), else the
+/// upstream default; the plugin's `init` rejects a bad value, so a bad one is never used.
+pub(crate) fn pre_bind_timeout(args_json: &str) -> std::time::Duration {
+    serde_json::from_str::<serde_json::Value>(args_json)
+        .ok()
+        .and_then(|v| v.get("bindingTimeout")?.as_str().map(str::to_owned))
+        .and_then(|t| crate::config::parse_duration(&t).ok())
+        .unwrap_or(crate::framework::DEFAULT_PRE_BIND_TIMEOUT)
+}
+
 /// Plugin args as the JSON text the SDK takes: `null` (no pluginConfig) becomes `{}`.
 pub(crate) fn args_json(args: &serde_json::Value) -> String {
     if args.is_null() {
@@ -117,6 +129,10 @@ fn names(nodes: &[Arc<NodeInfo>]) -> Vec<String> {
 impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn pre_bind_timeout(&self) -> std::time::Duration {
+        self.pre_bind_timeout
     }
 
     fn extension_points(&self) -> Vec<ExtensionPoint> {

@@ -211,6 +211,11 @@ impl Slot {
         &self.cfg.name
     }
 
+    /// The plugin's args as JSON.
+    pub(crate) fn args(&self) -> &str {
+        &self.cfg.args
+    }
+
     /// Counters of the plugin.
     pub fn stats(&self) -> &Arc<PluginStats> {
         &self.cfg.stats

@@ -882,9 +882,15 @@ impl Search<'_> {
             }
         }
         let end = self.s.cand_buf.len();
+        // Devices with binding conditions (KEP-5007) come last, as upstream tries pools
+        // without them first: binding then need not wait for a driver.
+        let inv = self.inv;
+        let waits = |d: u32| !inv.devices[d as usize].binding_conditions.is_empty();
         if let Some(order) = self.order {
             let rank = |d: u32| order.get(d as usize).copied().unwrap_or(u32::MAX);
-            self.s.cand_buf[start..end].sort_by_key(|&d| (rank(d), d));
+            self.s.cand_buf[start..end].sort_by_key(|&d| (waits(d), rank(d), d));
+        } else if self.s.cand_buf[start..end].iter().any(|&d| waits(d)) {
+            self.s.cand_buf[start..end].sort_by_key(|&d| (waits(d), d));
         }
         self.s.cand_index.push(((ci, ri, ai), start, end));
         (start, end)

@@ -89,14 +89,14 @@ pub fn unreserve(target: ClaimTarget<'_>, pod_uid: &str) -> PatchIntent {
     )
 }
 
-/// Removes the allocation (status, JSON merge patch). The server refuses it while `reservedFor`
-/// is not empty.
+/// Removes the allocation and the drivers' device status (status, JSON merge patch), as
+/// upstream clears both. The server refuses it while `reservedFor` is not empty.
 pub fn deallocate(target: ClaimTarget<'_>) -> PatchIntent {
     intent(
         target,
         Some("status"),
         PatchKind::Merge,
-        json!({"metadata": {"uid": target.uid}, "status": {"allocation": null}}),
+        json!({"metadata": {"uid": target.uid}, "status": {"allocation": null, "devices": null}}),
     )
 }
 
@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(d.patch_kind, PatchKind::Merge);
         assert_eq!(
             body(&d),
-            json!({"metadata": {"uid": "cu"}, "status": {"allocation": null}})
+            json!({"metadata": {"uid": "cu"}, "status": {"allocation": null, "devices": null}})
         );
     }
 }

@@ -71,6 +71,12 @@ pub struct Device {
     pub policies: Vec<Option<RequestPolicy>>,
     /// The quantity format of each `capacity` entry, for `consumedCapacity` in allocations.
     pub formats: Vec<kube_quantity::Format>,
+    /// `bindingConditions` (KEP-5007): the pod binds only once all are `True` on the claim.
+    pub binding_conditions: Vec<String>,
+    /// `bindingFailureConditions` (KEP-5007): any `True` fails the binding.
+    pub binding_failure_conditions: Vec<String>,
+    /// `bindsToNode` (KEP-5007): the allocation is limited to the node it was made for.
+    pub binds_to_node: bool,
 }
 
 /// A capacity's `requestPolicy` (KEP-5075), in nano-units.
@@ -360,6 +366,9 @@ impl Inventory {
                 multi,
                 policies,
                 formats,
+                binding_conditions: d.binding_conditions.clone().unwrap_or_default(),
+                binding_failure_conditions: d.binding_failure_conditions.clone().unwrap_or_default(),
+                binds_to_node: d.binds_to_node == Some(true),
             });
         }
     }

@@ -12,6 +12,7 @@
 //! | Score | prefers nodes where earlier `firstAvailable` subrequests fit |
 //! | Reserve | picks the devices, records them as in flight, returns the claim patches |
 //! | Unreserve | compensating patches; forgets what Reserve recorded (idempotent) |
+//! | PreBind | `Pending` until the binding conditions of allocated devices are `True` (KEP-5007), an error when a failure condition is |
 //!
 //! State comes only from pushed events (see [`crate::state`]), so a new instance fed the
 //! current objects behaves the same (hot swap).
@@ -30,7 +31,7 @@ use crate::cel_env::Selectors;
 use crate::intents::{self, ClaimTarget};
 use crate::node_selector;
 use crate::placement::Placement;
-use crate::state::{Changed, ClusterState, Key, add_consumed, consumed_of};
+use crate::state::{BindingReadiness, Changed, ClusterState, Key, add_consumed, consumed_of};
 
 /// The plugin's name in the scheduler configuration (as upstream).
 pub const NAME: &str = "DynamicResources";
@@ -42,8 +43,85 @@ pub const REASON_NOT_AVAILABLE: &str = "resourceclaim not available on the node"
 pub const REASON_IN_USE: &str = "resourceclaim in use";
 /// PostFilter: a claim nobody used was deallocated so the pod can go elsewhere.
 pub const REASON_DEALLOCATED: &str = "deallocation of ResourceClaim completed";
+/// PreBind: a device's binding conditions are not all `True` yet (upstream's
+/// `BindingConditionsPending` event says the same).
+pub const REASON_BINDING_CONDITIONS_PENDING: &str = "waiting for binding conditions for device";
 /// resource.k8s.io/v1 `ResourceClaimReservedForMaxSize`.
 pub const MAX_RESERVED_FOR: usize = 256;
+/// Upstream `DynamicResourcesBindingTimeoutDefault`
+/// (pkg/scheduler/apis/config/v1/defaults.go): how long PreBind waits for binding conditions.
+pub const DEFAULT_BINDING_TIMEOUT_MS: u64 = 600_000;
+
+/// `DynamicResourcesArgs` (pkg/scheduler/apis/config/types_pluginargs.go), as far as this
+/// plugin uses them. The binding timeout is enforced by the host (a plugin has no clock),
+/// which reads the same `bindingTimeout`; the plugin validates it as upstream does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// `bindingTimeout` in milliseconds (at least one second).
+    pub binding_timeout_ms: u64,
+}
+
+impl Args {
+    /// Parses the args JSON (`{}` for none); `filterTimeout` is accepted and not used.
+    ///
+    /// # Errors
+    /// A message naming the bad field, as upstream `ValidateDynamicResourcesArgs`.
+    pub fn parse(json: &str) -> Result<Args, String> {
+        let v: Value = serde_json::from_str(json).map_err(|e| format!("args: {e}"))?;
+        let mut args = Args {
+            binding_timeout_ms: DEFAULT_BINDING_TIMEOUT_MS,
+        };
+        if let Some(t) = v.get("bindingTimeout").filter(|t| !t.is_null()) {
+            let text = t.as_str().unwrap_or_default();
+            let ms = parse_duration_ms(text)
+                .ok_or_else(|| format!("bindingTimeout: Invalid value: {t}: not a duration"))?;
+            if ms < 1000 {
+                return Err(format!(
+                    "bindingTimeout: Invalid value: \"{text}\": must be at least 1 second"
+                ));
+            }
+            args.binding_timeout_ms = ms;
+        }
+        if let Some(t) = v.get("filterTimeout").filter(|t| !t.is_null()) {
+            parse_duration_ms(t.as_str().unwrap_or_default())
+                .ok_or_else(|| format!("filterTimeout: Invalid value: {t}: must be zero or positive"))?;
+        }
+        Ok(args)
+    }
+}
+
+/// A Go duration (`600s`, `1m30s`, `500ms`, `1h`) in milliseconds; `None` if it does not
+/// parse or is negative.
+fn parse_duration_ms(s: &str) -> Option<u64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&n| n > 0)?;
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let ms = match &rest[..u] {
+            "ns" => 1e-6,
+            "us" | "µs" => 1e-3,
+            "ms" => 1.0,
+            "s" => 1e3,
+            "m" => 60e3,
+            "h" => 3600e3,
+            _ => return None,
+        };
+        total += value * ms;
+        rest = &rest[u..];
+    }
+    Some(total.round() as u64)
+}
 /// Nodes of one Filter batch whose rejection carries details beyond the main reason.
 const MAX_DETAILED_NODES: usize = 16;
 
@@ -488,7 +566,10 @@ impl DraPlugin {
     /// A share of a device with `allowMultipleAllocations` carries its `consumedCapacity` and a
     /// `shareID`: a UUID derived from the claim's uid and the result's position (upstream
     /// draws a random one; a plugin has no randomness, and the uid makes it unique).
-    fn allocation_json(&self, a: &ClaimAllocation, claim_uid: &str) -> Value {
+    ///
+    /// Devices with binding conditions (KEP-5007) copy them into their result; a device with
+    /// `bindsToNode` limits the allocation to `node`.
+    fn allocation_json(&self, a: &ClaimAllocation, claim_uid: &str, node: &str) -> Value {
         let inv = self.state.inventory();
         let results: Vec<Value> = a
             .results
@@ -499,6 +580,10 @@ impl DraPlugin {
                 let mut v = json!({"request": &*r.request, "driver": d.driver, "pool": d.pool, "device": d.name});
                 if r.admin_access {
                     v["adminAccess"] = Value::Bool(true);
+                }
+                if !d.binding_conditions.is_empty() {
+                    v["bindingConditions"] = json!(d.binding_conditions);
+                    v["bindingFailureConditions"] = json!(d.binding_failure_conditions);
                 }
                 if let Some(amounts) = &r.consumed {
                     let consumed: serde_json::Map<String, Value> = d
@@ -520,7 +605,11 @@ impl DraPlugin {
             })
             .collect();
         let mut out = json!({"devices": {"results": results}});
-        if let Some(sel) = a.node_selector(inv) {
+        let binds = a.results.iter().any(|r| inv.devices[r.device as usize].binds_to_node);
+        if binds {
+            out["nodeSelector"] =
+                serde_json::to_value(node_selector::for_node(node)).unwrap_or(Value::Null);
+        } else if let Some(sel) = a.node_selector(inv) {
             out["nodeSelector"] = serde_json::to_value(sel).unwrap_or(Value::Null);
         }
         out
@@ -552,7 +641,8 @@ impl DraPlugin {
 }
 
 impl Plugin for DraPlugin {
-    fn new(_args: &str) -> Result<Self, String> {
+    fn new(args: &str) -> Result<Self, String> {
+        Args::parse(args)?;
         Ok(DraPlugin {
             state: ClusterState::default(),
             selectors: Selectors::new(),
@@ -586,6 +676,7 @@ impl Plugin for DraPlugin {
                 ExtensionPoint::PreScore,
                 ExtensionPoint::Score,
                 ExtensionPoint::Reserve,
+                ExtensionPoint::PreBind,
                 ExtensionPoint::PostBind,
             ],
             subscriptions: vec![
@@ -902,7 +993,7 @@ impl Plugin for DraPlugin {
             }
             let allocation = match (new, pending) {
                 (Some(a), _) => {
-                    let json = self.allocation_json(a, &claim.uid);
+                    let json = self.allocation_json(a, &claim.uid, node);
                     let inv = self.state.inventory();
                     let devices = a
                         .results
@@ -954,6 +1045,39 @@ impl Plugin for DraPlugin {
             .or_default()
             .extend(records);
         Ok(out)
+    }
+
+    /// PreBind (KEP-5007): the pod's claims are allocated and reserved on the API server now;
+    /// devices with binding conditions must see them all `True` in the claim's
+    /// `status.devices` before the pod is bound (upstream `isClaimReadyForBinding`).
+    /// `Pending` while any is not: the host calls again when an object changes, off the
+    /// scheduling loop, until the `bindingTimeout` of the args. An error when a failure
+    /// condition is `True`: Unreserve then deallocates and the pod is retried.
+    fn pre_bind(&mut self, pod: &PodRef, node: &str) -> Result<Vec<PatchIntent>, Status> {
+        let Some(p) = self.state.pods.get(&pod.uid) else {
+            return Ok(Vec::new());
+        };
+        let Ok(names) = self.state.claim_names(p) else {
+            return Ok(Vec::new());
+        };
+        let mut waiting = false;
+        for name in names {
+            let Some(claim) = self.state.claims.get(&(p.namespace.clone(), name.to_owned()))
+            else {
+                continue;
+            };
+            match claim.binding_readiness() {
+                BindingReadiness::Ready => {}
+                BindingReadiness::Waiting => waiting = true,
+                BindingReadiness::Failed(msg) => return Err(Status::error(msg)),
+            }
+        }
+        if waiting {
+            return Err(Status::pending(format!(
+                "{REASON_BINDING_CONDITIONS_PENDING} on node {node}"
+            )));
+        }
+        Ok(Vec::new())
     }
 
     /// PostBind: the pod's patches all landed, so every allocation it carried is on the API
@@ -1234,6 +1358,161 @@ mod tests {
         );
     }
 
+    /// A shared slice (all nodes) whose first device needs binding conditions and whose
+    /// second does not.
+    fn attachable_slice(both: bool) -> Value {
+        let attachable = json!({"name": "fabric-0", "bindsToNode": true,
+            "bindingConditions": ["example.com/attached"],
+            "bindingFailureConditions": ["example.com/failed"]});
+        let mut devices = vec![attachable];
+        if both {
+            devices.push(json!({"name": "local-0"}));
+        }
+        json!({"metadata": {"name": "fabric"},
+            "spec": {"driver": "gpu.example.com", "allNodes": true,
+                     "pool": {"name": "fabric", "generation": 1, "resourceSliceCount": 1},
+                     "devices": devices}})
+    }
+
+    /// A cluster with only the fabric pool, the pod `p` reserved on node-a with claim `c`
+    /// (assumed), and the claim object as assumed.
+    fn reserved_on_fabric() -> (DraPlugin, Value) {
+        let mut p = DraPlugin::new("{}").unwrap();
+        add(
+            &mut p,
+            ResourceKind::device_class(),
+            json!({"metadata": {"name": "gpu.example.com"}, "spec": {}}),
+        );
+        add(
+            &mut p,
+            ResourceKind::node(),
+            json!({"metadata": {"name": "node-a"}}),
+        );
+        add(&mut p, ResourceKind::resource_slice(), attachable_slice(false));
+        add(&mut p, ResourceKind::pod(), pod("p", "c"));
+        let mut c = claim("c", 1);
+        add(&mut p, ResourceKind::resource_claim(), c.clone());
+        assert!(p.pre_filter(&pod_ref("p")).status.is_success());
+        let intents = p.reserve(&pod_ref("p"), "node-a").unwrap();
+        assume(&mut p, &mut c, &intents);
+        (p, c)
+    }
+
+    fn set_device_conditions(p: &mut DraPlugin, c: &mut Value, conditions: Value) {
+        c["status"]["devices"] = json!([{"driver": "gpu.example.com", "pool": "fabric",
+            "device": "fabric-0", "conditions": conditions}]);
+        p.on_event(&event(
+            EventAction::Modified,
+            ResourceKind::resource_claim(),
+            c.clone(),
+        ));
+    }
+
+    #[test]
+    fn allocation_copies_binding_conditions_and_binds_to_the_node() {
+        let (_, c) = reserved_on_fabric();
+        let a = &c["status"]["allocation"];
+        assert_eq!(
+            a["devices"]["results"][0],
+            json!({"request": "gpu", "driver": "gpu.example.com", "pool": "fabric",
+                "device": "fabric-0", "bindingConditions": ["example.com/attached"],
+                "bindingFailureConditions": ["example.com/failed"]})
+        );
+        assert_eq!(
+            a["nodeSelector"],
+            json!({"nodeSelectorTerms": [{"matchFields": [
+                {"key": "metadata.name", "operator": "In", "values": ["node-a"]}]}]})
+        );
+    }
+
+    #[test]
+    fn pre_bind_waits_until_every_binding_condition_is_true() {
+        let (mut p, mut c) = reserved_on_fabric();
+        let st = p.pre_bind(&pod_ref("p"), "node-a").unwrap_err();
+        assert_eq!(st.code, Code::Pending);
+        assert_eq!(
+            st.message(),
+            format!("{REASON_BINDING_CONDITIONS_PENDING} on node node-a")
+        );
+        let cond = |t: &str, s: &str| json!({"type": t, "status": s, "reason": "R", "message": "m"});
+        set_device_conditions(&mut p, &mut c, json!([cond("example.com/attached", "False")]));
+        assert_eq!(
+            p.pre_bind(&pod_ref("p"), "node-a").unwrap_err().code,
+            Code::Pending
+        );
+        set_device_conditions(&mut p, &mut c, json!([cond("example.com/attached", "True")]));
+        assert_eq!(p.pre_bind(&pod_ref("p"), "node-a").unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn pre_bind_fails_on_a_failure_condition_and_unreserve_deallocates() {
+        let (mut p, mut c) = reserved_on_fabric();
+        let failed = json!([{"type": "example.com/failed", "status": "True",
+            "reason": "AttachFailed", "message": "no path"}]);
+        set_device_conditions(&mut p, &mut c, failed);
+        let st = p.pre_bind(&pod_ref("p"), "node-a").unwrap_err();
+        assert_eq!(st.code, Code::Error);
+        assert_eq!(
+            st.message(),
+            "device binding failed: claim=c, reason=AttachFailed, message=\"no path\""
+        );
+        let undo = p.unreserve(&pod_ref("p"), "node-a");
+        let bodies: Vec<Value> = undo
+            .iter()
+            .map(|i| serde_json::from_str(&i.body).unwrap())
+            .collect();
+        assert_eq!(bodies.len(), 2, "{bodies:?}");
+        assert_eq!(
+            bodies[0]["status"]["reservedFor"],
+            json!([{"$patch": "delete", "uid": "p-uid"}])
+        );
+        assert_eq!(
+            bodies[1]["status"],
+            json!({"allocation": null, "devices": null})
+        );
+    }
+
+    #[test]
+    fn devices_without_binding_conditions_are_preferred() {
+        let mut p = DraPlugin::new("{}").unwrap();
+        add(
+            &mut p,
+            ResourceKind::device_class(),
+            json!({"metadata": {"name": "gpu.example.com"}, "spec": {}}),
+        );
+        add(
+            &mut p,
+            ResourceKind::node(),
+            json!({"metadata": {"name": "node-a"}}),
+        );
+        add(&mut p, ResourceKind::resource_slice(), attachable_slice(true));
+        add(&mut p, ResourceKind::pod(), pod("p", "c"));
+        add(&mut p, ResourceKind::resource_claim(), claim("c", 1));
+        assert!(p.pre_filter(&pod_ref("p")).status.is_success());
+        let intents = p.reserve(&pod_ref("p"), "node-a").unwrap();
+        let body: Value = serde_json::from_str(&intents[1].body).unwrap();
+        let result = &body["status"]["allocation"]["devices"]["results"][0];
+        assert_eq!(result["device"], "local-0");
+        assert!(result.get("bindingConditions").is_none());
+        assert!(body["status"]["allocation"].get("nodeSelector").is_none());
+        assert_eq!(p.pre_bind(&pod_ref("p"), "node-a").unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn args_take_a_binding_timeout_of_at_least_one_second() {
+        assert_eq!(Args::parse("{}").unwrap().binding_timeout_ms, 600_000);
+        assert_eq!(
+            Args::parse(r#"{"bindingTimeout": "1m30s"}"#).unwrap().binding_timeout_ms,
+            90_000
+        );
+        assert_eq!(
+            DraPlugin::new(r#"{"bindingTimeout": "500ms"}"#).err().unwrap(),
+            "bindingTimeout: Invalid value: \"500ms\": must be at least 1 second"
+        );
+        assert!(DraPlugin::new(r#"{"bindingTimeout": "soon"}"#).is_err());
+        assert!(DraPlugin::new(r#"{"filterTimeout": "10s"}"#).is_ok());
+    }
+
     #[test]
     fn unreserve_of_the_allocating_pod_adds_the_finalizer_its_joiners_did_not_write() {
         let mut p = cluster();
@@ -1405,7 +1684,7 @@ mod tests {
         assert_eq!(r.intents.len(), 1);
         assert_eq!(
             serde_json::from_str::<Value>(&r.intents[0].body).unwrap()["status"],
-            json!({"allocation": null})
+            json!({"allocation": null, "devices": null})
         );
     }
 

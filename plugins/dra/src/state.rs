@@ -185,6 +185,34 @@ struct ResourceClaimStatusJson {
     allocation: Option<AllocationJson>,
     #[serde(default, deserialize_with = "null_as_default")]
     reserved_for: Vec<ConsumerJson>,
+    /// Per-device status written by drivers (KEP-4817), where binding conditions appear.
+    #[serde(default, deserialize_with = "null_as_default")]
+    devices: Vec<DeviceStatusJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeviceStatusJson {
+    #[serde(default)]
+    driver: String,
+    #[serde(default)]
+    pool: String,
+    #[serde(default)]
+    device: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    conditions: Vec<ConditionJson>,
+}
+
+#[derive(Deserialize)]
+struct ConditionJson {
+    #[serde(default, rename = "type")]
+    type_: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    message: String,
 }
 
 #[derive(Deserialize)]
@@ -213,6 +241,11 @@ struct ResultJson {
     share_id: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
     consumed_capacity: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    /// Copied from the device at allocation (KEP-5007).
+    #[serde(default, deserialize_with = "null_as_default")]
+    binding_conditions: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    binding_failure_conditions: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +288,44 @@ pub struct Allocation {
     pub shared: Vec<(String, Vec<(String, i128)>)>,
     /// Where the claim can be used.
     pub node_selector: Option<NodeSelector>,
+    /// Results whose device has binding conditions (KEP-5007): the pod may only be bound once
+    /// they are all `True` in the claim's device status.
+    pub binding: Vec<BindingWait>,
+}
+
+/// The binding conditions of one allocated device (KEP-5007).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingWait {
+    /// Device key (see [`device_key`]).
+    pub device: String,
+    /// `bindingConditions`: all must be `True` before binding.
+    pub conditions: Vec<String>,
+    /// `bindingFailureConditions`: any `True` fails the binding.
+    pub failure: Vec<String>,
+}
+
+/// A condition of a device in a claim's `status.devices`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCondition {
+    /// `type`.
+    pub type_: String,
+    /// `status` is `True`.
+    pub is_true: bool,
+    /// `reason`.
+    pub reason: String,
+    /// `message`.
+    pub message: String,
+}
+
+/// Whether a claim's pod may be bound, as upstream `isClaimReadyForBinding`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindingReadiness {
+    /// No binding conditions, or all of them are `True`.
+    Ready,
+    /// Some binding condition is not `True` yet (or the device has no status entry).
+    Waiting,
+    /// A failure condition is `True`: reason and message of the first one.
+    Failed(String),
 }
 
 /// What DRA needs of a ResourceClaim.
@@ -281,12 +352,44 @@ pub struct Claim {
     pub allocation: Option<Allocation>,
     /// `status.reservedFor`.
     pub reserved_for: Vec<Consumer>,
+    /// `status.devices[].conditions` by device key (only devices with conditions).
+    pub device_conditions: Vec<(String, Vec<DeviceCondition>)>,
 }
 
 impl Claim {
     /// True if `pod_uid` is in `reservedFor`.
     pub fn is_reserved_for(&self, pod_uid: &str) -> bool {
         self.reserved_for.iter().any(|c| c.uid == pod_uid)
+    }
+
+    /// Upstream `isClaimReadyForBinding`: every result with binding conditions has a device
+    /// status entry (matched by driver, pool and device; the share is not compared, as
+    /// upstream) where no failure condition is `True` and every binding condition is `True`.
+    pub fn binding_readiness(&self) -> BindingReadiness {
+        let Some(a) = &self.allocation else {
+            return BindingReadiness::Ready;
+        };
+        let mut ready = true;
+        for w in &a.binding {
+            let Some((_, conds)) = self.device_conditions.iter().find(|(k, _)| *k == w.device)
+            else {
+                ready = false;
+                continue;
+            };
+            let is_true = |t: &str| conds.iter().find(|c| c.type_ == t).filter(|c| c.is_true);
+            if let Some(c) = w.failure.iter().find_map(|t| is_true(t)) {
+                return BindingReadiness::Failed(format!(
+                    "device binding failed: claim={}, reason={}, message={:?}",
+                    self.name, c.reason, c.message
+                ));
+            }
+            ready &= w.conditions.iter().all(|t| is_true(t).is_some());
+        }
+        if ready {
+            BindingReadiness::Ready
+        } else {
+            BindingReadiness::Waiting
+        }
     }
 
     fn from_json(c: ClaimJson) -> Claim {
@@ -330,8 +433,37 @@ impl Claim {
                         })
                         .collect(),
                     node_selector: a.node_selector,
+                    binding: a
+                        .devices
+                        .results
+                        .iter()
+                        .filter(|r| !r.binding_conditions.is_empty())
+                        .map(|r| BindingWait {
+                            device: device_key(&r.driver, &r.pool, &r.device),
+                            conditions: r.binding_conditions.clone(),
+                            failure: r.binding_failure_conditions.clone(),
+                        })
+                        .collect(),
                 }
             }),
+            device_conditions: status
+                .devices
+                .into_iter()
+                .filter(|d| !d.conditions.is_empty())
+                .map(|d| {
+                    let conds = d
+                        .conditions
+                        .into_iter()
+                        .map(|c| DeviceCondition {
+                            is_true: c.status == "True",
+                            type_: c.type_,
+                            reason: c.reason,
+                            message: c.message,
+                        })
+                        .collect();
+                    (device_key(&d.driver, &d.pool, &d.device), conds)
+                })
+                .collect(),
             reserved_for: status
                 .reserved_for
                 .into_iter()
