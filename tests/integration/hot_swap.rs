@@ -19,7 +19,7 @@ use wasm_scheduler::framework::{
     Code, CycleState, EventAction, ObjectEvent, Plugin, ResourceKind, Snapshot, StateReplay,
 };
 use wasm_scheduler::plugins::Registry;
-use wasm_scheduler::wasm::{WasmError, WasmPlugin, WasmPlugins};
+use wasm_scheduler::wasm::{DEBOUNCE, WasmError, WasmPlugin, WasmPlugins};
 
 use crate::wasm_plugins::{
     TestState, node, node_event, node_info, node_label_args, pod_info, settings, wasm_file,
@@ -284,6 +284,96 @@ fn replacing_the_file_on_disk_triggers_a_reload() {
         plugins.status("NodeLabel").unwrap().reloads_ok == 1
     });
     assert_eq!(decisions(&p), V2);
+}
+
+#[test]
+fn a_busy_folder_does_not_starve_the_watcher() {
+    let file = PluginFile::new(&v1());
+    let (plugins, p) = start(&file, seeded_state());
+    let _watcher = plugins.watch_files().unwrap();
+    // A log next to the plugin, read and appended every 20 ms, far more often than the debounce.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let log = file.path.with_file_name("plugin.log");
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            while !stop.load(Ordering::Relaxed) {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap();
+                writeln!(f, "line").unwrap();
+                drop(f);
+                let _ = std::fs::read(&log).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let changed = Instant::now();
+    file.replace_with(&v2());
+    wait_until("the watcher to reload in a busy folder", || {
+        plugins.status("NodeLabel").unwrap().reloads_ok == 1
+    });
+    let latency = changed.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    busy.join().unwrap();
+    eprintln!("busy folder: file replaced -> swapped in {latency:?}");
+    assert_eq!(decisions(&p), V2);
+    let st = plugins.status("NodeLabel").unwrap();
+    assert_eq!((st.reloads_ok, st.reloads_failed), (1, 0));
+}
+
+/// Lays out a ConfigMap volume as the kubelet's atomic writer does: the data in a timestamped
+/// directory, `..data` a symlink to it, and `plugin.wasm -> ..data/plugin.wasm`.
+#[cfg(unix)]
+fn configmap_volume(dir: &Path, generation: &str, wasm: &Path) {
+    let data = dir.join(format!("..{generation}"));
+    std::fs::create_dir(&data).unwrap();
+    std::fs::copy(wasm, data.join("plugin.wasm")).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..{generation}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    let link = dir.join("plugin.wasm");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("..data/plugin.wasm", &link).unwrap();
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_configmap_volume_update_reloads_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    configmap_volume(dir.path(), "2026_12_04_06_00_00.1", &v1());
+    let plugins =
+        WasmPlugins::load(&settings(&[("NodeLabel", dir.path().join("plugin.wasm"))])).unwrap();
+    let p = plugins
+        .create("NodeLabel", &node_label_args(), seeded_state())
+        .unwrap();
+    let _watcher = plugins.watch_files().unwrap();
+    assert_eq!(decisions(&p), V1);
+
+    // The update: a new generation, `..data` swapped onto it, the old one removed. No event
+    // names `plugin.wasm`.
+    configmap_volume(dir.path(), "2026_12_04_06_05_00.2", &v2());
+    std::fs::remove_dir_all(dir.path().join("..2026_12_04_06_00_00.1")).unwrap();
+    wait_until("the ConfigMap swap to reload", || {
+        plugins.status("NodeLabel").unwrap().reloads_ok == 1
+    });
+    assert_eq!(decisions(&p), V2);
+
+    // A later swap to the same content (a kubelet resync) swaps nothing whenever its reload
+    // runs: the sha256 is unchanged. Give the watcher time to handle it.
+    configmap_volume(dir.path(), "2026_12_04_06_10_00.3", &v2());
+    std::thread::sleep(DEBOUNCE * 2);
+    let st = plugins.status("NodeLabel").unwrap();
+    assert_eq!(
+        (st.reloads_ok, st.reloads_failed),
+        (1, 0),
+        "exactly one reload"
+    );
 }
 
 #[cfg(unix)]

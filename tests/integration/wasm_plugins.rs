@@ -53,6 +53,8 @@ pub(crate) fn settings(plugins: &[(&str, PathBuf)]) -> Settings {
                 sha256: None,
             })
             .collect(),
+        // Never the user's ~/.cache; shared by the tests of a run (and warm across runs).
+        cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasm-cache")),
         ..Settings::default()
     }
 }
@@ -448,18 +450,44 @@ fn errors_when_a_plugin_refuses_its_args() {
     );
 }
 
+/// The compiled-component cache counters of `plugins` (what
+/// `scheduler_wasm_compile_cache_total{result}` exports), by result.
+fn cache_metric(plugins: &WasmPlugins) -> BTreeMap<String, u64> {
+    let c = plugins.cache_stats();
+    counts(&[
+        ("memory_hit", c.memory_hits),
+        ("disk_hit", c.disk_hits),
+        ("miss", c.misses),
+        ("corrupt", c.corrupt),
+    ])
+}
+
+fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    let mut m: BTreeMap<String, u64> = ["memory_hit", "disk_hit", "miss", "corrupt"]
+        .iter()
+        .map(|r| (r.to_string(), 0))
+        .collect();
+    for (r, n) in pairs {
+        m.insert(r.to_string(), *n);
+    }
+    m
+}
+
 #[test]
-fn compiled_components_are_cached_on_disk() {
+fn a_warm_cache_restart_does_not_recompile() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(&[("NodeLabel", wasm_file("node_label_plugin"))]);
     s.cache_dir = Some(dir.path().join("cache"));
-    WasmPlugins::load(&s).unwrap();
+    let cold = WasmPlugins::load(&s).unwrap();
+    assert_eq!(cache_metric(&cold), counts(&[("miss", 1)]));
     let entries: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
         .unwrap()
         .collect();
     assert_eq!(entries.len(), 1);
-    let loaded = WasmPlugins::load(&s).unwrap();
-    let p = loaded
+    // A restart: a new runtime over the same directory compiles nothing.
+    let warm = WasmPlugins::load(&s).unwrap();
+    assert_eq!(cache_metric(&warm), counts(&[("disk_hit", 1)]));
+    let p = warm
         .create(
             "NodeLabel",
             &node_label_args(),
@@ -467,6 +495,42 @@ fn compiled_components_are_cached_on_disk() {
         )
         .unwrap();
     assert_eq!(p.name(), "NodeLabel");
+}
+
+#[test]
+fn a_corrupted_cache_file_is_rejected_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&[("DynamicResources", wasm_file("dra_plugin"))]);
+    s.cache_dir = Some(dir.path().to_path_buf());
+    WasmPlugins::load(&s).unwrap();
+    let entry = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    // Flip bytes in the middle of the machine code, where wasmtime's own header check would not
+    // look.
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&entry, &bytes).unwrap();
+    let rebuilt = WasmPlugins::load(&s).unwrap();
+    assert_eq!(
+        cache_metric(&rebuilt),
+        counts(&[("corrupt", 1), ("miss", 1)])
+    );
+    rebuilt
+        .create(
+            "DynamicResources",
+            &json!({}),
+            Arc::new(TestState::default()),
+        )
+        .unwrap();
+    // The entry was rewritten: the next start takes it.
+    let next = WasmPlugins::load(&s).unwrap();
+    assert_eq!(cache_metric(&next), counts(&[("disk_hit", 1)]));
 }
 
 /// A scheduler configuration that loads `wasm` as `NodeLabel` and enables it in the default

@@ -1,13 +1,17 @@
-//! The one wasmtime [`Engine`] of the process, its epoch ticker, and the on-disk cache of
-//! compiled components.
+//! The one wasmtime [`Engine`] of the process, its epoch ticker, and the cache of compiled
+//! components ([`CompileCache`]: memory and disk, on by default).
 //!
 //! Every call into a plugin runs with an epoch deadline. A background thread bumps the epoch
 //! every [`EPOCH_TICK`], so a deadline of `n` ticks traps after `n × 10 ms` at the latest.
 
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
 
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, OptLevel};
@@ -56,45 +60,222 @@ pub fn deadline_ticks(timeout: Duration) -> u64 {
     (timeout.as_nanos().div_ceil(tick) as u64).max(1) + 1
 }
 
-/// Compiles a component, reusing a compiled copy from `cache_dir` when there is one.
-///
-/// The cache key is the sha256 of the Wasm bytes and the engine's compatibility hash (wasmtime
-/// version and compilation settings), so a stale entry is never picked up. A cache that cannot
-/// be read or written only costs a compilation.
-pub fn compile(
-    bytes: &[u8],
-    sha256: &str,
-    cache_dir: Option<&Path>,
-) -> wasmtime::Result<Component> {
-    let engine = engine();
-    let Some(dir) = cache_dir else {
-        return Component::new(engine, bytes);
+/// Environment variable naming the directory of the compiled-component cache; overrides the
+/// default location (the configuration's `wasmRuntime.cacheDir` overrides both).
+pub const CACHE_DIR_ENV: &str = "WASM_SCHEDULER_CACHE_DIR";
+
+/// Compiled components kept in memory per cache (a swap back to one of them is free).
+const MEMORY_ENTRIES: usize = 8;
+
+/// First bytes of a cache file, before the sha256 of the serialized artifact that follows.
+const MAGIC: &[u8; 8] = b"WSCCv1\n\0";
+
+/// The default cache directory: `$WASM_SCHEDULER_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/wasm-scheduler`, else `~/.cache/wasm-scheduler`; none without a home.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let env = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
     };
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut h);
-    let path = dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()));
-    if path.exists() {
-        // SAFETY: the file was written by `Component::serialize` of this engine configuration
-        // (the name carries the compatibility hash) into a directory the operator owns;
-        // wasmtime still validates the header and rejects an incompatible artifact.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => return Ok(c),
+    env(CACHE_DIR_ENV)
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("wasm-scheduler")))
+        .or_else(|| env("HOME").map(|h| h.join(".cache").join("wasm-scheduler")))
+}
+
+/// Hex sha256 of everything of the engine that changes machine code (wasmtime version, target,
+/// compiler settings), the second half of every cache key.
+pub fn compatibility_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let mut h = ShaHasher(Sha256::new());
+        engine().precompile_compatibility_hash().hash(&mut h);
+        hex::encode(h.0.finalize())
+    })
+}
+
+/// Feeds a [`Hash`] into sha256: stable across processes, unlike `DefaultHasher`'s contract.
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        unreachable!("only the digest is read")
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// Counts of one [`CompileCache`]'s lookups, for metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    /// Served from memory (no file read, no compilation).
+    pub memory_hits: u64,
+    /// Served from a verified disk entry (no compilation).
+    pub disk_hits: u64,
+    /// Compiled.
+    pub misses: u64,
+    /// Disk entries rejected as corrupt or foreign (then recompiled and rewritten).
+    pub corrupt: u64,
+}
+
+/// Compiled components by key (component sha256 + [`compatibility_hash`]): in memory, and on
+/// disk in a directory if one is usable. A disk entry is `MAGIC`, the sha256 of the serialized
+/// artifact, then the artifact; it is only deserialized when that hash matches.
+#[derive(Debug)]
+pub struct CompileCache {
+    dir: Option<PathBuf>,
+    memory: Mutex<VecDeque<(String, Component)>>,
+    stats: Mutex<CacheStats>,
+}
+
+impl CompileCache {
+    /// A cache in `dir` (created if missing) and in memory. If `dir` cannot be written (e.g. a
+    /// read-only container), the cache is memory-only, with one warning.
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        let dir = dir.and_then(|d| match writable(&d) {
+            Ok(()) => Some(d),
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled-component cache entry")
+                tracing::warn!(dir = %d.display(), error = %e, "compiled-component cache directory is not writable; caching in memory only");
+                None
             }
+        });
+        CompileCache {
+            dir,
+            memory: Mutex::default(),
+            stats: Mutex::default(),
         }
     }
-    let component = Component::new(engine, bytes)?;
-    if let Ok(serialized) = component.serialize() {
-        let tmp = path.with_extension("tmp");
-        let written = std::fs::create_dir_all(dir)
-            .and_then(|_| std::fs::write(&tmp, serialized))
-            .and_then(|_| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            tracing::warn!(path = %path.display(), error = %e, "could not cache compiled component");
+
+    /// A cache in memory only.
+    pub fn memory_only() -> Self {
+        CompileCache::new(None)
+    }
+
+    /// The directory of the disk entries, if the disk is used.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The counts so far.
+    pub fn stats(&self) -> CacheStats {
+        *self.stats.lock()
+    }
+
+    /// The compiled `bytes` (whose hex sha256 is `sha256`): from memory, from a verified disk
+    /// entry, or compiled now (and then stored in both).
+    ///
+    /// # Errors
+    /// The component does not compile.
+    pub fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
+        let key = format!("{sha256}-{}", &compatibility_hash()[..16]);
+        if let Some(c) = self.from_memory(&key) {
+            self.stats.lock().memory_hits += 1;
+            tracing::debug!(sha256, "compiled component from memory");
+            return Ok(c);
+        }
+        let start = Instant::now();
+        let path = self.dir.as_ref().map(|d| d.join(format!("{key}.cwasm")));
+        if let Some(path) = &path
+            && let Some(c) = self.from_disk(path)
+        {
+            self.stats.lock().disk_hits += 1;
+            tracing::info!(sha256, took_ms = start.elapsed().as_millis() as u64, path = %path.display(), "compiled component from the disk cache");
+            self.remember(key, c.clone());
+            return Ok(c);
+        }
+        let component = Component::new(engine(), bytes)?;
+        self.stats.lock().misses += 1;
+        tracing::info!(
+            sha256,
+            took_ms = start.elapsed().as_millis() as u64,
+            "compiled Wasm component (cache miss)"
+        );
+        if let Some(path) = &path {
+            store(path, &component);
+        }
+        self.remember(key, component.clone());
+        Ok(component)
+    }
+
+    fn from_memory(&self, key: &str) -> Option<Component> {
+        let mut m = self.memory.lock();
+        let i = m.iter().position(|(k, _)| k == key)?;
+        // Most recently used last.
+        let entry = m.remove(i)?;
+        let c = entry.1.clone();
+        m.push_back(entry);
+        Some(c)
+    }
+
+    fn remember(&self, key: String, c: Component) {
+        let mut m = self.memory.lock();
+        m.retain(|(k, _)| *k != key);
+        if m.len() == MEMORY_ENTRIES {
+            m.pop_front();
+        }
+        m.push_back((key, c));
+    }
+
+    /// A verified disk entry, or none (missing, or rejected and counted as corrupt).
+    fn from_disk(&self, path: &Path) -> Option<Component> {
+        let data = match std::fs::read(path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read compiled-component cache entry; recompiling");
+                return None;
+            }
+        };
+        let reject = |why: &str| {
+            self.stats.lock().corrupt += 1;
+            tracing::warn!(path = %path.display(), reason = why, "rejected corrupt or foreign compiled-component cache entry; recompiling");
+            None
+        };
+        let Some(payload) = verified(&data) else {
+            return reject("header or checksum mismatch");
+        };
+        // SAFETY: `deserialize` must only see artifacts this wasmtime produced. The bytes are
+        // exactly what `serialize` wrote (their sha256 matches the one stored with them), under
+        // a key naming this engine's compatibility hash; wasmtime checks its own header too.
+        match unsafe { Component::deserialize(engine(), payload) } {
+            Ok(c) => Some(c),
+            Err(_) => reject("not loadable by this engine"),
         }
     }
-    Ok(component)
+}
+
+/// The artifact of a cache file if its header and checksum are right.
+fn verified(data: &[u8]) -> Option<&[u8]> {
+    let rest = data.strip_prefix(MAGIC.as_slice())?;
+    let (sum, payload) = rest.split_at_checked(32)?;
+    (Sha256::digest(payload).as_slice() == sum).then_some(payload)
+}
+
+/// Writes a cache entry atomically (temp file + rename); a failure only costs a later compile.
+fn store(path: &Path, component: &Component) {
+    let written = component
+        .serialize()
+        .map_err(std::io::Error::other)
+        .and_then(|artifact| {
+            let mut data = Vec::with_capacity(MAGIC.len() + 32 + artifact.len());
+            data.extend_from_slice(MAGIC);
+            data.extend_from_slice(&Sha256::digest(&artifact));
+            data.extend_from_slice(&artifact);
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, path))
+        });
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "could not write compiled-component cache entry");
+    }
+}
+
+/// Creates `dir` and checks a file can be written in it.
+fn writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }
 
 #[cfg(test)]
@@ -106,5 +287,101 @@ mod tests {
         assert_eq!(deadline_ticks(Duration::from_millis(1)), 2);
         assert_eq!(deadline_ticks(Duration::from_millis(10)), 2);
         assert_eq!(deadline_ticks(Duration::from_millis(250)), 26);
+    }
+
+    fn component() -> Vec<u8> {
+        // The smallest component; compiles in milliseconds.
+        b"\0asm\x0d\0\x01\0".to_vec()
+    }
+
+    #[test]
+    fn a_warm_disk_cache_does_not_recompile_and_memory_serves_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = component();
+        let sha = crate::wasm::sha256_hex(&bytes);
+        let cold = CompileCache::new(Some(dir.path().to_path_buf()));
+        cold.compile(&bytes, &sha).unwrap();
+        cold.compile(&bytes, &sha).unwrap();
+        assert_eq!(
+            cold.stats(),
+            CacheStats {
+                misses: 1,
+                memory_hits: 1,
+                ..CacheStats::default()
+            }
+        );
+        let warm = CompileCache::new(Some(dir.path().to_path_buf()));
+        warm.compile(&bytes, &sha).unwrap();
+        assert_eq!(
+            warm.stats(),
+            CacheStats {
+                disk_hits: 1,
+                ..CacheStats::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_corrupt_or_foreign_entry_is_rejected_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = component();
+        let sha = crate::wasm::sha256_hex(&bytes);
+        CompileCache::new(Some(dir.path().to_path_buf()))
+            .compile(&bytes, &sha)
+            .unwrap();
+        let entry = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut flipped = std::fs::read(&entry).unwrap();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xff;
+        let mut foreign = b"WSCCv1\n\0".to_vec();
+        foreign.extend_from_slice(&Sha256::digest(b"not an artifact"));
+        foreign.extend_from_slice(b"not an artifact");
+        for bad in [flipped, foreign, b"short".to_vec()] {
+            std::fs::write(&entry, &bad).unwrap();
+            let cache = CompileCache::new(Some(dir.path().to_path_buf()));
+            cache.compile(&bytes, &sha).unwrap();
+            assert_eq!(
+                cache.stats(),
+                CacheStats {
+                    corrupt: 1,
+                    misses: 1,
+                    ..CacheStats::default()
+                }
+            );
+            let rewritten = std::fs::read(&entry).unwrap();
+            assert!(
+                verified(&rewritten).is_some(),
+                "rewritten with a valid checksum"
+            );
+            let next = CompileCache::new(Some(dir.path().to_path_buf()));
+            next.compile(&bytes, &sha).unwrap();
+            assert_eq!(next.stats().disk_hits, 1);
+        }
+    }
+
+    #[test]
+    fn an_unwritable_directory_falls_back_to_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let cache = CompileCache::new(Some(file.join("cache")));
+        assert_eq!(cache.dir(), None);
+        let bytes = component();
+        let sha = crate::wasm::sha256_hex(&bytes);
+        cache.compile(&bytes, &sha).unwrap();
+        cache.compile(&bytes, &sha).unwrap();
+        assert_eq!(
+            cache.stats(),
+            CacheStats {
+                misses: 1,
+                memory_hits: 1,
+                ..CacheStats::default()
+            }
+        );
     }
 }

@@ -13,6 +13,7 @@
 //! | `scheduler_wasm_plugin_quarantined_objects` | plugin | objects the plugin is no longer fed after its `on_event` failed on them |
 //! | `scheduler_wasm_plugin_failed` | plugin | 1 while the plugin counts as failed (an object quarantined, or no working instance), as on `/readyz` |
 //! | `scheduler_wasm_plugin_call_duration_seconds` | plugin, extension_point | time of every call into the guest, boundary included |
+//! | `scheduler_wasm_compile_cache_total` | result | compiled-component cache lookups: `memory_hit`, `disk_hit`, `miss` (compiled), `corrupt` (a disk entry rejected, then recompiled) |
 
 use std::time::Duration;
 
@@ -158,6 +159,21 @@ impl Collector for WasmCollector {
                 ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
+        let cache = self.plugins.cache_stats();
+        let mut family = encoder.encode_descriptor(
+            "scheduler_wasm_compile_cache",
+            "Compiled-component cache lookups by result (memory_hit, disk_hit, miss, corrupt).",
+            None,
+            ConstCounter::<u64>::TYPE,
+        )?;
+        for (result, n) in [
+            ("memory_hit", cache.memory_hits),
+            ("disk_hit", cache.disk_hits),
+            ("miss", cache.misses),
+            ("corrupt", cache.corrupt),
+        ] {
+            ConstCounter::new(n).encode(family.encode_family(&[("result", result)])?)?;
+        }
         let mut family = encoder.encode_descriptor(
             "scheduler_wasm_plugin_call_duration_seconds",
             "Duration of calls into Wasm plugins by extension point, boundary crossing included.",
@@ -194,5 +210,23 @@ mod tests {
         registry.register("x", "x", snap[0].1.clone());
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("x_count 2"), "{text}");
+    }
+
+    #[test]
+    fn the_compile_cache_counters_are_exported_by_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = WasmPlugins::load(&crate::wasm::Settings {
+            cache_dir: Some(dir.path().to_path_buf()),
+            ..crate::wasm::Settings::default()
+        })
+        .unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        plugins.register_metrics(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for result in ["memory_hit", "disk_hit", "miss", "corrupt"] {
+            let line = format!("scheduler_wasm_compile_cache_total{{result=\"{result}\"}} 0");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 }

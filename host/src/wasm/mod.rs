@@ -10,7 +10,7 @@
 //!   the Wasm boundary.
 //!
 //! One wasmtime `Engine` serves the process ([`engine::engine`]). A module is compiled once
-//! (optionally cached on disk), its WIT version checked by name, and pre-instantiated. Every
+//! (cached in memory and on disk, [`engine::CompileCache`]), its WIT version checked by name, and pre-instantiated. Every
 //! instance has its own store with a memory cap, every call an epoch deadline. A trap, deadline
 //! or oversized output fails only the pod at hand with an `Error` status naming the plugin; the
 //! trapped instance is replaced by a fresh one fed the current state. Plugins get no

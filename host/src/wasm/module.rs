@@ -48,7 +48,7 @@ impl Module {
         plugin: &str,
         path: &Path,
         pin: Option<&str>,
-        cache_dir: Option<&Path>,
+        cache: &engine::CompileCache,
         linker: &Linker<HostState>,
     ) -> Result<Module, WasmError> {
         let bytes = std::fs::read(path).map_err(|source| WasmError::Read {
@@ -56,10 +56,10 @@ impl Module {
             path: path.to_path_buf(),
             source,
         })?;
-        Module::from_bytes(plugin, path, &bytes, pin, cache_dir, linker)
+        Module::from_bytes(plugin, path, &bytes, pin, cache, linker)
     }
 
-    /// Checks the pinned hash, compiles (or takes the compiled copy from `cache_dir`), checks
+    /// Checks the pinned hash, compiles (or takes the compiled copy from `cache`), checks
     /// the WIT package version by name, and pre-instantiates with the sandbox linker.
     ///
     /// # Errors
@@ -70,7 +70,7 @@ impl Module {
         path: &Path,
         bytes: &[u8],
         pin: Option<&str>,
-        cache_dir: Option<&Path>,
+        cache: &engine::CompileCache,
         linker: &Linker<HostState>,
     ) -> Result<Module, WasmError> {
         let sha256 = sha256_hex(bytes);
@@ -84,7 +84,8 @@ impl Module {
                 actual: sha256,
             });
         }
-        let component = engine::compile(bytes, &sha256, cache_dir)
+        let component = cache
+            .compile(bytes, &sha256)
             .map_err(|e| WasmError::step(plugin, "compile", chain(&e)))?;
         check_wit_version(plugin, &component)?;
         let pre = sandbox::module_linker(linker, &component)

@@ -2,11 +2,11 @@
 //! `POST /plugins/{name}/reload` on the admin endpoint. All of them call
 //! [`WasmPlugins::reload`], which keeps the old module serving when anything fails.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -18,34 +18,42 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use super::error::WasmError;
 use super::runtime::WasmPlugins;
 
-/// Quiet time after the last file event before a reload starts (editors and `cp` write in
-/// several steps).
+/// Quiet time given to a plugin file after its first event before it is reloaded (editors and
+/// `cp` write in several steps). Counted from the file's first event, never restarted.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
 
-/// Watches the plugin files; reloads a plugin when its file is written, created, or renamed
-/// over. Stops when dropped.
+/// Wait after an event that says the file is complete (closed after writing, renamed into
+/// place, a ConfigMap `..data` swap): long enough to coalesce its sibling events.
+pub const SETTLE: Duration = Duration::from_millis(15);
+
+/// The entry a Kubernetes ConfigMap/Secret volume swaps atomically on update (kubelet's
+/// atomic writer renames `..data_tmp` onto it); the files are symlinks through it.
+const ATOMIC_DATA: &str = "..data";
+
+/// Watches the plugin files; reloads a plugin when its file is written, created, renamed over,
+/// or its ConfigMap volume is swapped. Stops when dropped.
 pub struct FileWatcher {
     _watcher: notify::RecommendedWatcher,
 }
 
 impl WasmPlugins {
     /// Starts watching the directories of the plugin files (a file replaced by rename is seen
-    /// too) and reloads a plugin [`DEBOUNCE`] after its file last changed.
+    /// too) and reloads a plugin at most [`DEBOUNCE`] after its file's first event, sooner once
+    /// the file is complete. Every file has its own debounce: events on other files of the
+    /// folder neither delay nor trigger it. A reload of an unchanged file (same sha256) swaps
+    /// nothing.
     ///
     /// # Errors
     /// [`WasmError::Watch`] if a directory cannot be watched.
     pub fn watch_files(&self) -> Result<FileWatcher, WasmError> {
-        let files: Vec<(String, PathBuf)> = self
+        let files: Vec<Watched> = self
             .paths()
             .into_iter()
-            .map(|(n, p)| (n, std::path::absolute(&p).unwrap_or(p)))
+            .map(|(name, p)| Watched::new(name, std::path::absolute(&p).unwrap_or(p)))
             .collect();
         let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
         let mut watcher = notify::recommended_watcher(tx)?;
-        let dirs: BTreeSet<PathBuf> = files
-            .iter()
-            .filter_map(|(_, p)| p.parent().map(|d| d.to_path_buf()))
-            .collect();
+        let dirs: BTreeSet<PathBuf> = files.iter().map(|w| w.dir.clone()).collect();
         for dir in &dirs {
             watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
@@ -58,40 +66,114 @@ impl WasmPlugins {
     }
 }
 
+/// One watched plugin file and the directory entries whose change means its content may have
+/// changed.
+struct Watched {
+    name: String,
+    path: PathBuf,
+    dir: PathBuf,
+    /// `dir/..data`: the atomic-writer swap never names the plugin file itself.
+    data: PathBuf,
+}
+
+impl Watched {
+    fn new(name: String, path: PathBuf) -> Self {
+        let dir = path
+            .parent()
+            .map(FsPath::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let data = dir.join(ATOMIC_DATA);
+        Watched {
+            name,
+            path,
+            dir,
+            data,
+        }
+    }
+
+    fn concerns(&self, p: &FsPath) -> bool {
+        p == self.path || p == self.data
+    }
+}
+
+/// What an event says about a file it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Touch {
+    /// Irrelevant (opened, read, metadata).
+    None,
+    /// Being written: wait for more, up to [`DEBOUNCE`].
+    Partial,
+    /// In place and complete: reload after [`SETTLE`].
+    Complete,
+}
+
+fn touch(kind: &EventKind) -> Touch {
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Touch::Complete,
+        EventKind::Modify(ModifyKind::Name(_)) => Touch::Complete,
+        // A symlink (or hard link) is complete when created; a regular file is written next.
+        EventKind::Create(CreateKind::File | CreateKind::Any | CreateKind::Other) => Touch::Partial,
+        EventKind::Create(CreateKind::Folder) => Touch::None,
+        EventKind::Modify(ModifyKind::Metadata(_)) => Touch::None,
+        EventKind::Modify(_) => Touch::Partial,
+        _ => Touch::None,
+    }
+}
+
+/// Per-file debounce: the first event of a file fixes its deadline (later ones can only bring
+/// it forward, when they say the file is complete).
 fn watch_loop(
     plugins: &WasmPlugins,
-    files: &[(String, PathBuf)],
+    files: &[Watched],
     rx: &mpsc::Receiver<notify::Result<notify::Event>>,
 ) {
-    let mut pending: BTreeSet<String> = BTreeSet::new();
+    // Deadline per index into `files`.
+    let mut due: BTreeMap<usize, Instant> = BTreeMap::new();
     loop {
-        let event = if pending.is_empty() {
-            match rx.recv() {
-                Ok(e) => e,
+        let next = due.values().min().copied();
+        let event = match next {
+            None => match rx.recv() {
+                Ok(e) => Some(e),
                 Err(_) => return, // watcher dropped
-            }
-        } else {
-            match rx.recv_timeout(DEBOUNCE) {
-                Ok(e) => e,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    for name in std::mem::take(&mut pending) {
-                        let path = &files.iter().find(|(n, _)| *n == name).expect("watched").1;
-                        if path.exists() {
-                            let _ = plugins.reload(&name);
-                        }
-                    }
-                    continue;
-                }
+            },
+            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(e) => Some(e),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            }
+            },
         };
-        let Ok(event) = event else { continue };
-        if !matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_)) {
-            continue;
+        if let Some(Ok(event)) = event {
+            let t = touch(&event.kind);
+            if t != Touch::None {
+                let now = Instant::now();
+                for (i, w) in files.iter().enumerate() {
+                    if !event.paths.iter().any(|p| w.concerns(p)) {
+                        continue;
+                    }
+                    let limit = match t {
+                        Touch::Complete => now + SETTLE,
+                        _ => now + DEBOUNCE,
+                    };
+                    due.entry(i)
+                        .and_modify(|d| *d = (*d).min(limit))
+                        .or_insert(limit);
+                }
+            }
         }
-        for (name, path) in files {
-            if event.paths.iter().any(|p| p == path) {
-                pending.insert(name.clone());
+        let now = Instant::now();
+        let ready: Vec<usize> = due
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in ready {
+            due.remove(&i);
+            let w = &files[i];
+            // Gone (mid-rename, or the volume is being swapped): its next event brings it back.
+            if w.path.exists() {
+                // `reload` swaps only when the content hash changed, and logs failures.
+                let _ = plugins.reload(&w.name);
             }
         }
     }

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use wasmtime::component::Linker;
 
 use super::adapter::WasmPlugin;
+use super::engine::{CacheStats, CompileCache};
 use super::error::{WasmError, chain};
 use super::instance::Budget;
 use super::module::{Module, sha256_hex};
@@ -48,7 +49,9 @@ pub struct Settings {
     pub call_timeout: Duration,
     /// Memory cap per instance, in bytes.
     pub memory_limit_bytes: usize,
-    /// Where compiled components are cached; none: compile on every start.
+    /// Where compiled components are cached on disk; none: the default directory
+    /// ([`super::engine::default_cache_dir`]). Compiled components are also kept in memory.
+    /// An unwritable directory leaves the cache memory-only.
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -126,7 +129,7 @@ struct Entry {
 struct Inner {
     linker: Linker<HostState>,
     budget: Budget,
-    cache_dir: Option<PathBuf>,
+    cache: CompileCache,
     entries: BTreeMap<String, Arc<Entry>>,
 }
 
@@ -150,16 +153,23 @@ impl WasmPlugins {
     /// The first module that fails to load, naming the plugin and the step.
     pub fn load(settings: &Settings) -> Result<WasmPlugins, WasmError> {
         let linker = sandbox::base_linker().map_err(|e| WasmError::step("*", "link", chain(&e)))?;
+        let cache = CompileCache::new(
+            settings
+                .cache_dir
+                .clone()
+                .or_else(super::engine::default_cache_dir),
+        );
         let mut entries = BTreeMap::new();
         for source in &settings.plugins {
+            let start = std::time::Instant::now();
             let module = Module::load(
                 &source.name,
                 &source.path,
                 source.sha256.as_deref(),
-                settings.cache_dir.as_deref(),
+                &cache,
                 &linker,
             )?;
-            tracing::info!(plugin = %source.name, path = %source.path.display(), sha256 = %module.sha256, "loaded Wasm plugin");
+            tracing::info!(plugin = %source.name, path = %source.path.display(), sha256 = %module.sha256, took_ms = start.elapsed().as_millis() as u64, "loaded Wasm plugin");
             let entry = Entry {
                 source: source.clone(),
                 module: ArcSwap::from_pointee(module),
@@ -178,10 +188,21 @@ impl WasmPlugins {
             inner: Arc::new(Inner {
                 linker,
                 budget,
-                cache_dir: settings.cache_dir.clone(),
+                cache,
                 entries,
             }),
         })
+    }
+
+    /// Lookups of the compiled-component cache so far (memory and disk hits, compilations,
+    /// rejected entries).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
+    }
+
+    /// The disk directory of the compiled-component cache; none when memory-only.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.inner.cache.dir()
     }
 
     /// The configured plugin names.
@@ -309,7 +330,7 @@ impl WasmPlugins {
             &src.path,
             &bytes,
             src.sha256.as_deref(),
-            self.inner.cache_dir.as_deref(),
+            &self.inner.cache,
             &self.inner.linker,
         )?);
         let slots: Vec<Arc<Slot>> = entry

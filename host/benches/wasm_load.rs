@@ -1,0 +1,269 @@
+//! What loading and hot-swapping a Wasm plugin costs, printed as README rows:
+//!
+//! - component sizes of the shipped plugins;
+//! - load (read, compile or take from the cache, link) with a cold cache, a warm disk cache
+//!   (a restart) and from memory (a swap back), median of 3;
+//! - hot swap of a *changed* DRA module (new sha256, no cache entry): the file replaced on disk
+//!   → the watcher's reload → the new module serving, over `SWAPS` swaps while a thread runs
+//!   scheduling cycles (PreFilter + Filter over 500 nodes) on the plugin without pause; every
+//!   cycle must succeed.
+//!
+//! Build the components first (`scripts/setup`), then
+//! `cargo bench --release -p wasm-scheduler --bench wasm_load`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+use wasm_scheduler::framework::{
+    CycleState, EventAction, NodeInfo, ObjectEvent, Plugin, PodInfo, ResourceKind, Snapshot,
+    StateReplay,
+};
+use wasm_scheduler::wasm::{PluginSource, Settings, WasmPlugins};
+
+/// Hot swaps measured.
+const SWAPS: usize = 12;
+
+fn component(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup (it builds the plugins)",
+        path.display()
+    );
+    path
+}
+
+fn settings(name: &str, path: &Path, cache: &Path) -> Settings {
+    Settings {
+        plugins: vec![PluginSource {
+            name: name.into(),
+            path: path.to_path_buf(),
+            sha256: None,
+        }],
+        cache_dir: Some(cache.to_path_buf()),
+        ..Settings::default()
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// `bytes` with a custom section appended: the same code under a new sha256 (a "changed"
+/// module that no cache knows).
+fn variant(bytes: &[u8], n: usize) -> Vec<u8> {
+    let name = b"wasm-load-bench";
+    let payload = format!("variant {n} {:?}", Instant::now());
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(payload.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section
+    let mut len = body.len();
+    loop {
+        let b = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(&body);
+    out
+}
+
+fn load_rows(name: &str, crate_name: &str) {
+    let path = component(crate_name);
+    let size = std::fs::metadata(&path).unwrap().len();
+    let (mut cold, mut warm, mut memory) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(name, &path, dir.path());
+        let t = Instant::now();
+        let first = WasmPlugins::load(&s).unwrap();
+        cold.push(t.elapsed());
+        assert_eq!(first.cache_stats().misses, 1);
+        let t = Instant::now();
+        let restarted = WasmPlugins::load(&s).unwrap();
+        warm.push(t.elapsed());
+        assert_eq!(restarted.cache_stats().disk_hits, 1);
+        // A swap back to a module this runtime knows: reload from a copy of the same bytes.
+        let other = dir.path().join("other.wasm");
+        std::fs::write(&other, variant(&std::fs::read(&path).unwrap(), 0)).unwrap();
+        let copy = dir.path().join("plugin.wasm");
+        std::fs::copy(&path, &copy).unwrap();
+        let p = WasmPlugins::load(&settings(name, &copy, dir.path())).unwrap();
+        std::fs::copy(&other, &copy).unwrap();
+        p.reload(name).unwrap();
+        std::fs::copy(&path, &copy).unwrap();
+        let t = Instant::now();
+        assert!(p.reload(name).unwrap().swapped);
+        memory.push(t.elapsed());
+    }
+    println!(
+        "| {crate_name}.wasm | {:.2} MB | {} | {} | {} |",
+        size as f64 / 1e6,
+        ms(median(cold)),
+        ms(median(warm)),
+        ms(median(memory))
+    );
+}
+
+/// Objects of several kinds, replayed in order (kinds the plugin subscribed to).
+struct Objects(Vec<ObjectEvent>);
+
+impl StateReplay for Objects {
+    fn replay(&self, kinds: &[ResourceKind]) -> Vec<ObjectEvent> {
+        self.0
+            .iter()
+            .filter(|e| kinds.contains(&e.resource))
+            .cloned()
+            .collect()
+    }
+}
+
+fn added(resource: ResourceKind, object: serde_json::Value) -> ObjectEvent {
+    ObjectEvent {
+        action: EventAction::Added,
+        resource,
+        object: object.to_string(),
+    }
+}
+
+/// 500 nodes with 10 devices each, a DeviceClass with a CEL selector, a pod with one claim.
+fn dra_cluster() -> (Arc<Objects>, Vec<Arc<NodeInfo>>, PodInfo) {
+    const DRIVER: &str = "test-driver.cdi.k8s.io";
+    let mut events = vec![added(
+        ResourceKind::device_class(),
+        json!({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": "test-class"},
+               "spec": {"selectors": [{"cel": {"expression": format!("device.driver == \"{DRIVER}\"")}}]}}),
+    )];
+    let mut infos = Vec::new();
+    for i in 0..500 {
+        let name = format!("node-{i}");
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
+        events.push(added(ResourceKind::node(), node.clone()));
+        infos.push(Arc::new(NodeInfo::new(Arc::new(
+            serde_json::from_value(node).unwrap(),
+        ))));
+        let devices: Vec<_> = (0..10)
+            .map(|d| json!({"name": format!("device-{d}"), "attributes": {"index": {"int": d}}}))
+            .collect();
+        events.push(added(
+            ResourceKind::resource_slice(),
+            json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": format!("slice-{i}")},
+                   "spec": {"driver": DRIVER, "nodeName": name, "pool": {"name": name, "generation": 1, "resourceSliceCount": 1},
+                            "devices": devices}}),
+        ));
+    }
+    events.push(added(
+        ResourceKind::resource_claim(),
+        json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": "claim-0", "namespace": "default", "uid": "claim-uid", "resourceVersion": "1"},
+            "spec": {"devices": {"requests": [{"name": "req-0", "exactly": {"deviceClassName": "test-class"}}]}}}),
+    ));
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default", "uid": "p-uid"},
+        "spec": {"containers": [{"name": "c", "image": "pause", "resources": {"claims": [{"name": "r"}]}}],
+                 "resourceClaims": [{"name": "r", "resourceClaimName": "claim-0"}]}});
+    events.push(added(ResourceKind::pod(), pod.clone()));
+    let pod = PodInfo::new(Arc::new(serde_json::from_value::<Pod>(pod).unwrap()));
+    (Arc::new(Objects(events)), infos, pod)
+}
+
+fn swap_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read(component("dra_plugin")).unwrap();
+    let file = dir.path().join("dra.wasm");
+    std::fs::write(&file, &original).unwrap();
+    let plugins = WasmPlugins::load(&settings("DynamicResources", &file, dir.path())).unwrap();
+    let (state, infos, pod) = dra_cluster();
+    let plugin = plugins
+        .create("DynamicResources", &json!({}), state)
+        .unwrap();
+    let _watcher = plugins.watch_files().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (cycles, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let scheduler = {
+        let (stop, cycles, failed) = (stop.clone(), cycles.clone(), failed.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut cs = CycleState::default();
+                let pre = plugin.pre_filter(&mut cs, &pod, &Snapshot::default());
+                let ok = pre.is_success()
+                    && plugin
+                        .filter(&cs, &pod, &infos)
+                        .iter()
+                        .all(|s| s.is_success());
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                cycles.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let mut took = Vec::new();
+    for i in 1..=SWAPS {
+        let bytes = variant(&original, i);
+        let sha = wasm_scheduler::wasm::sha256_hex(&bytes);
+        let tmp = dir.path().join("dra.wasm.tmp");
+        std::fs::write(&tmp, &bytes).unwrap();
+        let start = Instant::now();
+        std::fs::rename(&tmp, &file).unwrap();
+        while plugins.status("DynamicResources").unwrap().sha256 != sha {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "swap {i} never happened"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        took.push(start.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    scheduler.join().unwrap();
+    let st = plugins.status("DynamicResources").unwrap();
+    took.sort();
+    println!(
+        "| hot swap of a changed DRA module, file replaced → serving ({SWAPS} swaps under load) | p50 {} | max {} | {} cycles, {} failed, {} reloads ok, {} failed |",
+        ms(took[took.len() / 2]),
+        ms(*took.last().unwrap()),
+        cycles.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        st.reloads_ok,
+        st.reloads_failed
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument selects `load` or `swap`.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let run = |what: &str| filter.is_empty() || filter.iter().any(|f| what.contains(f.as_str()));
+    if run("load") {
+        println!(
+            "| component | size | load, cold cache | load, warm disk cache | swap back (memory) |"
+        );
+        println!("|---|---|---|---|---|");
+        load_rows("DynamicResources", "dra_plugin");
+        load_rows("NodeLabel", "node_label_plugin");
+    }
+    if run("swap") {
+        swap_rows();
+    }
+}
