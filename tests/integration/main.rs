@@ -1,6 +1,7 @@
 //! One integration test binary, one module per feature. Everything runs against the embedded
 //! API server through `kube::Client`.
 
+mod affinity;
 mod dra;
 mod engine;
 mod hostile_plugins;

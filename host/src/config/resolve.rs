@@ -17,7 +17,7 @@ pub const DYNAMIC_RESOURCES: &str = "DynamicResources";
 
 /// Upstream's default `multiPoint` list restricted to the plugins this scheduler has, in
 /// upstream order, with upstream score weights (`getDefaultPlugins`).
-pub const DEFAULT_MULTI_POINT: [(&str, Option<i32>); 12] = [
+pub const DEFAULT_MULTI_POINT: [(&str, Option<i32>); 15] = [
     ("SchedulingGates", None),
     (PRIORITY_SORT, None),
     ("NodeUnschedulable", None),
@@ -27,8 +27,12 @@ pub const DEFAULT_MULTI_POINT: [(&str, Option<i32>); 12] = [
     ("NodePorts", None),
     ("NodeResourcesFit", Some(1)),
     ("PodTopologySpread", Some(2)),
+    ("InterPodAffinity", Some(2)),
+    // Upstream's feature gate puts DynamicResources just before DefaultPreemption.
     (DYNAMIC_RESOURCES, None),
     ("DefaultPreemption", None),
+    ("NodeResourcesBalancedAllocation", Some(1)),
+    ("ImageLocality", Some(1)),
     ("DefaultBinder", None),
 ];
 

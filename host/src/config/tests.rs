@@ -46,7 +46,13 @@ fn the_default_configuration_has_upstreams_default_plugins() {
     assert_eq!(p.names_at(P::PostFilter), ["DefaultPreemption"]);
     assert_eq!(
         p.names_at(P::PreFilter),
-        ["NodeAffinity", "NodeResourcesFit", "PodTopologySpread"]
+        [
+            "NodeAffinity",
+            "NodeResourcesFit",
+            "PodTopologySpread",
+            "InterPodAffinity",
+            "ImageLocality"
+        ]
     );
     assert_eq!(
         p.names_at(P::Filter),
@@ -57,7 +63,8 @@ fn the_default_configuration_has_upstreams_default_plugins() {
             "NodeAffinity",
             "NodePorts",
             "NodeResourcesFit",
-            "PodTopologySpread"
+            "PodTopologySpread",
+            "InterPodAffinity"
         ]
     );
     assert_eq!(
@@ -66,7 +73,9 @@ fn the_default_configuration_has_upstreams_default_plugins() {
             "TaintToleration",
             "NodeAffinity",
             "NodeResourcesFit",
-            "PodTopologySpread"
+            "PodTopologySpread",
+            "InterPodAffinity",
+            "NodeResourcesBalancedAllocation"
         ]
     );
     assert_eq!(
@@ -75,11 +84,14 @@ fn the_default_configuration_has_upstreams_default_plugins() {
             ("TaintToleration", 3),
             ("NodeAffinity", 2),
             ("NodeResourcesFit", 1),
-            ("PodTopologySpread", 2)
+            ("PodTopologySpread", 2),
+            ("InterPodAffinity", 2),
+            ("NodeResourcesBalancedAllocation", 1),
+            ("ImageLocality", 1)
         ]
     );
     assert_eq!(p.names_at(P::Bind), ["DefaultBinder"]);
-    assert_eq!(p.plugins.len(), 10);
+    assert_eq!(p.plugins.len(), 13);
 }
 
 #[test]
@@ -184,11 +196,14 @@ profiles:
         [
             ("NodeResourcesFit", 5),
             ("NodeAffinity", 2),
-            ("PodTopologySpread", 2)
+            ("PodTopologySpread", 2),
+            ("InterPodAffinity", 2),
+            ("NodeResourcesBalancedAllocation", 1),
+            ("ImageLocality", 1)
         ]
     );
     assert!(packing.names_at(P::Filter).contains(&"TaintToleration"));
-    assert_eq!(weights(&resolve(&c, 0).unwrap()).len(), 4);
+    assert_eq!(weights(&resolve(&c, 0).unwrap()).len(), 7);
 }
 
 #[test]
@@ -207,7 +222,13 @@ profiles:
     assert_eq!(p.names_at(P::Filter), ["NodeName", "NodeResourcesFit"]);
     assert_eq!(
         p.names_at(P::PreFilter),
-        ["NodeAffinity", "NodeResourcesFit", "PodTopologySpread"],
+        [
+            "NodeAffinity",
+            "NodeResourcesFit",
+            "PodTopologySpread",
+            "InterPodAffinity",
+            "ImageLocality"
+        ],
         "other points keep the defaults"
     );
 }
@@ -252,7 +273,10 @@ profiles:
             ("TaintToleration", 10),
             ("NodeAffinity", 1),
             ("NodeResourcesFit", 1),
-            ("PodTopologySpread", 2)
+            ("PodTopologySpread", 2),
+            ("InterPodAffinity", 2),
+            ("NodeResourcesBalancedAllocation", 1),
+            ("ImageLocality", 1)
         ]
     );
 }
@@ -301,7 +325,7 @@ profiles:
     assert_eq!(
         e,
         "config.yaml: profiles[0].plugins.filter.enabled[1]: unknown plugin \"Foo\" (known: DefaultBinder, \
-         DefaultPreemption, NodeAffinity, NodeName, NodePorts, NodeResourcesFit, NodeUnschedulable, PodTopologySpread, SchedulingGates, TaintToleration) at line 9 column 13"
+         DefaultPreemption, ImageLocality, InterPodAffinity, NodeAffinity, NodeName, NodePorts, NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable, PodTopologySpread, SchedulingGates, TaintToleration) at line 9 column 13"
     );
 }
 
@@ -578,7 +602,12 @@ fn a_wasm_plugin_named_like_a_built_in_replaces_it() {
     // The replacement implements only Filter, so multiPoint places it only there.
     assert_eq!(
         p.names_at(P::PreFilter),
-        ["NodeAffinity", "PodTopologySpread"]
+        [
+            "NodeAffinity",
+            "PodTopologySpread",
+            "InterPodAffinity",
+            "ImageLocality"
+        ]
     );
     assert!(p.names_at(P::Filter).contains(&"NodeResourcesFit"));
     assert_eq!(
@@ -586,7 +615,10 @@ fn a_wasm_plugin_named_like_a_built_in_replaces_it() {
         [
             ("TaintToleration", 3),
             ("NodeAffinity", 2),
-            ("PodTopologySpread", 2)
+            ("PodTopologySpread", 2),
+            ("InterPodAffinity", 2),
+            ("NodeResourcesBalancedAllocation", 1),
+            ("ImageLocality", 1)
         ]
     );
 }
@@ -695,6 +727,9 @@ fn the_readme_example_parses_and_resolves() {
             ("NodeAffinity", 2),
             ("NodeResourcesFit", 1),
             ("PodTopologySpread", 2),
+            ("InterPodAffinity", 2),
+            ("NodeResourcesBalancedAllocation", 1),
+            ("ImageLocality", 1),
             ("NodeLabel", 2)
         ]
     );
@@ -705,7 +740,10 @@ fn the_readme_example_parses_and_resolves() {
         [
             ("NodeResourcesFit", 5),
             ("NodeAffinity", 2),
-            ("PodTopologySpread", 2)
+            ("PodTopologySpread", 2),
+            ("InterPodAffinity", 2),
+            ("NodeResourcesBalancedAllocation", 1),
+            ("ImageLocality", 1)
         ]
     );
 }

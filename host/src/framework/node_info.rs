@@ -30,6 +30,9 @@ pub struct PodInfo {
     /// CPU (millicores) and memory (bytes) requested with scoring defaults for containers that
     /// omit them (upstream `GetNonzeroRequests`), so scoring need not walk a node's pods.
     pub non_zero_requests: NonZeroRequests,
+    /// Pod affinity and anti-affinity terms, compiled once (`None` without either), so
+    /// InterPodAffinity need not compile existing pods' terms every cycle.
+    pub affinity: Option<Arc<crate::plugins::inter_pod_affinity::PodAffinityTerms>>,
 }
 
 /// CPU and memory as Score counts them: a container without a cpu or memory request counts
@@ -84,6 +87,9 @@ pub struct NodeInfo {
     /// Pods on the node with required pod anti-affinity (upstream
     /// `PodsWithRequiredAntiAffinity`).
     pub pods_with_required_anti_affinity: Vec<Arc<PodInfo>>,
+    /// `status.images`: each name with the image's size in bytes (upstream `ImageStates`),
+    /// shared until the node object's image list changes.
+    pub images: Arc<Vec<(String, i64)>>,
 }
 
 /// A consistent view of all nodes for one scheduling cycle. Cheap to clone.
@@ -99,6 +105,9 @@ pub struct Snapshot {
     /// Indexes of the nodes with pods that have required pod anti-affinity (upstream
     /// `HavePodsWithRequiredAntiAffinityList`).
     pub with_required_anti_affinity: std::collections::BTreeSet<usize>,
+    /// Image name → how many nodes have it (upstream `ImageStateSummary.NumNodes`), kept by
+    /// [`Snapshot::set_node`]; copied only when a node's image list changes.
+    pub image_nodes: Arc<std::collections::HashMap<String, usize>>,
 }
 
 impl Snapshot {
@@ -173,7 +182,9 @@ impl PodInfo {
         };
         let requests = crate::plugins::compute_pod_requests(&pod);
         let non_zero = crate::plugins::compute_pod_non_zero_requests(&pod);
+        let affinity = crate::plugins::inter_pod_affinity::PodAffinityTerms::of(&pod);
         PodInfo {
+            affinity,
             pod,
             key,
             requests,
@@ -212,6 +223,7 @@ impl NodeInfo {
     /// A node with no pods. Allocatable comes from `status.allocatable` (or `capacity`).
     pub fn new(node: Arc<Node>) -> Self {
         let name = node.metadata.name.clone().unwrap_or_default();
+        let images = Arc::new(node_images(&node));
         let allocatable = crate::plugins::node_allocatable(&node);
         let spec = node.spec.as_ref();
         let unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
@@ -230,6 +242,7 @@ impl NodeInfo {
             generation: 0,
             pods_with_affinity: Vec::new(),
             pods_with_required_anti_affinity: Vec::new(),
+            images,
         }
     }
 
@@ -240,6 +253,9 @@ impl NodeInfo {
         self.allocatable = fresh.allocatable;
         self.unschedulable = fresh.unschedulable;
         self.has_taints = fresh.has_taints;
+        if fresh.images != self.images {
+            self.images = fresh.images;
+        }
     }
 
     /// Adds a pod and its requests.
@@ -283,6 +299,17 @@ impl NodeInfo {
     }
 }
 
+/// The names and sizes of a node's `status.images`.
+fn node_images(node: &Node) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for image in node.status.iter().flat_map(|s| s.images.iter().flatten()) {
+        for name in image.names.iter().flatten() {
+            out.push((name.clone(), image.size_bytes.unwrap_or(0)));
+        }
+    }
+    out
+}
+
 /// Whether a pod has pod affinity or anti-affinity, and whether it has required anti-affinity.
 fn affinity_kinds(pod: &Pod) -> (bool, bool) {
     let Some(a) = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()) else {
@@ -312,15 +339,34 @@ impl Snapshot {
             index,
             ..Default::default()
         };
+        let mut images: std::collections::HashMap<String, usize> = Default::default();
         for i in 0..s.nodes.len() {
             s.index_affinity(i);
+            for (name, _) in s.nodes[i].images.iter() {
+                *images.entry(name.clone()).or_default() += 1;
+            }
         }
+        s.image_nodes = Arc::new(images);
         s
     }
 
-    /// Replaces the node at `i` (same name), keeping the affinity indexes current.
+    /// Replaces the node at `i` (same name), keeping the affinity and image indexes current.
     pub fn set_node(&mut self, i: usize, node: Arc<NodeInfo>) {
-        self.nodes[i] = node;
+        let old = std::mem::replace(&mut self.nodes[i], node);
+        if !Arc::ptr_eq(&old.images, &self.nodes[i].images) {
+            let images = Arc::make_mut(&mut self.image_nodes);
+            for (name, _) in old.images.iter() {
+                if let Some(n) = images.get_mut(name) {
+                    *n -= 1;
+                    if *n == 0 {
+                        images.remove(name);
+                    }
+                }
+            }
+            for (name, _) in self.nodes[i].images.iter() {
+                *images.entry(name.clone()).or_default() += 1;
+            }
+        }
         self.index_affinity(i);
     }
 

@@ -13,15 +13,21 @@
 //! | [`NodeAffinity`] | PreFilter, Filter, PreScore, Score | `nodeSelector` and node affinity |
 //! | [`NodeResourcesFit`] | PreFilter, Filter, PreScore, Score | requests vs allocatable; LeastAllocated |
 //! | [`PodTopologySpread`] | PreFilter, Filter, PreScore, Score | `topologySpreadConstraints` |
+//! | [`InterPodAffinity`] | PreFilter, Filter, PreScore, Score | pod affinity and anti-affinity |
+//! | [`BalancedAllocation`] | PreScore, Score | even use of cpu and memory |
+//! | [`ImageLocality`] | PreFilter, Score | nodes that have the pod's images |
 //! | [`DefaultPreemption`] | PreEnqueue, PostFilter | evicts lower-priority pods when nothing fits |
 //! | [`DefaultBinder`] | Bind | `POST pods/{name}/binding` |
 //!
 //! Start with [`Registry`]: the configuration turns plugin names into instances through it.
 //! [`compute_pod_requests`] and [`node_allocatable`] are how the scheduler counts resources.
 
+pub mod balanced_allocation;
 pub mod default_binder;
 pub mod default_preemption;
 pub mod helpers;
+pub mod image_locality;
+pub mod inter_pod_affinity;
 pub mod label_selector;
 pub mod node_affinity;
 pub mod node_name;
@@ -37,8 +43,11 @@ pub mod taint_toleration;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use balanced_allocation::BalancedAllocation;
 pub use default_binder::DefaultBinder;
 pub use default_preemption::DefaultPreemption;
+pub use image_locality::ImageLocality;
+pub use inter_pod_affinity::InterPodAffinity;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
 pub use node_ports::NodePorts;

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::{
-    default_binder, default_preemption, node_affinity, node_name, node_ports, node_resources_fit,
+    balanced_allocation, default_binder, default_preemption, image_locality, inter_pod_affinity,
+    node_affinity, node_name, node_ports, node_resources_fit,
     node_unschedulable, pod_topology_spread, scheduling_gates, taint_toleration,
 };
 use crate::framework::{ObjectEvent, PluginRef, ResourceKind, StateReplay};
@@ -103,11 +104,11 @@ impl Registry {
     }
 
     /// The native plugins: SchedulingGates, NodeUnschedulable, NodeName, NodePorts,
-    /// TaintToleration, NodeAffinity, NodeResourcesFit, PodTopologySpread, DefaultPreemption and
-    /// DefaultBinder.
+    /// TaintToleration, NodeAffinity, NodeResourcesFit, PodTopologySpread, InterPodAffinity,
+    /// NodeResourcesBalancedAllocation, ImageLocality, DefaultPreemption and DefaultBinder.
     pub fn with_builtins() -> Self {
         let mut r = Registry::new();
-        let builtins: [(&str, PluginFactory); 10] = [
+        let builtins: [(&str, PluginFactory); 13] = [
             (
                 scheduling_gates::NAME,
                 Arc::new(|args, _| scheduling_gates::SchedulingGates::new(args).map(to_ref)),
@@ -139,6 +140,20 @@ impl Registry {
             (
                 pod_topology_spread::NAME,
                 Arc::new(|args, _| pod_topology_spread::PodTopologySpread::new(args).map(to_ref)),
+            ),
+            (
+                inter_pod_affinity::NAME,
+                Arc::new(|args, _| inter_pod_affinity::InterPodAffinity::new(args).map(to_ref)),
+            ),
+            (
+                balanced_allocation::NAME,
+                Arc::new(|args, _| {
+                    balanced_allocation::BalancedAllocation::new(args).map(to_ref)
+                }),
+            ),
+            (
+                image_locality::NAME,
+                Arc::new(|args, _| image_locality::ImageLocality::new(args).map(to_ref)),
             ),
             (
                 default_preemption::NAME,
@@ -232,9 +247,12 @@ mod tests {
             [
                 "DefaultBinder",
                 "DefaultPreemption",
+                "ImageLocality",
+                "InterPodAffinity",
                 "NodeAffinity",
                 "NodeName",
                 "NodePorts",
+                "NodeResourcesBalancedAllocation",
                 "NodeResourcesFit",
                 "NodeUnschedulable",
                 "PodTopologySpread",
