@@ -204,7 +204,7 @@ fn swap_rows() {
             while !stop.load(Ordering::Relaxed) {
                 let mut cs = CycleState::default();
                 let pre = plugin.pre_filter(&mut cs, &pod, &Snapshot::default());
-                let ok = pre.is_success()
+                let ok = pre.status.is_success()
                     && plugin
                         .filter(&cs, &pod, &infos)
                         .iter()

@@ -41,7 +41,9 @@ async fn pods_that_fit_are_bound_and_one_too_big_is_reported_unschedulable() {
     let pods = cluster
         .wait_for_pods(|pods| {
             is_bound(named(pods, "small"))
-                && failure_message(named(pods, "huge")).is_some_and(|m| m.contains("Insufficient"))
+                // The pod may be tried before the scheduler has seen both nodes ("0/1 nodes");
+                // a node add retries it, so wait for the attempt that saw both.
+                && failure_message(named(pods, "huge")).is_some_and(|m| m.starts_with("0/2"))
         })
         .await;
     let (status, reason, msg) = scheduled_condition(named(&pods, "huge")).unwrap();
@@ -50,9 +52,10 @@ async fn pods_that_fit_are_bound_and_one_too_big_is_reported_unschedulable() {
         ("False", Some("Unschedulable"))
     );
     // Node reasons first; PostFilter plugins of the profile may add their message after them.
+    let msg = msg.unwrap();
     assert!(
-        msg.unwrap()
-            .starts_with("0/2 nodes are available: 2 Insufficient cpu.")
+        msg.starts_with("0/2 nodes are available: 2 Insufficient cpu."),
+        "{msg}"
     );
     assert!(node_of(named(&pods, "huge")).is_none());
 }

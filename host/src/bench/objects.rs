@@ -38,6 +38,39 @@ pub fn node(i: usize) -> Value {
     })
 }
 
+/// Node `i` with a zone label, one of three (upstream `labelNodePrepareStrategy` with
+/// `topology.kubernetes.io/zone` values `moon-1..3`).
+pub fn zoned_node(i: usize) -> Value {
+    let mut n = node(i);
+    n["metadata"]["labels"]["topology.kubernetes.io/zone"] = json!(format!("moon-{}", i % 3 + 1));
+    n
+}
+
+/// A plain pod (upstream `pod-default.yaml`) with either a zone spread constraint
+/// (`pod-with-topology-spreading.yaml`: `maxSkew: 5`, `DoNotSchedule`, `color: blue`) or
+/// required anti-affinity on the hostname (`pod-with-pod-anti-affinity.yaml`, `color: green`).
+pub fn placed_pod(namespace: &str, name: &str, spread: bool) -> Value {
+    let mut p = pod(namespace, name, PodClaim::None);
+    if spread {
+        p["metadata"]["labels"] = json!({"color": "blue"});
+        p["spec"]["topologySpreadConstraints"] = json!([{
+            "maxSkew": 5,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"color": "blue"}},
+        }]);
+    } else {
+        p["metadata"]["labels"] = json!({"color": "green"});
+        p["spec"]["affinity"] = json!({"podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                "labelSelector": {"matchLabels": {"color": "green"}},
+                "topologyKey": "kubernetes.io/hostname",
+            }],
+        }});
+    }
+    p
+}
+
 /// The name of node `i`.
 pub fn node_name(i: usize) -> String {
     format!("scheduler-perf-{i}")
@@ -247,6 +280,10 @@ mod tests {
         assert_eq!(slice.spec.devices.map(|d| d.len()), Some(10));
         serde_json::from_value::<ResourceClaimTemplate>(claim_template("test")).unwrap();
         serde_json::from_value::<ResourceClaim>(claim("test", "c")).unwrap();
+        serde_json::from_value::<Node>(zoned_node(3)).unwrap();
+        for spread in [true, false] {
+            serde_json::from_value::<Pod>(placed_pod("test", "p", spread)).unwrap();
+        }
         for c in [PodClaim::None, PodClaim::Template, PodClaim::Shared("c")] {
             serde_json::from_value::<Pod>(pod("test", "p", c)).unwrap();
         }

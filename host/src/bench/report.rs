@@ -22,6 +22,9 @@ pub fn upstream(w: Workload) -> &'static str {
         Workload::PreemptionBasic => "—",
         // PreemptionAsync/5000Nodes.
         Workload::PreemptionAsync => "≥ 570",
+        // TopologySpreading/5000Nodes and SchedulingPodAntiAffinity/5000Nodes: no threshold
+        // recorded here.
+        Workload::TopologySpreading | Workload::SchedulingPodAntiAffinity => "—",
     }
 }
 

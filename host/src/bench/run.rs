@@ -18,7 +18,7 @@ use super::BenchError;
 use super::create::{create_all, delete_pods};
 use super::measure::{self, PointTime, Quantiles};
 use super::objects::{self, INIT_NAMESPACE, PodClaim, TEST_NAMESPACE};
-use super::workload::{PluginMode, RunSpec};
+use super::workload::{PluginMode, RunSpec, Workload};
 use crate::config::{DEFAULT_SCHEDULER_NAME, DYNAMIC_RESOURCES, SchedulerConfig, WasmPluginConfig};
 use crate::metrics::{AttemptLabels, Metrics};
 use crate::plugins::Registry;
@@ -207,6 +207,16 @@ fn pods(spec: &RunSpec, namespace: &str, prefix: &str, count: usize) -> (Vec<Val
             .collect();
         return (pods, claims);
     }
+    if matches!(
+        spec.workload,
+        Workload::TopologySpreading | Workload::SchedulingPodAntiAffinity
+    ) {
+        let spread = spec.workload == Workload::TopologySpreading;
+        let pods = (0..count)
+            .map(|i| objects::placed_pod(namespace, &format!("{prefix}-{i}"), spread))
+            .collect();
+        return (pods, claims);
+    }
     let pods = (0..count)
         .map(|i| {
             let name = format!("{prefix}-{i}");
@@ -276,7 +286,11 @@ pub async fn run(
         ],
     )
     .await?;
-    let mut cluster: Vec<Value> = (0..s.nodes).map(objects::node).collect();
+    let mut cluster: Vec<Value> = if spec.workload == Workload::TopologySpreading {
+        (0..s.nodes).map(objects::zoned_node).collect()
+    } else {
+        (0..s.nodes).map(objects::node).collect()
+    };
     if s.devices_per_node > 0 {
         cluster.push(objects::device_class());
         if spec.workload.partitionable() {

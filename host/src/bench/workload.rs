@@ -38,10 +38,16 @@ pub enum Workload {
     /// The same at 5000 nodes: 20000 low-priority pods, 5000 preemptors; evictions run off the
     /// scheduling loop (upstream `PreemptionAsync/5000Nodes`).
     PreemptionAsync,
+    /// 5000 nodes in three zones, 1000 init pods, 1000 measured pods spread over the zones
+    /// with `maxSkew: 5`, `DoNotSchedule` (upstream `TopologySpreading/5000Nodes`).
+    TopologySpreading,
+    /// 5000 nodes, 1000 init and 1000 measured pods with required anti-affinity to each other
+    /// on the hostname (upstream `SchedulingPodAntiAffinity/5000Nodes`).
+    SchedulingPodAntiAffinity,
 }
 
 /// Every workload, in the order they run by default.
-pub const ALL_WORKLOADS: [Workload; 7] = [
+pub const ALL_WORKLOADS: [Workload; 9] = [
     Workload::SchedulingBasic,
     Workload::SchedulingWithResourceClaimTemplate,
     Workload::SchedulingWithResourceClaimTemplatePartitionable,
@@ -49,6 +55,8 @@ pub const ALL_WORKLOADS: [Workload; 7] = [
     Workload::SteadyStateDra,
     Workload::PreemptionBasic,
     Workload::PreemptionAsync,
+    Workload::TopologySpreading,
+    Workload::SchedulingPodAntiAffinity,
 ];
 
 impl Workload {
@@ -64,12 +72,19 @@ impl Workload {
             Workload::SteadyStateDra => "SteadyStateDRA",
             Workload::PreemptionBasic => "PreemptionBasic",
             Workload::PreemptionAsync => "PreemptionAsync",
+            Workload::TopologySpreading => "TopologySpreading",
+            Workload::SchedulingPodAntiAffinity => "SchedulingPodAntiAffinity",
         }
     }
 
     /// Whether the workload uses DRA (and so runs with the plugin native and as Wasm).
     pub fn uses_dra(self) -> bool {
-        !matches!(self, Workload::SchedulingBasic) && !self.preempts()
+        !matches!(
+            self,
+            Workload::SchedulingBasic
+                | Workload::TopologySpreading
+                | Workload::SchedulingPodAntiAffinity
+        ) && !self.preempts()
     }
 
     /// Whether each node's devices are partitions sharing counters (KEP-4815).
@@ -127,6 +142,14 @@ impl Workload {
                 devices_per_node: 0,
                 init_pods: 2000,
                 measure_pods: 500,
+                pods_per_claim: 0,
+                duration: Duration::ZERO,
+            },
+            Workload::TopologySpreading | Workload::SchedulingPodAntiAffinity => Sizes {
+                nodes: 5000,
+                devices_per_node: 0,
+                init_pods: 1000,
+                measure_pods: 1000,
                 pods_per_claim: 0,
                 duration: Duration::ZERO,
             },
