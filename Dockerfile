@@ -11,17 +11,18 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 RUN rustup target add wasm32-wasip2
 COPY . .
-# One release profile for everything (see Cargo.toml); the caches make rebuilds incremental.
+# The release profile for the binary, the `plugin` profile (small components) for the plugins (see
+# Cargo.toml); the caches make rebuilds incremental.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p wasm-scheduler --bin wasm-scheduler \
- && cargo build --release --locked --target wasm32-wasip2 \
+ && cargo build --profile plugin --locked --target wasm32-wasip2 \
       -p dra-plugin -p node-label-plugin -p gang-permit-plugin \
  && mkdir -p /out/plugins \
  && cp target/release/wasm-scheduler /out/ \
- && cp target/wasm32-wasip2/release/dra_plugin.wasm \
-       target/wasm32-wasip2/release/node_label_plugin.wasm \
-       target/wasm32-wasip2/release/gang_permit_plugin.wasm /out/plugins/
+ && cp target/wasm32-wasip2/plugin/dra_plugin.wasm \
+       target/wasm32-wasip2/plugin/node_label_plugin.wasm \
+       target/wasm32-wasip2/plugin/gang_permit_plugin.wasm /out/plugins/
 
 # glibc and libgcc only (TLS is rustls); runs as uid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -67,7 +67,7 @@ fn component(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
+    let path = target.join(format!("wasm32-wasip2/plugin/{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run scripts/setup (it builds the plugins)",

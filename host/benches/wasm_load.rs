@@ -1,15 +1,16 @@
 //! What loading and hot-swapping a Wasm plugin costs, printed as README rows:
 //!
 //! - component sizes of the shipped plugins;
-//! - load (read, compile or take from the cache, link) with a cold cache, a warm disk cache
-//!   (a restart) and from memory (a swap back), median of 3;
+//! - load (read, compile or take from the cache, link) with a cold cache (tiered: until the
+//!   baseline code serves; untiered: Cranelift first), a warm disk cache (a restart) and from
+//!   memory (a swap back), median of 3;
 //! - hot swap of a *changed* DRA module (new sha256, no cache entry): the file replaced on disk
-//!   → the watcher's reload → the new module serving, over `SWAPS` swaps while a thread runs
-//!   scheduling cycles (PreFilter + Filter over 500 nodes) on the plugin without pause; every
-//!   cycle must succeed.
+//!   → the watcher's reload → the new module serving (baseline code), and → its optimized code
+//!   serving, over `SWAPS` swaps while a thread runs scheduling cycles (PreFilter + Filter over
+//!   500 nodes) on the plugin without pause; every cycle must succeed.
 //!
 //! Build the components first (`scripts/setup`), then
-//! `cargo bench --release -p wasm-scheduler --bench wasm_load`.
+//! `cargo bench -p wasm-scheduler --bench wasm_load`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use wasm_scheduler::framework::{
     CycleState, EventAction, NodeInfo, ObjectEvent, Plugin, PodInfo, ResourceKind, Snapshot,
     StateReplay,
 };
-use wasm_scheduler::wasm::{PluginSource, Settings, WasmPlugins};
+use wasm_scheduler::wasm::{PluginSource, Settings, Tier, WasmPlugins};
 
 /// Hot swaps measured.
 const SWAPS: usize = 12;
@@ -31,7 +32,7 @@ fn component(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
+    let path = target.join(format!("wasm32-wasip2/plugin/{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run scripts/setup (it builds the plugins)",
@@ -88,14 +89,25 @@ fn variant(bytes: &[u8], n: usize) -> Vec<u8> {
 fn load_rows(name: &str, crate_name: &str) {
     let path = component(crate_name);
     let size = std::fs::metadata(&path).unwrap().len();
-    let (mut cold, mut warm, mut memory) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut tiered, mut cold, mut warm, mut memory) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(name, &path, dir.path());
         let t = Instant::now();
         let first = WasmPlugins::load(&s).unwrap();
+        tiered.push(t.elapsed());
+        assert_eq!(first.cache_stats().baseline_compiles, 1);
+        assert!(first.wait_optimized(Duration::from_secs(300)));
+        let untiered = Settings {
+            tiering: false,
+            cache_dir: Some(dir.path().join("untiered")),
+            ..s.clone()
+        };
+        let t = Instant::now();
+        let optimized = WasmPlugins::load(&untiered).unwrap();
         cold.push(t.elapsed());
-        assert_eq!(first.cache_stats().misses, 1);
+        assert_eq!(optimized.cache_stats().misses, 1);
         let t = Instant::now();
         let restarted = WasmPlugins::load(&s).unwrap();
         warm.push(t.elapsed());
@@ -108,14 +120,16 @@ fn load_rows(name: &str, crate_name: &str) {
         let p = WasmPlugins::load(&settings(name, &copy, dir.path())).unwrap();
         std::fs::copy(&other, &copy).unwrap();
         p.reload(name).unwrap();
+        assert!(p.wait_optimized(Duration::from_secs(300)));
         std::fs::copy(&path, &copy).unwrap();
         let t = Instant::now();
         assert!(p.reload(name).unwrap().swapped);
         memory.push(t.elapsed());
     }
     println!(
-        "| {crate_name}.wasm | {:.2} MB | {} | {} | {} |",
+        "| {crate_name}.wasm | {:.2} MB | {} | {} | {} | {} |",
         size as f64 / 1e6,
+        ms(median(tiered)),
         ms(median(cold)),
         ms(median(warm)),
         ms(median(memory))
@@ -184,6 +198,59 @@ fn dra_cluster() -> (Arc<Objects>, Vec<Arc<NodeInfo>>, PodInfo) {
     (Arc::new(Objects(events)), infos, pod)
 }
 
+/// One scheduling cycle (PreFilter + Filter over every node); the first status that is not a
+/// success, if any.
+fn cycle(plugin: &dyn Plugin, pod: &PodInfo, infos: &[Arc<NodeInfo>]) -> Option<String> {
+    let mut cs = CycleState::default();
+    let pre = plugin.pre_filter(&mut cs, pod, &Snapshot::default());
+    if !pre.status.is_success() {
+        return Some(format!("{:?}", pre.status));
+    }
+    plugin
+        .filter(&cs, pod, infos)
+        .into_iter()
+        .find(|s| !s.is_success())
+        .map(|s| format!("{s:?}"))
+}
+
+/// The DRA cycle on baseline and on optimized code: the first cycle of a new instance and the
+/// median of 50 after it.
+fn tier_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = WasmPlugins::load(&settings(
+        "DynamicResources",
+        &component("dra_plugin"),
+        dir.path(),
+    ))
+    .unwrap();
+    let (state, infos, pod) = dra_cluster();
+    let mut row = |tier: Tier| {
+        let plugin = plugins
+            .create("DynamicResources", &json!({}), state.clone())
+            .unwrap();
+        assert_eq!(plugins.status("DynamicResources").unwrap().tier, tier);
+        let t = Instant::now();
+        assert_eq!(cycle(&plugin, &pod, &infos), None);
+        let first = t.elapsed();
+        let runs: Vec<_> = (0..50)
+            .map(|_| {
+                let t = Instant::now();
+                assert_eq!(cycle(&plugin, &pod, &infos), None);
+                t.elapsed()
+            })
+            .collect();
+        println!(
+            "| DRA PreFilter + Filter (500 nodes × 10 devices), {} code | first {} | median {} |",
+            tier.as_str(),
+            ms(first),
+            ms(median(runs))
+        );
+    };
+    row(Tier::Baseline);
+    assert!(plugins.wait_optimized(Duration::from_secs(300)));
+    row(Tier::Optimized);
+}
+
 fn swap_rows() {
     let dir = tempfile::tempdir().unwrap();
     let original = std::fs::read(component("dra_plugin")).unwrap();
@@ -204,19 +271,24 @@ fn swap_rows() {
             while !stop.load(Ordering::Relaxed) {
                 let mut cs = CycleState::default();
                 let pre = plugin.pre_filter(&mut cs, &pod, &Snapshot::default());
-                let ok = pre.status.is_success()
-                    && plugin
+                let bad = if pre.status.is_success() {
+                    plugin
                         .filter(&cs, &pod, &infos)
-                        .iter()
-                        .all(|s| s.is_success());
-                if !ok {
-                    failed.fetch_add(1, Ordering::Relaxed);
+                        .into_iter()
+                        .find(|s| !s.is_success())
+                } else {
+                    Some(pre.status)
+                };
+                if let Some(status) = bad {
+                    if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                        eprintln!("first failed cycle: {status:?}");
+                    }
                 }
                 cycles.fetch_add(1, Ordering::Relaxed);
             }
         })
     };
-    let mut took = Vec::new();
+    let (mut serving, mut optimized) = (Vec::new(), Vec::new());
     for i in 1..=SWAPS {
         let bytes = variant(&original, i);
         let sha = wasm_scheduler::wasm::sha256_hex(&bytes);
@@ -224,27 +296,44 @@ fn swap_rows() {
         std::fs::write(&tmp, &bytes).unwrap();
         let start = Instant::now();
         std::fs::rename(&tmp, &file).unwrap();
-        while plugins.status("DynamicResources").unwrap().sha256 != sha {
+        let mut seen = None;
+        loop {
+            let st = plugins.status("DynamicResources").unwrap();
+            if st.sha256 == sha {
+                seen.get_or_insert_with(|| start.elapsed());
+                if st.tier == Tier::Optimized {
+                    break;
+                }
+            }
             assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "swap {i} never happened"
+                start.elapsed() < Duration::from_secs(120),
+                "swap {i} never finished"
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        took.push(start.elapsed());
+        optimized.push(start.elapsed());
+        serving.push(seen.unwrap());
     }
     stop.store(true, Ordering::Relaxed);
     scheduler.join().unwrap();
     let st = plugins.status("DynamicResources").unwrap();
-    took.sort();
+    for v in [&mut serving, &mut optimized] {
+        v.sort();
+    }
+    let p50 = |v: &[Duration]| (ms(v[v.len() / 2]), ms(*v.last().unwrap()));
     println!(
-        "| hot swap of a changed DRA module, file replaced → serving ({SWAPS} swaps under load) | p50 {} | max {} | {} cycles, {} failed, {} reloads ok, {} failed |",
-        ms(took[took.len() / 2]),
-        ms(*took.last().unwrap()),
+        "| hot swap of a changed DRA module ({SWAPS} swaps under load): file replaced → new module serving | p50 {} | max {} | {} cycles, {} failed, {} reloads ok, {} failed |",
+        p50(&serving).0,
+        p50(&serving).1,
         cycles.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed),
         st.reloads_ok,
         st.reloads_failed
+    );
+    println!(
+        "| … → its optimized code serving | p50 {} | max {} | |",
+        p50(&optimized).0,
+        p50(&optimized).1
     );
 }
 
@@ -257,11 +346,14 @@ fn main() {
     let run = |what: &str| filter.is_empty() || filter.iter().any(|f| what.contains(f.as_str()));
     if run("load") {
         println!(
-            "| component | size | load, cold cache | load, warm disk cache | swap back (memory) |"
+            "| component | size | load, cold cache (baseline code serving) | load, cold cache, untiered (optimized code) | load, warm disk cache | swap back (memory) |"
         );
-        println!("|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|");
         load_rows("DynamicResources", "dra_plugin");
         load_rows("NodeLabel", "node_label_plugin");
+    }
+    if run("tier") {
+        tier_rows();
     }
     if run("swap") {
         swap_rows();

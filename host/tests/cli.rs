@@ -31,7 +31,7 @@ fn workspace() -> PathBuf {
 
 /// A test plugin built by `scripts/setup`.
 fn wasm_file(name: &str) -> PathBuf {
-    let p = target_dir().join(format!("wasm32-wasip2/release/{name}.wasm"));
+    let p = target_dir().join(format!("wasm32-wasip2/plugin/{name}.wasm"));
     assert!(p.is_file(), "{} is missing: run scripts/setup", p.display());
     p
 }

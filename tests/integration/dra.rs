@@ -530,16 +530,16 @@ fn init_tracing() {
         .try_init();
 }
 
-/// The Wasm build of the plugin (`cargo build --release --target wasm32-wasip2 -p dra-plugin`).
+/// The Wasm build of the plugin (`cargo build --profile plugin --target wasm32-wasip2 -p dra-plugin`).
 fn wasm_path() -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf();
-    let path = root.join("target/wasm32-wasip2/release/dra_plugin.wasm");
+    let path = root.join("target/wasm32-wasip2/plugin/dra_plugin.wasm");
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --release --target wasm32-wasip2 -p dra-plugin` first",
+        "{} is missing: run `cargo build --profile plugin --target wasm32-wasip2 -p dra-plugin` first",
         path.display()
     );
     path

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use integration_tests::{TestCluster, is_bound, named, node_of};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -20,7 +21,7 @@ use wasm_scheduler::framework::{
 };
 use wasm_scheduler::plugins::{FactoryContext, Registry};
 use wasm_scheduler::wasm::{
-    NativeSdkPlugin, PluginSource, Settings, WasmError, WasmPlugin, WasmPlugins,
+    NativeSdkPlugin, PluginSource, Settings, Tier, WasmError, WasmPlugin, WasmPlugins,
 };
 
 /// The component built from the crate `crate_name` (underscores), e.g. `node_label_plugin`.
@@ -32,7 +33,7 @@ pub(crate) fn wasm_file(crate_name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let path = target
-        .join("wasm32-wasip2/release")
+        .join("wasm32-wasip2/plugin")
         .join(format!("{crate_name}.wasm"));
     assert!(
         path.exists(),
@@ -459,11 +460,12 @@ fn cache_metric(plugins: &WasmPlugins) -> BTreeMap<String, u64> {
         ("disk_hit", c.disk_hits),
         ("miss", c.misses),
         ("corrupt", c.corrupt),
+        ("baseline", c.baseline_compiles),
     ])
 }
 
 fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
-    let mut m: BTreeMap<String, u64> = ["memory_hit", "disk_hit", "miss", "corrupt"]
+    let mut m: BTreeMap<String, u64> = ["memory_hit", "disk_hit", "miss", "corrupt", "baseline"]
         .iter()
         .map(|r| (r.to_string(), 0))
         .collect();
@@ -479,7 +481,10 @@ fn a_warm_cache_restart_does_not_recompile() {
     let mut s = settings(&[("NodeLabel", wasm_file("node_label_plugin"))]);
     s.cache_dir = Some(dir.path().join("cache"));
     let cold = WasmPlugins::load(&s).unwrap();
-    assert_eq!(cache_metric(&cold), counts(&[("miss", 1)]));
+    // Unknown to the cache: baseline code at once, optimized code (cached) in the background.
+    assert!(cold.wait_optimized(Duration::from_secs(300)));
+    assert_eq!(cache_metric(&cold), counts(&[("baseline", 1), ("miss", 1)]));
+    assert_eq!(cold.status("NodeLabel").unwrap().tier, Tier::Optimized);
     let entries: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
         .unwrap()
         .collect();
@@ -487,6 +492,7 @@ fn a_warm_cache_restart_does_not_recompile() {
     // A restart: a new runtime over the same directory compiles nothing.
     let warm = WasmPlugins::load(&s).unwrap();
     assert_eq!(cache_metric(&warm), counts(&[("disk_hit", 1)]));
+    assert_eq!(warm.status("NodeLabel").unwrap().tier, Tier::Optimized);
     let p = warm
         .create(
             "NodeLabel",
@@ -498,11 +504,56 @@ fn a_warm_cache_restart_does_not_recompile() {
 }
 
 #[test]
+fn a_module_no_cache_knows_serves_baseline_code_until_its_optimized_code_is_swapped_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&[("NodeLabel", wasm_file("node_label_plugin"))]);
+    s.cache_dir = Some(dir.path().to_path_buf());
+    let plugins = WasmPlugins::load(&s).unwrap();
+    assert_eq!(plugins.cache_stats().baseline_compiles, 1);
+    let state = Arc::new(TestState::default());
+    let nodes = zoned_nodes(3);
+    for n in &nodes {
+        state.apply(node_event(EventAction::Added, n));
+    }
+    let infos: Vec<_> = nodes.iter().map(node_info).collect();
+    let p = plugins
+        .create("NodeLabel", &node_label_args(), state)
+        .unwrap();
+    let filter = || codes(&p.filter(&CycleState::default(), &pod_info("p"), &infos));
+    let expected = vec![
+        Code::Success,
+        Code::Success,
+        Code::UnschedulableAndUnresolvable,
+    ];
+    assert_eq!(filter(), expected);
+    assert!(plugins.wait_optimized(Duration::from_secs(300)));
+    let status = plugins.status("NodeLabel").unwrap();
+    assert_eq!(status.tier, Tier::Optimized);
+    assert_eq!(plugins.cache_stats().misses, 1);
+    // The instance made before now runs the optimized code, with the same answers; the tier
+    // change is not counted as a reload.
+    assert_eq!(filter(), expected);
+    assert_eq!((status.reloads_ok, status.reloads_failed), (0, 0));
+    // The optimized code was cached: a restart serves it at once.
+    let restarted = WasmPlugins::load(&s).unwrap();
+    assert_eq!(cache_metric(&restarted), counts(&[("disk_hit", 1)]));
+    // Without tiering the optimized code is compiled before the load returns.
+    let untiered = Settings {
+        tiering: false,
+        cache_dir: Some(dir.path().join("untiered")),
+        ..s
+    };
+    let plugins = WasmPlugins::load(&untiered).unwrap();
+    assert_eq!(cache_metric(&plugins), counts(&[("miss", 1)]));
+    assert_eq!(plugins.status("NodeLabel").unwrap().tier, Tier::Optimized);
+}
+
+#[test]
 fn a_corrupted_cache_file_is_rejected_and_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(&[("DynamicResources", wasm_file("dra_plugin"))]);
     s.cache_dir = Some(dir.path().to_path_buf());
-    WasmPlugins::load(&s).unwrap();
+    assert!(WasmPlugins::load(&s).unwrap().wait_optimized(Duration::from_secs(300)));
     let entry = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())

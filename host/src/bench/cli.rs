@@ -27,7 +27,7 @@ Options (each also as an environment variable):
                         PreemptionBasic, PreemptionAsync
   --mode <native,wasm>  how the DynamicResources plugin runs           (BENCH_MODES)
   --wasm <PATH>         the DRA plugin component                       (BENCH_WASM)
-                        [default: target/wasm32-wasip2/release/dra_plugin.wasm]
+                        [default: target/wasm32-wasip2/plugin/dra_plugin.wasm]
   --out <PATH>          where the markdown goes                        (BENCH_OUT)
                         [default: target/bench-results.md]
   --config <PATH>       a KubeSchedulerConfiguration file instead of the
@@ -98,7 +98,7 @@ impl Options {
             },
             workloads: ALL_WORKLOADS.to_vec(),
             modes: vec![PluginMode::Native, PluginMode::Wasm],
-            wasm: target_dir().join("wasm32-wasip2/release/dra_plugin.wasm"),
+            wasm: target_dir().join("wasm32-wasip2/plugin/dra_plugin.wasm"),
             out: target_dir().join("bench-results.md"),
             config: None,
             duration: None,

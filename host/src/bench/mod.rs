@@ -22,7 +22,7 @@
 //!     faults: None,
 //! };
 //! let config = wasm_scheduler::config::SchedulerConfig::default();
-//! let wasm = std::path::Path::new("target/wasm32-wasip2/release/dra_plugin.wasm");
+//! let wasm = std::path::Path::new("target/wasm32-wasip2/plugin/dra_plugin.wasm");
 //! let result = run(spec, &config, wasm).await?;
 //! println!("{:.0} pods/s", result.pods_per_second);
 //! # Ok(()) }
@@ -65,7 +65,7 @@ pub enum BenchError {
     #[error(transparent)]
     Build(#[from] crate::scheduler::BuildError),
     /// The DRA plugin component is not built.
-    #[error("{} is missing: run `cargo build --release --target wasm32-wasip2 -p dra-plugin`", .0.display())]
+    #[error("{} is missing: run `cargo build --profile plugin --target wasm32-wasip2 -p dra-plugin`", .0.display())]
     MissingWasm(PathBuf),
     /// A phase did not finish in time.
     #[error("{phase} did not finish: {done} of {expected} ({detail})")]

@@ -12,7 +12,7 @@ use crate::framework::Framework;
 use crate::metrics::Metrics;
 use crate::plugins::{FactoryContext, Registry};
 use crate::queue::QueueConfig;
-use crate::wasm::{self, PluginSource, Settings, WasmError, WasmPlugins};
+use crate::wasm::{self, Settings, WasmError, WasmPlugins};
 
 use super::{Scheduler, SchedulerError, SchedulerOptions};
 
@@ -56,21 +56,7 @@ pub fn load_wasm(config: &SchedulerConfig) -> Result<Option<WasmPlugins>, WasmEr
     if config.wasm.plugins.is_empty() {
         return Ok(None);
     }
-    let settings = Settings {
-        plugins: config
-            .wasm
-            .plugins
-            .iter()
-            .map(|p| PluginSource {
-                name: p.name.clone(),
-                path: p.path.clone(),
-                sha256: p.sha256.clone(),
-            })
-            .collect(),
-        call_timeout: Duration::from_millis(config.wasm.call_timeout_ms),
-        memory_limit_bytes: config.wasm.memory_limit_bytes as usize,
-        cache_dir: config.wasm.cache_dir.clone(),
-    };
+    let settings = Settings::from_config(&config.wasm);
     WasmPlugins::load(&settings).map(Some)
 }
 

@@ -23,24 +23,72 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// plugins (profiling only; it costs a little at module load).
 pub const PERFMAP_ENV: &str = "WASM_SCHEDULER_PERFMAP";
 
-/// The process-wide engine: component model, epoch interruption, optimized Cranelift code,
-/// parallel compilation. Created on first use together with its epoch ticker thread.
+/// Which compiler made a module's machine code.
+///
+/// A module that no cache knows first runs as [`Tier::Baseline`] code (Winch, wasmtime's
+/// single-pass compiler: milliseconds for a large component, slower code), while Cranelift
+/// compiles the [`Tier::Optimized`] code in the background; the plugin is then swapped again.
+/// Only optimized code is cached on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Winch: fast to compile, slower to run.
+    Baseline,
+    /// Cranelift with optimizations.
+    Optimized,
+}
+
+impl Tier {
+    /// `baseline` or `optimized`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Baseline => "baseline",
+            Tier::Optimized => "optimized",
+        }
+    }
+}
+
+/// The process-wide engine of optimized code: component model, epoch interruption, optimized
+/// Cranelift code, parallel compilation. Created on first use together with its epoch ticker.
 pub fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
+    engine_for(Tier::Optimized)
+}
+
+/// The process-wide engine of a tier (each has its own epoch ticker thread). Modules, linkers
+/// and stores of one engine never mix with the other's.
+pub fn engine_for(tier: Tier) -> &'static Engine {
+    static OPTIMIZED: OnceLock<Engine> = OnceLock::new();
+    static BASELINE: OnceLock<Engine> = OnceLock::new();
+    let cell = match tier {
+        Tier::Optimized => &OPTIMIZED,
+        Tier::Baseline => &BASELINE,
+    };
+    cell.get_or_init(|| {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
-            .cranelift_opt_level(OptLevel::Speed)
             .parallel_compilation(true);
+        match tier {
+            Tier::Optimized => {
+                config.cranelift_opt_level(OptLevel::Speed);
+            }
+            Tier::Baseline => {
+                // Cranelift still compiles the trampolines of a Winch module (one per function
+                // that escapes, e.g. into Rust vtables: thousands in the DRA plugin); without
+                // its optimizer they cost a fraction.
+                config
+                    .strategy(wasmtime::Strategy::Winch)
+                    .cranelift_opt_level(OptLevel::None);
+            }
+        }
         if std::env::var_os(PERFMAP_ENV).is_some_and(|v| v == "1") {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&config).expect("the wasmtime configuration is valid");
         let ticker = engine.weak();
         std::thread::Builder::new()
-            .name("wasm-epoch".into())
+            .name(format!("wasm-epoch-{}", tier.as_str()))
             .spawn(move || {
                 while let Some(engine) = ticker.upgrade() {
                     engine.increment_epoch();
@@ -113,8 +161,11 @@ pub struct CacheStats {
     pub memory_hits: u64,
     /// Served from a verified disk entry (no compilation).
     pub disk_hits: u64,
-    /// Compiled.
+    /// Compiled to optimized code.
     pub misses: u64,
+    /// Compiled to baseline code (a module no cache knew, served until its optimized code is
+    /// ready).
+    pub baseline_compiles: u64,
     /// Disk entries rejected as corrupt or foreign (then recompiled and rewritten).
     pub corrupt: u64,
 }
@@ -162,28 +213,57 @@ impl CompileCache {
         *self.stats.lock()
     }
 
-    /// The compiled `bytes` (whose hex sha256 is `sha256`): from memory, from a verified disk
-    /// entry, or compiled now (and then stored in both).
-    ///
-    /// # Errors
-    /// The component does not compile.
-    pub fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
-        let key = format!("{sha256}-{}", &compatibility_hash()[..16]);
+    /// Whether memory or the disk holds optimized code for `sha256` (not verified or counted:
+    /// a corrupt entry is found out, and replaced, by [`CompileCache::compile`]).
+    pub fn contains(&self, sha256: &str) -> bool {
+        let key = key(sha256);
+        self.memory.lock().iter().any(|(k, _)| *k == key)
+            || self
+                .dir
+                .as_ref()
+                .is_some_and(|d| d.join(format!("{key}.cwasm")).is_file())
+    }
+
+    /// The optimized code of the component whose hex sha256 is `sha256`, if memory or a
+    /// verified disk entry has it (counted as a hit); none otherwise (not counted).
+    pub fn cached(&self, sha256: &str) -> Option<Component> {
+        let key = key(sha256);
         if let Some(c) = self.from_memory(&key) {
             self.stats.lock().memory_hits += 1;
             tracing::debug!(sha256, "compiled component from memory");
+            return Some(c);
+        }
+        let start = Instant::now();
+        let path = self.dir.as_ref()?.join(format!("{key}.cwasm"));
+        let c = self.from_disk(&path)?;
+        self.stats.lock().disk_hits += 1;
+        tracing::info!(sha256, took_ms = start.elapsed().as_millis() as u64, path = %path.display(), "compiled component from the disk cache");
+        self.remember(key, c.clone());
+        Some(c)
+    }
+
+    /// The compiled `bytes` (whose hex sha256 is `sha256`) at `tier`. Optimized code comes from
+    /// memory, from a verified disk entry, or is compiled now (and then stored in both).
+    /// Baseline code is compiled every time (it takes milliseconds) and never stored.
+    ///
+    /// # Errors
+    /// The component does not compile.
+    pub fn compile(&self, bytes: &[u8], sha256: &str, tier: Tier) -> wasmtime::Result<Component> {
+        if tier == Tier::Baseline {
+            let start = Instant::now();
+            let component = Component::new(engine_for(Tier::Baseline), bytes)?;
+            self.stats.lock().baseline_compiles += 1;
+            tracing::info!(
+                sha256,
+                took_ms = start.elapsed().as_millis() as u64,
+                "compiled Wasm component with the baseline compiler"
+            );
+            return Ok(component);
+        }
+        if let Some(c) = self.cached(sha256) {
             return Ok(c);
         }
         let start = Instant::now();
-        let path = self.dir.as_ref().map(|d| d.join(format!("{key}.cwasm")));
-        if let Some(path) = &path
-            && let Some(c) = self.from_disk(path)
-        {
-            self.stats.lock().disk_hits += 1;
-            tracing::info!(sha256, took_ms = start.elapsed().as_millis() as u64, path = %path.display(), "compiled component from the disk cache");
-            self.remember(key, c.clone());
-            return Ok(c);
-        }
         let component = Component::new(engine(), bytes)?;
         self.stats.lock().misses += 1;
         tracing::info!(
@@ -191,8 +271,9 @@ impl CompileCache {
             took_ms = start.elapsed().as_millis() as u64,
             "compiled Wasm component (cache miss)"
         );
-        if let Some(path) = &path {
-            store(path, &component);
+        let key = key(sha256);
+        if let Some(dir) = &self.dir {
+            store(&dir.join(format!("{key}.cwasm")), &component);
         }
         self.remember(key, component.clone());
         Ok(component)
@@ -243,6 +324,11 @@ impl CompileCache {
             Err(_) => reject("not loadable by this engine"),
         }
     }
+}
+
+/// The cache key of a component: its sha256 and the engine's [`compatibility_hash`].
+fn key(sha256: &str) -> String {
+    format!("{sha256}-{}", &compatibility_hash()[..16])
 }
 
 /// The artifact of a cache file if its header and checksum are right.
@@ -300,8 +386,8 @@ mod tests {
         let bytes = component();
         let sha = crate::wasm::sha256_hex(&bytes);
         let cold = CompileCache::new(Some(dir.path().to_path_buf()));
-        cold.compile(&bytes, &sha).unwrap();
-        cold.compile(&bytes, &sha).unwrap();
+        cold.compile(&bytes, &sha, Tier::Optimized).unwrap();
+        cold.compile(&bytes, &sha, Tier::Optimized).unwrap();
         assert_eq!(
             cold.stats(),
             CacheStats {
@@ -311,7 +397,7 @@ mod tests {
             }
         );
         let warm = CompileCache::new(Some(dir.path().to_path_buf()));
-        warm.compile(&bytes, &sha).unwrap();
+        warm.compile(&bytes, &sha, Tier::Optimized).unwrap();
         assert_eq!(
             warm.stats(),
             CacheStats {
@@ -327,7 +413,7 @@ mod tests {
         let bytes = component();
         let sha = crate::wasm::sha256_hex(&bytes);
         CompileCache::new(Some(dir.path().to_path_buf()))
-            .compile(&bytes, &sha)
+            .compile(&bytes, &sha, Tier::Optimized)
             .unwrap();
         let entry = std::fs::read_dir(dir.path())
             .unwrap()
@@ -344,7 +430,7 @@ mod tests {
         for bad in [flipped, foreign, b"short".to_vec()] {
             std::fs::write(&entry, &bad).unwrap();
             let cache = CompileCache::new(Some(dir.path().to_path_buf()));
-            cache.compile(&bytes, &sha).unwrap();
+            cache.compile(&bytes, &sha, Tier::Optimized).unwrap();
             assert_eq!(
                 cache.stats(),
                 CacheStats {
@@ -359,7 +445,7 @@ mod tests {
                 "rewritten with a valid checksum"
             );
             let next = CompileCache::new(Some(dir.path().to_path_buf()));
-            next.compile(&bytes, &sha).unwrap();
+            next.compile(&bytes, &sha, Tier::Optimized).unwrap();
             assert_eq!(next.stats().disk_hits, 1);
         }
     }
@@ -373,8 +459,8 @@ mod tests {
         assert_eq!(cache.dir(), None);
         let bytes = component();
         let sha = crate::wasm::sha256_hex(&bytes);
-        cache.compile(&bytes, &sha).unwrap();
-        cache.compile(&bytes, &sha).unwrap();
+        cache.compile(&bytes, &sha, Tier::Optimized).unwrap();
+        cache.compile(&bytes, &sha, Tier::Optimized).unwrap();
         assert_eq!(
             cache.stats(),
             CacheStats {

@@ -132,7 +132,7 @@ impl Instance {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let name = &*module.plugin;
         let mut store = Store::new(
-            engine::engine(),
+            engine::engine_for(module.tier),
             HostState::new(module.plugin.clone(), budget.memory, logs),
         );
         store.limiter(|s| &mut s.limits);

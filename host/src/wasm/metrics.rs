@@ -162,7 +162,7 @@ impl Collector for WasmCollector {
         let cache = self.plugins.cache_stats();
         let mut family = encoder.encode_descriptor(
             "scheduler_wasm_compile_cache",
-            "Compiled-component cache lookups by result (memory_hit, disk_hit, miss, corrupt).",
+            "Compiled-component cache lookups by result (memory_hit, disk_hit, miss, corrupt; baseline: compiled to baseline code, served until the optimized code is ready).",
             None,
             ConstCounter::<u64>::TYPE,
         )?;
@@ -171,6 +171,7 @@ impl Collector for WasmCollector {
             ("disk_hit", cache.disk_hits),
             ("miss", cache.misses),
             ("corrupt", cache.corrupt),
+            ("baseline", cache.baseline_compiles),
         ] {
             ConstCounter::new(n).encode(family.encode_family(&[("result", result)])?)?;
         }

@@ -9,8 +9,11 @@
 //! - [`NativeSdkPlugin`]: the same SDK plugin compiled into the host, for tests and to measure
 //!   the Wasm boundary.
 //!
-//! One wasmtime `Engine` serves the process ([`engine::engine`]). A module is compiled once
-//! (cached in memory and on disk, [`engine::CompileCache`]), its WIT version checked by name, and pre-instantiated. Every
+//! Two wasmtime engines serve the process, one per [`Tier`] ([`engine::engine_for`]). A module
+//! is compiled once to optimized code (cached in memory and on disk, [`engine::CompileCache`]);
+//! a module no cache knows serves Winch's baseline code within milliseconds while the optimized
+//! code compiles in the background. Its WIT version is checked by name, and it is
+//! pre-instantiated. Every
 //! instance has its own store with a memory cap, every call an epoch deadline. A trap, deadline
 //! or oversized output fails only the pod at hand with an `Error` status naming the plugin; the
 //! trapped instance is replaced by a fresh one fed the current state. Plugins get no
@@ -24,7 +27,7 @@
 //! let settings = Settings {
 //!     plugins: vec![PluginSource {
 //!         name: "NodeLabel".into(),
-//!         path: "target/wasm32-wasip2/release/node_label_plugin.wasm".into(),
+//!         path: "target/wasm32-wasip2/plugin/node_label_plugin.wasm".into(),
 //!         sha256: None,
 //!     }],
 //!     ..Settings::default()
@@ -53,6 +56,7 @@ pub mod sandbox;
 mod slot;
 
 pub use adapter::WasmPlugin;
+pub use engine::Tier;
 pub use error::WasmError;
 pub use instance::Budget;
 pub use metrics::{CallLatency, WasmCollector};

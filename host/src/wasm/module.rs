@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 
 use super::bindings::{self, PACKAGE, VERSION};
-use super::engine;
+use super::engine::{self, Tier};
 use super::error::{WasmError, chain};
 use super::sandbox::{self, HostState};
 
@@ -21,6 +21,8 @@ pub struct Module {
     pub path: PathBuf,
     /// Hex sha256 of the file's bytes.
     pub sha256: String,
+    /// Which compiler made its code (and so which engine runs it).
+    pub tier: Tier,
     pub(crate) pre: bindings::PluginPre<HostState>,
 }
 
@@ -30,6 +32,7 @@ impl std::fmt::Debug for Module {
             .field("plugin", &self.plugin)
             .field("path", &self.path)
             .field("sha256", &self.sha256)
+            .field("tier", &self.tier)
             .finish()
     }
 }
@@ -40,27 +43,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Module {
-    /// Reads `path` and loads it; see [`Module::from_bytes`].
-    ///
-    /// # Errors
-    /// [`WasmError::Read`], or any error of [`Module::from_bytes`].
-    pub fn load(
-        plugin: &str,
-        path: &Path,
-        pin: Option<&str>,
-        cache: &engine::CompileCache,
-        linker: &Linker<HostState>,
-    ) -> Result<Module, WasmError> {
-        let bytes = std::fs::read(path).map_err(|source| WasmError::Read {
-            plugin: plugin.to_string(),
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Module::from_bytes(plugin, path, &bytes, pin, cache, linker)
-    }
-
-    /// Checks the pinned hash, compiles (or takes the compiled copy from `cache`), checks
-    /// the WIT package version by name, and pre-instantiates with the sandbox linker.
+    /// Checks the pinned hash, compiles at `tier` (or takes the compiled copy from `cache`),
+    /// checks the WIT package version by name, and pre-instantiates with the sandbox linker,
+    /// which must belong to the tier's engine ([`engine::engine_for`]).
     ///
     /// # Errors
     /// [`WasmError::HashMismatch`], [`WasmError::WitVersion`], or [`WasmError::Step`] with
@@ -72,6 +57,7 @@ impl Module {
         pin: Option<&str>,
         cache: &engine::CompileCache,
         linker: &Linker<HostState>,
+        tier: Tier,
     ) -> Result<Module, WasmError> {
         let sha256 = sha256_hex(bytes);
         if let Some(expected) = pin
@@ -85,7 +71,7 @@ impl Module {
             });
         }
         let component = cache
-            .compile(bytes, &sha256)
+            .compile(bytes, &sha256, tier)
             .map_err(|e| WasmError::step(plugin, "compile", chain(&e)))?;
         check_wit_version(plugin, &component)?;
         let pre = sandbox::module_linker(linker, &component)
@@ -96,6 +82,7 @@ impl Module {
             plugin: plugin.into(),
             path: path.to_path_buf(),
             sha256,
+            tier,
             pre,
         })
     }
@@ -104,7 +91,7 @@ impl Module {
 /// Rejects, by name, a component whose `kube-scheduler:plugin` interfaces carry another version
 /// than the one this host serves, before any linking or guest code.
 fn check_wit_version(plugin: &str, component: &Component) -> Result<(), WasmError> {
-    let engine = engine::engine();
+    let engine = component.engine();
     let ty = component.component_type();
     let prefix = format!("{PACKAGE}/");
     let wrong = |direction: &'static str, name: &str| WasmError::WitVersion {

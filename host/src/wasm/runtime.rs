@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use wasmtime::component::Linker;
 
 use super::adapter::WasmPlugin;
-use super::engine::{CacheStats, CompileCache};
+use super::engine::{CacheStats, CompileCache, Tier};
 use super::error::{WasmError, chain};
 use super::instance::Budget;
 use super::module::{Module, sha256_hex};
@@ -53,6 +53,9 @@ pub struct Settings {
     /// ([`super::engine::default_cache_dir`]). Compiled components are also kept in memory.
     /// An unwritable directory leaves the cache memory-only.
     pub cache_dir: Option<PathBuf>,
+    /// Serve a module no cache knows as baseline code at once and swap in its optimized code
+    /// when the background compile is done ([`Tier`]). Off: compile optimized code first.
+    pub tiering: bool,
 }
 
 impl Default for Settings {
@@ -62,6 +65,7 @@ impl Default for Settings {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             memory_limit_bytes: DEFAULT_MEMORY_LIMIT,
             cache_dir: None,
+            tiering: true,
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct PluginStatus {
     pub path: PathBuf,
     /// sha256 of the serving module.
     pub sha256: String,
+    /// Which compiler made the serving code.
+    pub tier: Tier,
     /// Calls that trapped, hit the deadline or the memory cap.
     pub traps: u64,
     /// Calls stopped by the call deadline (counted in `traps` too).
@@ -127,10 +133,16 @@ struct Entry {
 }
 
 struct Inner {
+    /// The linker of the optimized engine.
     linker: Linker<HostState>,
+    /// The linker of the baseline engine; none when tiering is off or unavailable.
+    baseline: Option<Linker<HostState>>,
     budget: Budget,
     cache: CompileCache,
     entries: BTreeMap<String, Arc<Entry>>,
+    /// Background compiles of optimized code still running, and their wake-up.
+    optimizing: Mutex<usize>,
+    optimized: parking_lot::Condvar,
 }
 
 /// The configured Wasm plugins. Cheap to clone; all clones share the plugins.
@@ -152,24 +164,46 @@ impl WasmPlugins {
     /// # Errors
     /// The first module that fails to load, naming the plugin and the step.
     pub fn load(settings: &Settings) -> Result<WasmPlugins, WasmError> {
-        let linker = sandbox::base_linker().map_err(|e| WasmError::step("*", "link", chain(&e)))?;
+        let link_error = |e: wasmtime::Error| WasmError::step("*", "link", chain(&e));
+        let linker = sandbox::base_linker(super::engine::engine()).map_err(link_error)?;
+        let baseline = settings
+            .tiering
+            .then(|| sandbox::base_linker(super::engine::engine_for(Tier::Baseline)))
+            .transpose()
+            .map_err(link_error)?;
         let cache = CompileCache::new(
             settings
                 .cache_dir
                 .clone()
                 .or_else(super::engine::default_cache_dir),
         );
-        let mut entries = BTreeMap::new();
+        let budget = Budget {
+            call: settings.call_timeout,
+            setup: SETUP_TIMEOUT.max(settings.call_timeout),
+            memory: settings.memory_limit_bytes,
+        };
+        let mut inner = Inner {
+            linker,
+            baseline,
+            budget,
+            cache,
+            entries: BTreeMap::new(),
+            optimizing: Mutex::new(0),
+            optimized: parking_lot::Condvar::new(),
+        };
+        let mut baseline_modules = Vec::new();
         for source in &settings.plugins {
             let start = std::time::Instant::now();
-            let module = Module::load(
-                &source.name,
-                &source.path,
-                source.sha256.as_deref(),
-                &cache,
-                &linker,
-            )?;
-            tracing::info!(plugin = %source.name, path = %source.path.display(), sha256 = %module.sha256, took_ms = start.elapsed().as_millis() as u64, "loaded Wasm plugin");
+            let bytes = std::fs::read(&source.path).map_err(|e| WasmError::Read {
+                plugin: source.name.clone(),
+                path: source.path.clone(),
+                source: e,
+            })?;
+            let module = inner.build(source, &bytes)?;
+            tracing::info!(plugin = %source.name, path = %source.path.display(), sha256 = %module.sha256, tier = module.tier.as_str(), took_ms = start.elapsed().as_millis() as u64, "loaded Wasm plugin");
+            if module.tier == Tier::Baseline {
+                baseline_modules.push((source.name.clone(), bytes));
+            }
             let entry = Entry {
                 source: source.clone(),
                 module: ArcSwap::from_pointee(module),
@@ -177,21 +211,84 @@ impl WasmPlugins {
                 stats: Arc::default(),
                 reload: Mutex::new(()),
             };
-            entries.insert(source.name.clone(), Arc::new(entry));
+            inner.entries.insert(source.name.clone(), Arc::new(entry));
         }
-        let budget = Budget {
-            call: settings.call_timeout,
-            setup: SETUP_TIMEOUT.max(settings.call_timeout),
-            memory: settings.memory_limit_bytes,
+        let plugins = WasmPlugins {
+            inner: Arc::new(inner),
         };
-        Ok(WasmPlugins {
-            inner: Arc::new(Inner {
-                linker,
-                budget,
-                cache,
-                entries,
-            }),
-        })
+        for (name, bytes) in baseline_modules {
+            plugins.optimize_later(&name, bytes);
+        }
+        Ok(plugins)
+    }
+
+    /// Compiles the optimized code of a plugin that serves baseline code, on a background
+    /// thread, then swaps every instance to it (same path as a reload) unless the plugin was
+    /// reloaded meanwhile. A failure leaves the baseline code serving and is logged.
+    fn optimize_later(&self, name: &str, bytes: Vec<u8>) {
+        *self.inner.optimizing.lock() += 1;
+        let this = self.clone();
+        let plugin = name.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("wasm-optimize".into())
+            .spawn(move || {
+                this.optimize(&plugin, &bytes);
+                let mut n = this.inner.optimizing.lock();
+                *n -= 1;
+                this.inner.optimized.notify_all();
+            });
+        if let Err(e) = spawned {
+            tracing::error!(plugin = name, error = %e, "cannot start the optimizing compile; baseline code keeps serving");
+            *self.inner.optimizing.lock() -= 1;
+        }
+    }
+
+    fn optimize(&self, name: &str, bytes: &[u8]) {
+        let Ok(entry) = self.entry(name) else { return };
+        let src = &entry.source;
+        let start = std::time::Instant::now();
+        let module = match Module::from_bytes(
+            &src.name,
+            &src.path,
+            bytes,
+            src.sha256.as_deref(),
+            &self.inner.cache,
+            &self.inner.linker,
+            Tier::Optimized,
+        ) {
+            Ok(m) => Arc::new(m),
+            Err(e) => {
+                tracing::error!(plugin = name, error = %e, "optimizing compile failed; baseline code keeps serving");
+                return;
+            }
+        };
+        let _one_at_a_time = entry.reload.lock();
+        let current = entry.module.load();
+        if current.sha256 != module.sha256 || current.tier == Tier::Optimized {
+            return; // reloaded meanwhile: that reload owns the plugin now
+        }
+        match swap_slots(&entry, &module) {
+            Ok(instances) => {
+                entry.module.store(module);
+                tracing::info!(plugin = name, instances = instances.len(), took_ms = start.elapsed().as_millis() as u64, "optimized code serving");
+            }
+            Err(e) => {
+                tracing::error!(plugin = name, step = e.step_name(), error = %e, "could not swap in the optimized code; baseline code keeps serving");
+            }
+        }
+    }
+
+    /// Waits until no optimizing compile runs (every plugin serves optimized code, or its
+    /// optimization failed), at most `timeout`; whether that happened.
+    pub fn wait_optimized(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut n = self.inner.optimizing.lock();
+        while *n > 0 {
+            if self.inner.optimized.wait_until(&mut n, deadline).timed_out() {
+                return *n == 0;
+            }
+        }
+        true
     }
 
     /// Lookups of the compiled-component cache so far (memory and disk hits, compilations,
@@ -230,6 +327,9 @@ impl WasmPlugins {
         state: Arc<dyn StateReplay>,
     ) -> Result<WasmPlugin, WasmError> {
         let entry = self.entry(name)?;
+        // A swap in progress (reload, optimized code) collects the slots under this lock: the
+        // new slot is either among them or created from the module they swap to.
+        let _no_swap = entry.reload.lock();
         let module = entry.module.load_full();
         let cfg = SlotConfig {
             name: entry.source.name.as_str().into(),
@@ -325,34 +425,16 @@ impl WasmPlugins {
         if outcome.sha256 == old.sha256 {
             return Ok(outcome);
         }
-        let module = Arc::new(Module::from_bytes(
-            &src.name,
-            &src.path,
-            &bytes,
-            src.sha256.as_deref(),
-            &self.inner.cache,
-            &self.inner.linker,
-        )?);
-        let slots: Vec<Arc<Slot>> = entry
-            .slots
-            .lock()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        // Prepare every instance first, so either all of them switch or none does.
-        let prepared = slots
-            .iter()
-            .map(|s| s.prepare(&module))
-            .collect::<Result<Vec<_>, _>>()?;
-        if let Some(p) = prepared.first() {
-            outcome.version = p.metadata().version.clone();
-        }
-        for p in prepared {
-            p.commit()?;
-            outcome.instances += 1;
-        }
+        let module = Arc::new(self.inner.build(src, &bytes)?);
+        let instances = swap_slots(entry, &module)?;
+        outcome.instances = instances.len();
+        outcome.version = instances.first().cloned().unwrap_or_default();
+        let tier = module.tier;
         entry.module.store(module);
         outcome.swapped = true;
+        if tier == Tier::Baseline {
+            self.optimize_later(&src.name, bytes);
+        }
         Ok(outcome)
     }
 
@@ -375,6 +457,7 @@ impl WasmPlugins {
             name: name.to_string(),
             path: e.source.path.clone(),
             sha256: e.module.load().sha256.clone(),
+            tier: e.module.load().tier,
             traps: s.traps.load(Ordering::Relaxed),
             deadline_hits: s.deadline_hits.load(Ordering::Relaxed),
             consecutive_traps: s.consecutive_traps.load(Ordering::Relaxed),
@@ -435,6 +518,7 @@ impl Settings {
             call_timeout: Duration::from_millis(config.call_timeout_ms),
             memory_limit_bytes: usize::try_from(config.memory_limit_bytes).unwrap_or(usize::MAX),
             cache_dir: config.cache_dir.clone(),
+            tiering: true,
         }
     }
 }
@@ -451,4 +535,68 @@ pub fn register_plugins(
     let plugins = WasmPlugins::load(&Settings::from_config(config))?;
     plugins.register_all(registry);
     Ok(plugins)
+}
+
+impl Inner {
+    /// A module of `bytes` for `source`: optimized code if a cache has it or tiering is off,
+    /// else baseline code (falling back to optimized code if the baseline compiler refuses it).
+    fn build(&self, source: &PluginSource, bytes: &[u8]) -> Result<Module, WasmError> {
+        let optimized = |linker| {
+            Module::from_bytes(
+                &source.name,
+                &source.path,
+                bytes,
+                source.sha256.as_deref(),
+                &self.cache,
+                linker,
+                Tier::Optimized,
+            )
+        };
+        let Some(baseline) = &self.baseline else {
+            return optimized(&self.linker);
+        };
+        if self.cache.contains(&sha256_hex(bytes)) {
+            return optimized(&self.linker);
+        }
+        match Module::from_bytes(
+            &source.name,
+            &source.path,
+            bytes,
+            source.sha256.as_deref(),
+            &self.cache,
+            baseline,
+            Tier::Baseline,
+        ) {
+            Err(WasmError::Step {
+                step: "compile",
+                message,
+                ..
+            }) => {
+                tracing::warn!(plugin = %source.name, error = %message, "the baseline compiler refused the module; compiling optimized code first");
+                optimized(&self.linker)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Starts a replacement of every live slot of `entry` from `module`, then swaps them all, so
+/// either all switch or none does; the versions the new instances report.
+fn swap_slots(entry: &Entry, module: &Arc<Module>) -> Result<Vec<String>, WasmError> {
+    let slots: Vec<Arc<Slot>> = entry
+        .slots
+        .lock()
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let prepared = slots
+        .iter()
+        .map(|s| s.prepare(module))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut versions = Vec::new();
+    for p in prepared {
+        versions.push(p.metadata().version.clone());
+        p.commit()?;
+    }
+    Ok(versions)
 }

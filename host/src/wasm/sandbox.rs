@@ -206,10 +206,10 @@ impl bindings::kube_scheduler::plugin::host::Host for HostState {
     }
 }
 
-/// The linker shared by all modules: the `host` interface and the harmless WASI functions.
-/// Per module, [`module_linker`] adds trapping stubs for whatever else it imports.
-pub fn base_linker() -> wasmtime::Result<Linker<HostState>> {
-    let mut linker = Linker::new(super::engine::engine());
+/// The linker shared by all modules of one engine: the `host` interface and the harmless WASI
+/// functions. Per module, [`module_linker`] adds trapping stubs for whatever else it imports.
+pub fn base_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
     bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
     let mut env = linker.instance("wasi:cli/environment@0.2.6")?;

@@ -464,6 +464,18 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_and_durations_are_left_out_and_fail_as_an_error() {
+        // Built without cel's `chrono` feature (see the workspace Cargo.toml): an error, so the
+        // device does not match, never a silent true.
+        for expr in [
+            r#"timestamp("2026-01-01T00:00:00Z") < timestamp("2027-01-01T00:00:00Z")"#,
+            r#"duration("1h") > duration("1m")"#,
+        ] {
+            assert!(check(expr).is_err(), "{expr}: {:?}", check(expr));
+        }
+    }
+
+    #[test]
     fn works_for_driver_and_typed_attributes() {
         assert_eq!(check(r#"device.driver == "gpu.example.com""#), Ok(true));
         assert_eq!(

@@ -698,6 +698,15 @@ impl Plugin for DraPlugin {
         }
     }
 
+    /// Called once the state is replayed, before the instance serves: builds the inventory and
+    /// the device ranks now, off the scheduling path, so a new instance's first cycle (after a
+    /// start, a hot swap or a respawn) is as fast as the next ones.
+    fn health(&mut self) -> Status {
+        self.refresh();
+        self.refresh_placement();
+        Status::success()
+    }
+
     fn on_event(&mut self, event: &ObjectEvent) {
         // An object that does not parse is skipped, as an informer would.
         match self.state.apply(event) {
