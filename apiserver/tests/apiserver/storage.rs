@@ -62,12 +62,12 @@ async fn volumes_claims_and_classes_get_the_v1_defaults() {
         .create(&PostParams::default(), &pvc("data", json!({"resources": {"requests": {"storage": "5120Mi"}}})))
         .await
         .unwrap();
+    assert_eq!(phase_of_pvc(&c), "Pending");
     assert_eq!(c.spec.as_ref().unwrap().volume_mode.as_deref(), Some("Filesystem"));
     assert_eq!(
         c.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
         "5Gi"
     );
-    assert_eq!(phase_of_pvc(&c), "Pending");
 
     let classes: Api<StorageClass> = Api::all(client);
     let sc: StorageClass = serde_json::from_value(json!({
@@ -297,12 +297,12 @@ async fn kubectl_tables_show_the_binding() {
         ["Name", "Capacity", "Access Modes", "Reclaim Policy", "Status", "Claim", "StorageClass",
          "VolumeAttributesClass", "Reason", "Age", "VolumeMode"]
     );
-    let cells = &t["rows"][0]["cells"];
+    let cells = t["rows"][0]["cells"].as_array().unwrap();
     assert_eq!(cells[..6], json!(["pv-1", "10Gi", "RWO", "Retain", "Bound", "default/data"]).as_array().unwrap()[..]);
     let t: Value = client
         .request(table("/api/v1/namespaces/default/persistentvolumeclaims"))
         .await
         .unwrap();
-    let cells = &t["rows"][0]["cells"];
+    let cells = t["rows"][0]["cells"].as_array().unwrap();
     assert_eq!(cells[..6], json!(["data", "Bound", "pv-1", "10Gi", "RWO", "local"]).as_array().unwrap()[..]);
 }
