@@ -52,8 +52,9 @@ fn failure(p: &Pod) -> Option<String> {
 }
 
 fn failed_with(pods: &[Pod], name: &str, text: &str) -> bool {
-    pods.iter()
-        .any(|p| p.metadata.name.as_deref() == Some(name) && failure(p).is_some_and(|m| m.contains(text)))
+    pods.iter().any(|p| {
+        p.metadata.name.as_deref() == Some(name) && failure(p).is_some_and(|m| m.contains(text))
+    })
 }
 
 const LOCAL_WFFC: &str = "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: local}\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: WaitForFirstConsumer\n---\n";
@@ -72,7 +73,9 @@ async fn a_pod_goes_to_the_zone_of_its_bound_volume() {
         )
         .await;
     cluster.apply(&pod_using("db", "data")).await;
-    let pods = cluster.wait_for_pods(|pods| pods.iter().any(is_bound)).await;
+    let pods = cluster
+        .wait_for_pods(|pods| pods.iter().any(is_bound))
+        .await;
     assert_eq!(node_of(named(&pods, "db")), Some("a1"));
 }
 
@@ -93,7 +96,8 @@ async fn no_node_in_the_volumes_zone_reads_as_a_node_affinity_conflict() {
         .await;
     let message = failure(named(&pods, "db")).unwrap();
     assert!(
-        message.starts_with("0/2 nodes are available: 2 node(s) had volume node affinity conflict."),
+        message
+            .starts_with("0/2 nodes are available: 2 node(s) had volume node affinity conflict."),
         "{message}"
     );
 }
@@ -134,10 +138,17 @@ async fn a_pod_with_an_unbound_claim_waits_with_a_reason_and_binds_once_the_clai
     let pods = cluster
         .wait_for_pods(|pods| {
             failed_with(pods, "db", "WaitForFirstConsumer")
-                && failed_with(pods, "tail", "pod has unbound immediate PersistentVolumeClaims")
+                && failed_with(
+                    pods,
+                    "tail",
+                    "pod has unbound immediate PersistentVolumeClaims",
+                )
         })
         .await;
-    assert!(!pods.iter().any(is_bound), "nothing is bound with an unbound claim");
+    assert!(
+        !pods.iter().any(is_bound),
+        "nothing is bound with an unbound claim"
+    );
     assert!(
         failure(named(&pods, "db"))
             .unwrap()

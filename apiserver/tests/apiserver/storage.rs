@@ -33,11 +33,17 @@ fn pvc(name: &str, extra: Value) -> PersistentVolumeClaim {
 }
 
 fn phase_of_pv(pv: &PersistentVolume) -> &str {
-    pv.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default()
+    pv.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
 }
 
 fn phase_of_pvc(pvc: &PersistentVolumeClaim) -> &str {
-    pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default()
+    pvc.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -49,7 +55,10 @@ async fn volumes_claims_and_classes_get_the_v1_defaults() {
         .await
         .unwrap();
     let spec = created.spec.as_ref().unwrap();
-    assert_eq!(spec.persistent_volume_reclaim_policy.as_deref(), Some("Retain"));
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Retain")
+    );
     assert_eq!(spec.volume_mode.as_deref(), Some("Filesystem"));
     // Created Pending (the create's answer), then made Available by the PV controller.
     assert_eq!(phase_of_pv(&created), "Pending");
@@ -59,11 +68,20 @@ async fn volumes_claims_and_classes_get_the_v1_defaults() {
 
     let pvcs: Api<PersistentVolumeClaim> = Api::default_namespaced(client.clone());
     let c = pvcs
-        .create(&PostParams::default(), &pvc("data", json!({"resources": {"requests": {"storage": "5120Mi"}}})))
+        .create(
+            &PostParams::default(),
+            &pvc(
+                "data",
+                json!({"resources": {"requests": {"storage": "5120Mi"}}}),
+            ),
+        )
         .await
         .unwrap();
     assert_eq!(phase_of_pvc(&c), "Pending");
-    assert_eq!(c.spec.as_ref().unwrap().volume_mode.as_deref(), Some("Filesystem"));
+    assert_eq!(
+        c.spec.as_ref().unwrap().volume_mode.as_deref(),
+        Some("Filesystem")
+    );
     assert_eq!(
         c.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
         "5Gi"
@@ -87,7 +105,10 @@ async fn a_claim_naming_a_volume_binds_both_as_the_pv_controller_does() {
     let pvcs: Api<PersistentVolumeClaim> = Api::default_namespaced(client);
     // The claim first: it stays Pending until its volume exists.
     let c = pvcs
-        .create(&PostParams::default(), &pvc("data", json!({"volumeName": "pv-1"})))
+        .create(
+            &PostParams::default(),
+            &pvc("data", json!({"volumeName": "pv-1"})),
+        )
         .await
         .unwrap();
     assert_eq!(phase_of_pvc(&pvcs.get("data").await.unwrap()), "Pending");
@@ -130,7 +151,10 @@ async fn a_volume_pre_bound_by_claim_ref_binds_its_claim_and_a_mismatch_does_not
         .await
         .unwrap();
     let c = pvcs.get("data").await.unwrap();
-    assert_eq!(c.spec.as_ref().unwrap().volume_name.as_deref(), Some("pv-1"));
+    assert_eq!(
+        c.spec.as_ref().unwrap().volume_name.as_deref(),
+        Some("pv-1")
+    );
     assert_eq!(
         c.metadata.annotations.as_ref().unwrap()["pv.kubernetes.io/bound-by-controller"],
         "yes"
@@ -140,7 +164,10 @@ async fn a_volume_pre_bound_by_claim_ref_binds_its_claim_and_a_mismatch_does_not
     // A claim asking for more than the volume has stays Pending.
     pvcs.create(
         &PostParams::default(),
-        &pvc("big", json!({"volumeName": "pv-2", "resources": {"requests": {"storage": "1Ti"}}})),
+        &pvc(
+            "big",
+            json!({"volumeName": "pv-2", "resources": {"requests": {"storage": "1Ti"}}}),
+        ),
     )
     .await
     .unwrap();
@@ -164,15 +191,27 @@ async fn a_claim_without_a_class_gets_the_default_class() {
     classes.create(&PostParams::default(), &sc).await.unwrap();
     let pvcs: Api<PersistentVolumeClaim> = Api::default_namespaced(client);
     let mut body = serde_json::to_value(pvc("data", json!({}))).unwrap();
-    body["spec"].as_object_mut().unwrap().remove("storageClassName");
+    body["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("storageClassName");
     let c = pvcs
-        .create(&PostParams::default(), &serde_json::from_value(body).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(body).unwrap(),
+        )
         .await
         .unwrap();
-    assert_eq!(c.spec.unwrap().storage_class_name.as_deref(), Some("standard"));
+    assert_eq!(
+        c.spec.unwrap().storage_class_name.as_deref(),
+        Some("standard")
+    );
     // An explicit empty class means "no class" and is kept.
     let c = pvcs
-        .create(&PostParams::default(), &pvc("raw", json!({"storageClassName": ""})))
+        .create(
+            &PostParams::default(),
+            &pvc("raw", json!({"storageClassName": ""})),
+        )
         .await
         .unwrap();
     assert_eq!(c.spec.unwrap().storage_class_name.as_deref(), Some(""));
@@ -262,7 +301,10 @@ async fn discovery_lists_the_storage_kinds_with_the_reference_hashes() {
     assert_eq!(pvcs["storageVersionHash"], "QWTyNDq0dC4=");
     find(&core, "persistentvolumeclaims/status");
     find(&core, "persistentvolumes/status");
-    let storage: Value = client.request(get("/apis/storage.k8s.io/v1")).await.unwrap();
+    let storage: Value = client
+        .request(get("/apis/storage.k8s.io/v1"))
+        .await
+        .unwrap();
     let sc = find(&storage, "storageclasses");
     assert_eq!(sc["shortNames"], json!(["sc"]));
     assert_eq!(sc["storageVersionHash"], "K+m6uJwbjGY=");
@@ -273,9 +315,12 @@ async fn kubectl_tables_show_the_binding() {
     let (_s, client) = setup();
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
     let pvcs: Api<PersistentVolumeClaim> = Api::default_namespaced(client.clone());
-    pvcs.create(&PostParams::default(), &pvc("data", json!({"volumeName": "pv-1"})))
-        .await
-        .unwrap();
+    pvcs.create(
+        &PostParams::default(),
+        &pvc("data", json!({"volumeName": "pv-1"})),
+    )
+    .await
+    .unwrap();
     pvs.create(&PostParams::default(), &pv("pv-1", json!({})))
         .await
         .unwrap();
@@ -285,7 +330,10 @@ async fn kubectl_tables_show_the_binding() {
             .body(Vec::new())
             .unwrap()
     };
-    let t: Value = client.request(table("/api/v1/persistentvolumes")).await.unwrap();
+    let t: Value = client
+        .request(table("/api/v1/persistentvolumes"))
+        .await
+        .unwrap();
     let names: Vec<&str> = t["columnDefinitions"]
         .as_array()
         .unwrap()
@@ -294,15 +342,36 @@ async fn kubectl_tables_show_the_binding() {
         .collect();
     assert_eq!(
         names,
-        ["Name", "Capacity", "Access Modes", "Reclaim Policy", "Status", "Claim", "StorageClass",
-         "VolumeAttributesClass", "Reason", "Age", "VolumeMode"]
+        [
+            "Name",
+            "Capacity",
+            "Access Modes",
+            "Reclaim Policy",
+            "Status",
+            "Claim",
+            "StorageClass",
+            "VolumeAttributesClass",
+            "Reason",
+            "Age",
+            "VolumeMode"
+        ]
     );
     let cells = t["rows"][0]["cells"].as_array().unwrap();
-    assert_eq!(cells[..6], json!(["pv-1", "10Gi", "RWO", "Retain", "Bound", "default/data"]).as_array().unwrap()[..]);
+    assert_eq!(
+        cells[..6],
+        json!(["pv-1", "10Gi", "RWO", "Retain", "Bound", "default/data"])
+            .as_array()
+            .unwrap()[..]
+    );
     let t: Value = client
         .request(table("/api/v1/namespaces/default/persistentvolumeclaims"))
         .await
         .unwrap();
     let cells = t["rows"][0]["cells"].as_array().unwrap();
-    assert_eq!(cells[..6], json!(["data", "Bound", "pv-1", "10Gi", "RWO", "local"]).as_array().unwrap()[..]);
+    assert_eq!(
+        cells[..6],
+        json!(["data", "Bound", "pv-1", "10Gi", "RWO", "local"])
+            .as_array()
+            .unwrap()[..]
+    );
 }

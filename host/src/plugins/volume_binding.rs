@@ -87,9 +87,7 @@ impl Claim {
     fn from(pvc: &PersistentVolumeClaim) -> Self {
         let spec = pvc.spec.as_ref();
         let annotations = pvc.metadata.annotations.as_ref();
-        let volume_name = spec
-            .and_then(|s| s.volume_name.clone())
-            .unwrap_or_default();
+        let volume_name = spec.and_then(|s| s.volume_name.clone()).unwrap_or_default();
         // Upstream `GetPersistentVolumeClaimClass`: the field, else the beta annotation.
         let class = match spec.and_then(|s| s.storage_class_name.clone()) {
             Some(c) => c,
@@ -235,7 +233,9 @@ impl VolumeBinding {
         for (name, ephemeral) in &claims {
             let Some(claim) = state.claims.get(&format!("{namespace}/{name}")) else {
                 return Err(if *ephemeral {
-                    format!("waiting for ephemeral volume controller to create the persistentvolumeclaim \"{name}\"")
+                    format!(
+                        "waiting for ephemeral volume controller to create the persistentvolumeclaim \"{name}\""
+                    )
                 } else {
                     format!("persistentvolumeclaim \"{name}\" not found")
                 });
@@ -413,7 +413,12 @@ impl Plugin for VolumeBinding {
     }
 
     /// Upstream scores only with `StorageCapacityScoring` (off by default).
-    fn pre_score(&self, _state: &mut CycleState, _pod: &PodInfo, _nodes: &[Arc<NodeInfo>]) -> Status {
+    fn pre_score(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _nodes: &[Arc<NodeInfo>],
+    ) -> Status {
         Status::skip()
     }
 }
@@ -445,7 +450,11 @@ mod tests {
     const BOUND_CLAIM: &str = "metadata: {name: data, namespace: d, annotations: {pv.kubernetes.io/bind-completed: 'yes'}}\nspec: {volumeName: pv-a}";
     const POD: &str = "metadata: {name: p, namespace: d, uid: u1}\nspec: {containers: [{name: c}], volumes: [{name: v, persistentVolumeClaim: {claimName: data}}]}";
 
-    fn run(p: &VolumeBinding, pod_yaml: &str, nodes: &[Arc<NodeInfo>]) -> Result<Vec<Status>, Status> {
+    fn run(
+        p: &VolumeBinding,
+        pod_yaml: &str,
+        nodes: &[Arc<NodeInfo>],
+    ) -> Result<Vec<Status>, Status> {
         let mut state = CycleState::default();
         let pi = pod(pod_yaml);
         let pre = p.pre_filter(&mut state, &pi, &Snapshot::default());
@@ -459,9 +468,13 @@ mod tests {
     fn skips_pods_without_claims() {
         let p = plugin_with(&[]);
         let mut state = CycleState::default();
-        let pi = pod("metadata: {name: p, namespace: d}\nspec: {containers: [{name: c}], volumes: [{name: v, emptyDir: {}}]}");
+        let pi = pod(
+            "metadata: {name: p, namespace: d}\nspec: {containers: [{name: c}], volumes: [{name: v, emptyDir: {}}]}",
+        );
         assert_eq!(
-            p.pre_filter(&mut state, &pi, &Snapshot::default()).status.code,
+            p.pre_filter(&mut state, &pi, &Snapshot::default())
+                .status
+                .code,
             Code::Skip
         );
     }
@@ -483,7 +496,10 @@ mod tests {
     #[test]
     fn a_volume_without_node_affinity_admits_every_node() {
         let p = plugin_with(&[
-            (VolumeBinding::volume_kind(), "metadata: {name: pv-a}\nspec: {}"),
+            (
+                VolumeBinding::volume_kind(),
+                "metadata: {name: pv-a}\nspec: {}",
+            ),
             (VolumeBinding::claim_kind(), BOUND_CLAIM),
         ]);
         let s = run(&p, POD, &[node("metadata: {name: n1}")]).unwrap();
@@ -514,19 +530,43 @@ mod tests {
     #[test]
     fn unbound_claims_get_a_reason_by_binding_mode() {
         let p = plugin_with(&[
-            (VolumeBinding::class_kind(), "metadata: {name: late}\nprovisioner: x\nvolumeBindingMode: WaitForFirstConsumer"),
-            (VolumeBinding::claim_kind(), "metadata: {name: data, namespace: d}\nspec: {storageClassName: late}"),
+            (
+                VolumeBinding::class_kind(),
+                "metadata: {name: late}\nprovisioner: x\nvolumeBindingMode: WaitForFirstConsumer",
+            ),
+            (
+                VolumeBinding::claim_kind(),
+                "metadata: {name: data, namespace: d}\nspec: {storageClassName: late}",
+            ),
         ]);
-        assert_eq!(run(&p, POD, &[]).unwrap_err().reasons, [ERR_REASON_UNBOUND_DELAYED]);
+        assert_eq!(
+            run(&p, POD, &[]).unwrap_err().reasons,
+            [ERR_REASON_UNBOUND_DELAYED]
+        );
         // A claim naming a volume the controller has not bound yet counts as immediate.
         let p = plugin_with(&[
-            (VolumeBinding::class_kind(), "metadata: {name: late}\nprovisioner: x\nvolumeBindingMode: WaitForFirstConsumer"),
-            (VolumeBinding::claim_kind(), "metadata: {name: data, namespace: d}\nspec: {storageClassName: late, volumeName: pv-a}"),
+            (
+                VolumeBinding::class_kind(),
+                "metadata: {name: late}\nprovisioner: x\nvolumeBindingMode: WaitForFirstConsumer",
+            ),
+            (
+                VolumeBinding::claim_kind(),
+                "metadata: {name: data, namespace: d}\nspec: {storageClassName: late, volumeName: pv-a}",
+            ),
         ]);
-        assert_eq!(run(&p, POD, &[]).unwrap_err().reasons, [ERR_REASON_UNBOUND_IMMEDIATE]);
+        assert_eq!(
+            run(&p, POD, &[]).unwrap_err().reasons,
+            [ERR_REASON_UNBOUND_IMMEDIATE]
+        );
         // No class (or an unknown one) binds immediately.
-        let p = plugin_with(&[(VolumeBinding::claim_kind(), "metadata: {name: data, namespace: d}\nspec: {}")]);
-        assert_eq!(run(&p, POD, &[]).unwrap_err().reasons, [ERR_REASON_UNBOUND_IMMEDIATE]);
+        let p = plugin_with(&[(
+            VolumeBinding::claim_kind(),
+            "metadata: {name: data, namespace: d}\nspec: {}",
+        )]);
+        assert_eq!(
+            run(&p, POD, &[]).unwrap_err().reasons,
+            [ERR_REASON_UNBOUND_IMMEDIATE]
+        );
     }
 
     #[test]
@@ -535,7 +575,9 @@ mod tests {
         let p = plugin_with(&[]);
         assert_eq!(
             run(&p, eph, &[]).unwrap_err().reasons,
-            ["waiting for ephemeral volume controller to create the persistentvolumeclaim \"p-scratch\""]
+            [
+                "waiting for ephemeral volume controller to create the persistentvolumeclaim \"p-scratch\""
+            ]
         );
         let p = plugin_with(&[(
             VolumeBinding::claim_kind(),
@@ -566,7 +608,10 @@ mod tests {
     fn errors_on_a_negative_bind_timeout_or_a_shape() {
         assert!(VolumeBinding::new(&serde_json::json!({"bindTimeoutSeconds": 600})).is_ok());
         let e = VolumeBinding::new(&serde_json::json!({"bindTimeoutSeconds": -1})).unwrap_err();
-        assert!(e.to_string().contains("should not be a negative value"), "{e}");
+        assert!(
+            e.to_string().contains("should not be a negative value"),
+            "{e}"
+        );
         assert!(VolumeBinding::new(&serde_json::json!({"shape": []})).is_err());
     }
 }
