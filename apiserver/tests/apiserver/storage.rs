@@ -375,3 +375,42 @@ async fn kubectl_tables_show_the_binding() {
             .unwrap()[..]
     );
 }
+
+#[tokio::test]
+async fn claim_status_is_written_through_status_only_and_a_deleted_volume_leaves_its_claim_lost() {
+    let (_s, client) = setup();
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pvcs: Api<PersistentVolumeClaim> = Api::default_namespaced(client);
+    pvcs.create(
+        &PostParams::default(),
+        &pvc("data", json!({"volumeName": "pv-1"})),
+    )
+    .await
+    .unwrap();
+    // The main resource ignores status; `/status` writes it.
+    let c = pvcs
+        .patch(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(phase_of_pvc(&c), "Pending");
+    let c = pvcs
+        .patch_status(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Lost"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(phase_of_pvc(&c), "Lost");
+
+    pvs.create(&PostParams::default(), &pv("pv-1", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(phase_of_pvc(&pvcs.get("data").await.unwrap()), "Bound");
+    pvs.delete("pv-1", &DeleteParams::default()).await.unwrap();
+    assert_eq!(phase_of_pvc(&pvcs.get("data").await.unwrap()), "Lost");
+}
