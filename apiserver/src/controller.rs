@@ -78,6 +78,9 @@ pub(crate) fn after_write(
                 finish_deleted_claim(reg, claim);
             }
         }
+        Kind::PersistentVolume | Kind::PersistentVolumeClaim => {
+            crate::volumes::after_write(reg, kind, old, new)
+        }
         Kind::ResourceClaimTemplate => {
             if let (None, Some(t)) = (old, new) {
                 // Pods created before their template get their claims now.

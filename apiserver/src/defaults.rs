@@ -50,6 +50,14 @@ pub(crate) fn apply(kind: Kind, obj: &mut Value) {
                 set_default(spec, "unhealthyPodEvictionPolicy", "IfHealthyBudget".into());
             }
         }
+        Kind::PersistentVolume => persistent_volume(obj),
+        Kind::PersistentVolumeClaim => persistent_volume_claim(obj),
+        Kind::StorageClass => {
+            if let Some(m) = obj.as_object_mut() {
+                set_default(m, "reclaimPolicy", "Delete".into());
+                set_default(m, "volumeBindingMode", "Immediate".into());
+            }
+        }
         Kind::DeviceClass | Kind::Lease => {}
     }
 }
@@ -64,6 +72,12 @@ pub(crate) fn status_on_create(kind: Kind, obj: &mut Value) {
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
         Kind::Namespace => obj["status"] = json!({"phase": "Active"}),
+        // The PV strategy's PrepareForCreate; the binder (`crate::volumes`) moves it on.
+        Kind::PersistentVolume => {
+            obj["status"] =
+                json!({"phase": "Pending", "lastPhaseTransitionTime": crate::registry::now()})
+        }
+        Kind::PersistentVolumeClaim => obj["status"] = json!({"phase": "Pending"}),
         // Written by the disruption controller (`crate::disruption`) right after the create.
         Kind::PodDisruptionBudget => {
             obj["status"] = json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0})
@@ -264,6 +278,29 @@ fn namespace(obj: &mut Value) {
     set_default(spec, "finalizers", json!(["kubernetes"]));
 }
 
+/// `SetDefaults_PersistentVolume`: Retain, Filesystem, phase Pending; canonical capacity.
+fn persistent_volume(obj: &mut Value) {
+    let spec = obj_mut(obj, "spec");
+    set_default(spec, "persistentVolumeReclaimPolicy", "Retain".into());
+    set_default(spec, "volumeMode", "Filesystem".into());
+    canonicalize_map(spec.get_mut("capacity"));
+    let status = obj_mut(obj, "status");
+    set_default(status, "phase", "Pending".into());
+}
+
+/// `SetDefaults_PersistentVolumeClaim`: Filesystem, phase Pending; canonical quantities.
+fn persistent_volume_claim(obj: &mut Value) {
+    let spec = obj_mut(obj, "spec");
+    set_default(spec, "volumeMode", "Filesystem".into());
+    if let Some(res) = spec.get_mut("resources") {
+        canonicalize_map(res.get_mut("requests"));
+        canonicalize_map(res.get_mut("limits"));
+    }
+    let status = obj_mut(obj, "status");
+    set_default(status, "phase", "Pending".into());
+    canonicalize_map(status.get_mut("capacity"));
+}
+
 fn exact_request(r: &mut Value) {
     let Some(m) = r.as_object_mut() else { return };
     set_default(m, "allocationMode", "ExactCount".into());
@@ -353,6 +390,24 @@ mod tests {
             c["spec"]["devices"]["requests"][0]["exactly"],
             json!({"deviceClassName": "x", "allocationMode": "ExactCount", "count": 1})
         );
+    }
+
+    #[test]
+    fn volumes_claims_and_classes_get_the_v1_defaults() {
+        let mut pv = json!({"spec": {"capacity": {"storage": "1024Mi"}}});
+        apply(Kind::PersistentVolume, &mut pv);
+        assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+        assert_eq!(pv["spec"]["volumeMode"], "Filesystem");
+        assert_eq!(pv["spec"]["capacity"]["storage"], "1Gi");
+        assert_eq!(pv["status"]["phase"], "Pending");
+        let mut pvc = json!({"spec": {"resources": {"requests": {"storage": "1Gi"}}}});
+        apply(Kind::PersistentVolumeClaim, &mut pvc);
+        assert_eq!(pvc["spec"]["volumeMode"], "Filesystem");
+        assert_eq!(pvc["status"]["phase"], "Pending");
+        let mut sc = json!({"provisioner": "x"});
+        apply(Kind::StorageClass, &mut sc);
+        assert_eq!(sc["reclaimPolicy"], "Delete");
+        assert_eq!(sc["volumeBindingMode"], "Immediate");
     }
 
     #[test]

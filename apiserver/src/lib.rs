@@ -29,10 +29,12 @@
 //!
 //! What it serves: core/v1 namespaces, nodes, pods (+`binding`, +`status`) and events;
 //! events.k8s.io/v1 events (the same objects); coordination.k8s.io/v1 leases; resource.k8s.io/v1
-//! deviceclasses, resourceslices, resourceclaims (+`status`) and resourceclaimtemplates — with
+//! deviceclasses, resourceslices, resourceclaims (+`status`) and resourceclaimtemplates;
+//! persistentvolumes and persistentvolumeclaims (+`status`) and storage.k8s.io/v1
+//! storageclasses — with
 //! get, list, watch, create, update, patch (JSON, merge, strategic merge) and delete, the real
-//! server's validation and error bodies, discovery for `kubectl`, and the resourceclaim
-//! controller's work. The crate README lists what differs from a real kube-apiserver.
+//! server's validation and error bodies, discovery for `kubectl`, the resourceclaim
+//! controller's work and the PersistentVolume controller's binding of pre-bound pairs. The crate README lists what differs from a real kube-apiserver.
 //!
 //! Inside (for maintainers), a request flows through `http` (routing, negotiation, list/get/watch)
 //! to `registry` (the write pipeline: decode, defaults, validation, commit) and `store` (per-kind
@@ -58,6 +60,7 @@ mod status;
 mod store;
 mod typed;
 mod validation;
+mod volumes;
 mod watch;
 
 use std::net::SocketAddr;

@@ -214,14 +214,14 @@ fn classify(source_name: &str, document: String, value: Value) -> Result<Doc, Ma
 
 /// Loads documents: checks all, then creates them, rolling back on the first failure.
 fn load(reg: &Registry, docs: Vec<Doc>) -> Result<LoadReport, ManifestError> {
-    // Namespaces first (stable), then PriorityClasses (pods' admission reads them), then
-    // everything else in file order.
+    // Namespaces first (stable), then PriorityClasses and StorageClasses (the admission of pods
+    // and claims reads them), then everything else in file order.
     let (mut ordered, rest): (Vec<Doc>, Vec<Doc>) = docs
         .into_iter()
         .partition(|d| d.res.kind_enum == Kind::Namespace);
     let (classes, rest): (Vec<Doc>, Vec<Doc>) = rest
         .into_iter()
-        .partition(|d| d.res.kind_enum == Kind::PriorityClass);
+        .partition(|d| matches!(d.res.kind_enum, Kind::PriorityClass | Kind::StorageClass));
     ordered.extend(classes);
     ordered.extend(rest);
     let new_namespaces: Vec<String> = ordered

@@ -385,6 +385,7 @@ impl Registry {
         match canon.kind_enum {
             Kind::Pod => admission::admit_pod(self, &mut body, opts.skip_namespace_check)?,
             Kind::PriorityClass => admission::admit_priority_class(self, &body)?,
+            Kind::PersistentVolumeClaim => crate::volumes::admit_claim(self, &mut body),
             _ => {}
         }
         prune(&mut body);

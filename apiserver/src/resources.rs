@@ -19,11 +19,14 @@ pub(crate) enum Kind {
     ResourceClaimTemplate,
     PriorityClass,
     PodDisruptionBudget,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    StorageClass,
 }
 
 impl Kind {
     /// All storage kinds, in the order used for namespace clean-up and discovery.
-    pub(crate) const ALL: [Kind; 11] = [
+    pub(crate) const ALL: [Kind; 14] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -35,6 +38,9 @@ impl Kind {
         Kind::ResourceClaimTemplate,
         Kind::PriorityClass,
         Kind::PodDisruptionBudget,
+        Kind::PersistentVolume,
+        Kind::PersistentVolumeClaim,
+        Kind::StorageClass,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -194,6 +200,38 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
         storage_version_hash: "xPOwRZ+Yhw8=",
     },
     ResourceDef {
+        kind_enum: Kind::PersistentVolume,
+        group: "",
+        version: "v1",
+        plural: "persistentvolumes",
+        singular: "persistentvolume",
+        kind: "PersistentVolume",
+        namespaced: false,
+        verbs: ALL_VERBS,
+        short_names: &["pv"],
+        categories: &[],
+        has_status: true,
+        generation: false,
+        converted: false,
+        storage_version_hash: "HN/zwEC+JgM=",
+    },
+    ResourceDef {
+        kind_enum: Kind::PersistentVolumeClaim,
+        group: "",
+        version: "v1",
+        plural: "persistentvolumeclaims",
+        singular: "persistentvolumeclaim",
+        kind: "PersistentVolumeClaim",
+        namespaced: true,
+        verbs: ALL_VERBS,
+        short_names: &["pvc"],
+        categories: &[],
+        has_status: true,
+        generation: false,
+        converted: false,
+        storage_version_hash: "QWTyNDq0dC4=",
+    },
+    ResourceDef {
         kind_enum: Kind::Event,
         group: "events.k8s.io",
         version: "v1",
@@ -306,6 +344,22 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
         storage_version_hash: "EVWiDmWqyJw=",
     },
     ResourceDef {
+        kind_enum: Kind::StorageClass,
+        group: "storage.k8s.io",
+        version: "v1",
+        plural: "storageclasses",
+        singular: "storageclass",
+        kind: "StorageClass",
+        namespaced: false,
+        verbs: ALL_VERBS,
+        short_names: &["sc"],
+        categories: &[],
+        has_status: false,
+        generation: false,
+        converted: false,
+        storage_version_hash: "K+m6uJwbjGY=",
+    },
+    ResourceDef {
         kind_enum: Kind::PriorityClass,
         group: "scheduling.k8s.io",
         version: "v1",
@@ -327,6 +381,7 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
 pub(crate) const GROUPS: &[(&str, &str)] = &[
     ("events.k8s.io", "v1"),
     ("policy", "v1"),
+    ("storage.k8s.io", "v1"),
     ("scheduling.k8s.io", "v1"),
     ("coordination.k8s.io", "v1"),
     ("resource.k8s.io", "v1"),

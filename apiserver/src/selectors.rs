@@ -242,11 +242,14 @@ pub(crate) fn supported_fields(kind: Kind) -> &'static [&'static str] {
             "spec.nodeName",
             "spec.pool.name",
         ],
-        Kind::DeviceClass | Kind::PriorityClass => &["metadata.name"],
-        Kind::PodDisruptionBudget => &["metadata.name", "metadata.namespace"],
-        Kind::Lease | Kind::ResourceClaim | Kind::ResourceClaimTemplate => {
-            &["metadata.name", "metadata.namespace"]
+        Kind::DeviceClass | Kind::PriorityClass | Kind::PersistentVolume | Kind::StorageClass => {
+            &["metadata.name"]
         }
+        Kind::PodDisruptionBudget => &["metadata.name", "metadata.namespace"],
+        Kind::Lease
+        | Kind::ResourceClaim
+        | Kind::ResourceClaimTemplate
+        | Kind::PersistentVolumeClaim => &["metadata.name", "metadata.namespace"],
     }
 }
 

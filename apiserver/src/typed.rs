@@ -109,7 +109,9 @@ fn check<T: DeserializeOwned>(value: &Value) -> Result<Vec<Vec<Seg>>, String> {
 /// have been removed from `value`), or the decode error.
 pub(crate) fn decode(kind: Kind, value: &mut Value) -> Result<Vec<String>, String> {
     use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core, resource::v1 as res};
-    use k8s_openapi::api::{policy::v1 as policy, scheduling::v1 as scheduling};
+    use k8s_openapi::api::{
+        policy::v1 as policy, scheduling::v1 as scheduling, storage::v1 as storage,
+    };
     let unknown = match kind {
         Kind::Namespace => check::<core::Namespace>(value),
         Kind::Node => check::<core::Node>(value),
@@ -122,6 +124,9 @@ pub(crate) fn decode(kind: Kind, value: &mut Value) -> Result<Vec<String>, Strin
         Kind::ResourceClaimTemplate => check::<res::ResourceClaimTemplate>(value),
         Kind::PriorityClass => check::<scheduling::PriorityClass>(value),
         Kind::PodDisruptionBudget => check::<policy::PodDisruptionBudget>(value),
+        Kind::PersistentVolume => check::<core::PersistentVolume>(value),
+        Kind::PersistentVolumeClaim => check::<core::PersistentVolumeClaim>(value),
+        Kind::StorageClass => check::<storage::StorageClass>(value),
     }?;
     // `apiVersion`/`kind` are consumed by k8s-openapi's visitor; anything else unknown is dropped.
     let mut names = Vec::with_capacity(unknown.len());

@@ -9,4 +9,5 @@ mod hot_swap;
 mod operations;
 mod preemption;
 mod scenarios;
+mod volumes;
 mod wasm_plugins;

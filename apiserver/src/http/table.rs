@@ -147,6 +147,110 @@ fn columns(kind: Kind) -> Vec<Column> {
             ),
             age,
         ],
+        Kind::PersistentVolume => vec![
+            name,
+            (
+                "Capacity",
+                "capacity is the description of the persistent volume's resources and capacity.",
+                0,
+            ),
+            (
+                "Access Modes",
+                "accessModes contains all ways the volume can be mounted.",
+                0,
+            ),
+            (
+                "Reclaim Policy",
+                "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim.",
+                0,
+            ),
+            (
+                "Status",
+                "phase indicates if a volume is available, bound to a claim, or released by a claim.",
+                0,
+            ),
+            (
+                "Claim",
+                "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim.",
+                0,
+            ),
+            ("StorageClass", "StorageClass of the pv", 0),
+            (
+                "VolumeAttributesClass",
+                "VolumeAttributesClass of the pv",
+                0,
+            ),
+            (
+                "Reason",
+                "reason is a brief CamelCase string that describes any failure and is meant for machine parsing and tidy display in the CLI.",
+                0,
+            ),
+            age,
+            (
+                "VolumeMode",
+                "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state.",
+                1,
+            ),
+        ],
+        Kind::PersistentVolumeClaim => vec![
+            name,
+            (
+                "Status",
+                "phase represents the current phase of PersistentVolumeClaim.",
+                0,
+            ),
+            (
+                "Volume",
+                "volumeName is the binding reference to the PersistentVolume backing this claim.",
+                0,
+            ),
+            (
+                "Capacity",
+                "capacity represents the actual resources of the underlying volume.",
+                0,
+            ),
+            (
+                "Access Modes",
+                "accessModes contains the actual access modes the volume backing the PVC has.",
+                0,
+            ),
+            ("StorageClass", "StorageClass of the pvc", 0),
+            (
+                "VolumeAttributesClass",
+                "VolumeAttributesClass of the pvc",
+                0,
+            ),
+            age,
+            (
+                "VolumeMode",
+                "volumeMode defines what type of volume is required by the claim.",
+                1,
+            ),
+        ],
+        Kind::StorageClass => vec![
+            name,
+            (
+                "Provisioner",
+                "provisioner indicates the type of the provisioner.",
+                0,
+            ),
+            (
+                "ReclaimPolicy",
+                "reclaimPolicy controls the reclaimPolicy for dynamically provisioned PersistentVolumes of this storage class.",
+                0,
+            ),
+            (
+                "VolumeBindingMode",
+                "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.",
+                0,
+            ),
+            (
+                "AllowVolumeExpansion",
+                "allowVolumeExpansion shows whether the storage class allow volume expand.",
+                0,
+            ),
+            age,
+        ],
         Kind::ResourceClaim => {
             vec![
                 name,
@@ -165,12 +269,40 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
 }
 
+fn unset_or(x: &str) -> String {
+    if x.is_empty() {
+        "<unset>".into()
+    } else {
+        x.into()
+    }
+}
+
 fn or_none(x: &str) -> String {
     if x.is_empty() {
         "<none>".into()
     } else {
         x.into()
     }
+}
+
+/// Access modes as kubectl abbreviates them (`RWO,ROX,RWX,RWOP`, in that order).
+fn access_modes(modes: Option<&Value>) -> String {
+    let has = |m: &str| {
+        modes
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| x == m))
+    };
+    let short: Vec<&str> = [
+        ("ReadWriteOnce", "RWO"),
+        ("ReadOnlyMany", "ROX"),
+        ("ReadWriteMany", "RWX"),
+        ("ReadWriteOncePod", "RWOP"),
+    ]
+    .iter()
+    .filter(|(m, _)| has(m))
+    .map(|(_, s)| *s)
+    .collect();
+    short.join(",")
 }
 
 /// Human-readable age, like kubectl's `HumanDuration` (`7m46s`, `5d`, `2y3d`).
@@ -384,6 +516,82 @@ fn cells(kind: Kind, v: &Value) -> Vec<Value> {
                 v.pointer("/status/disruptionsAllowed")
                     .cloned()
                     .unwrap_or(Value::from(0)),
+                created.into(),
+            ]
+        }
+        Kind::PersistentVolume => {
+            let claim = match s(v, "/spec/claimRef/name") {
+                "" => String::new(),
+                n => format!("{}/{n}", s(v, "/spec/claimRef/namespace")),
+            };
+            vec![
+                name.into(),
+                s(v, "/spec/capacity/storage").into(),
+                access_modes(v.pointer("/spec/accessModes")).into(),
+                s(v, "/spec/persistentVolumeReclaimPolicy").into(),
+                s(v, "/status/phase").into(),
+                claim.into(),
+                s(v, "/spec/storageClassName").into(),
+                unset_or(s(v, "/spec/volumeAttributesClassName")).into(),
+                s(v, "/status/reason").into(),
+                created.into(),
+                s(v, "/spec/volumeMode").into(),
+            ]
+        }
+        Kind::PersistentVolumeClaim => {
+            // Capacity and access modes are the bound volume's, so empty until bound.
+            let bound = !s(v, "/spec/volumeName").is_empty();
+            let (capacity, modes) = if bound {
+                (
+                    s(v, "/status/capacity/storage"),
+                    access_modes(v.pointer("/status/accessModes")),
+                )
+            } else {
+                ("", String::new())
+            };
+            let deleting = v
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|t| !t.is_null());
+            vec![
+                name.into(),
+                if deleting {
+                    "Terminating"
+                } else {
+                    s(v, "/status/phase")
+                }
+                .into(),
+                s(v, "/spec/volumeName").into(),
+                capacity.into(),
+                modes.into(),
+                s(v, "/spec/storageClassName").into(),
+                unset_or(s(v, "/spec/volumeAttributesClassName")).into(),
+                created.into(),
+                s(v, "/spec/volumeMode").into(),
+            ]
+        }
+        Kind::StorageClass => {
+            let default = s(
+                v,
+                "/metadata/annotations/storageclass.kubernetes.io~1is-default-class",
+            ) == "true"
+                || s(
+                    v,
+                    "/metadata/annotations/storageclass.beta.kubernetes.io~1is-default-class",
+                ) == "true";
+            let shown = if default {
+                format!("{name} (default)")
+            } else {
+                name
+            };
+            vec![
+                shown.into(),
+                s(v, "/provisioner").into(),
+                s(v, "/reclaimPolicy").into(),
+                s(v, "/volumeBindingMode").into(),
+                v.get("allowVolumeExpansion")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                    .into(),
                 created.into(),
             ]
         }

@@ -8,6 +8,7 @@ mod pod;
 pub(crate) mod resourceclaim;
 mod resourceslice;
 mod scheduling;
+mod storage;
 
 use serde_json::Value;
 
@@ -67,6 +68,11 @@ pub(crate) fn validate_update(
                 }
                 Kind::Pod => causes.extend(pod::validate_spec_update(new, old)),
                 Kind::PriorityClass => causes.extend(scheduling::validate_class_update(new, old)),
+                Kind::PersistentVolume => causes.extend(storage::validate_pv_update(new, old)),
+                Kind::PersistentVolumeClaim => {
+                    causes.extend(storage::validate_pvc_update(new, old))
+                }
+                Kind::StorageClass => causes.extend(storage::validate_class_update(new, old)),
                 _ => {}
             }
         }
@@ -113,6 +119,9 @@ fn kind_rules(kind: Kind, obj: &Value) -> Vec<Cause> {
         }
         Kind::PriorityClass => causes.extend(scheduling::validate_class(obj)),
         Kind::PodDisruptionBudget => causes.extend(scheduling::validate_pdb(obj)),
+        Kind::PersistentVolume => causes.extend(storage::validate_pv(obj)),
+        Kind::PersistentVolumeClaim => causes.extend(storage::validate_pvc(obj)),
+        Kind::StorageClass => causes.extend(storage::validate_class(obj)),
         Kind::Namespace | Kind::Node | Kind::Event => {}
     }
     causes

@@ -24,6 +24,9 @@ async fn kube_discovery_finds_every_served_resource() {
         "resource.k8s.io/resourceslices",
         "resource.k8s.io/deviceclasses",
         "resource.k8s.io/resourceclaimtemplates",
+        "/persistentvolumes",
+        "/persistentvolumeclaims",
+        "storage.k8s.io/storageclasses",
     ] {
         assert!(
             found.iter().any(|f| f == want),
@@ -60,6 +63,7 @@ async fn aggregated_discovery_is_served_when_asked_for_and_v2beta1_only_is_406()
         [
             "events.k8s.io",
             "policy",
+            "storage.k8s.io",
             "scheduling.k8s.io",
             "coordination.k8s.io",
             "resource.k8s.io"

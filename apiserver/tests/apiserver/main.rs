@@ -11,6 +11,7 @@ mod kubectl;
 mod manifests;
 mod patch;
 mod scheduling;
+mod storage;
 mod validation;
 mod watch;
 

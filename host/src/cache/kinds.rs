@@ -38,6 +38,9 @@ fn known_plural(kind: &str) -> Option<&'static str> {
         "ResourceSlice" => "resourceslices",
         "DeviceClass" => "deviceclasses",
         "PodDisruptionBudget" => "poddisruptionbudgets",
+        "PersistentVolume" => "persistentvolumes",
+        "PersistentVolumeClaim" => "persistentvolumeclaims",
+        "StorageClass" => "storageclasses",
         _ => return None,
     })
 }

@@ -17,7 +17,7 @@ pub const DYNAMIC_RESOURCES: &str = "DynamicResources";
 
 /// Upstream's default `multiPoint` list restricted to the plugins this scheduler has, in
 /// upstream order, with upstream score weights (`getDefaultPlugins`).
-pub const DEFAULT_MULTI_POINT: [(&str, Option<i32>); 15] = [
+pub const DEFAULT_MULTI_POINT: [(&str, Option<i32>); 16] = [
     ("SchedulingGates", None),
     (PRIORITY_SORT, None),
     ("NodeUnschedulable", None),
@@ -26,6 +26,8 @@ pub const DEFAULT_MULTI_POINT: [(&str, Option<i32>); 15] = [
     ("NodeAffinity", Some(2)),
     ("NodePorts", None),
     ("NodeResourcesFit", Some(1)),
+    // Upstream's VolumeRestrictions and NodeVolumeLimits come before, VolumeZone after.
+    ("VolumeBinding", None),
     ("PodTopologySpread", Some(2)),
     ("InterPodAffinity", Some(2)),
     // Upstream's feature gate puts DynamicResources just before DefaultPreemption.

@@ -49,6 +49,7 @@ fn the_default_configuration_has_upstreams_default_plugins() {
         [
             "NodeAffinity",
             "NodeResourcesFit",
+            "VolumeBinding",
             "PodTopologySpread",
             "InterPodAffinity",
             "ImageLocality"
@@ -63,6 +64,7 @@ fn the_default_configuration_has_upstreams_default_plugins() {
             "NodeAffinity",
             "NodePorts",
             "NodeResourcesFit",
+            "VolumeBinding",
             "PodTopologySpread",
             "InterPodAffinity"
         ]
@@ -73,6 +75,7 @@ fn the_default_configuration_has_upstreams_default_plugins() {
             "TaintToleration",
             "NodeAffinity",
             "NodeResourcesFit",
+            "VolumeBinding",
             "PodTopologySpread",
             "InterPodAffinity",
             "NodeResourcesBalancedAllocation"
@@ -84,6 +87,7 @@ fn the_default_configuration_has_upstreams_default_plugins() {
             ("TaintToleration", 3),
             ("NodeAffinity", 2),
             ("NodeResourcesFit", 1),
+            ("VolumeBinding", 1),
             ("PodTopologySpread", 2),
             ("InterPodAffinity", 2),
             ("NodeResourcesBalancedAllocation", 1),
@@ -91,7 +95,7 @@ fn the_default_configuration_has_upstreams_default_plugins() {
         ]
     );
     assert_eq!(p.names_at(P::Bind), ["DefaultBinder"]);
-    assert_eq!(p.plugins.len(), 13);
+    assert_eq!(p.plugins.len(), 14);
 }
 
 #[test]
@@ -196,6 +200,7 @@ profiles:
         [
             ("NodeResourcesFit", 5),
             ("NodeAffinity", 2),
+            ("VolumeBinding", 1),
             ("PodTopologySpread", 2),
             ("InterPodAffinity", 2),
             ("NodeResourcesBalancedAllocation", 1),
@@ -203,7 +208,7 @@ profiles:
         ]
     );
     assert!(packing.names_at(P::Filter).contains(&"TaintToleration"));
-    assert_eq!(weights(&resolve(&c, 0).unwrap()).len(), 7);
+    assert_eq!(weights(&resolve(&c, 0).unwrap()).len(), 8);
 }
 
 #[test]
@@ -225,6 +230,7 @@ profiles:
         [
             "NodeAffinity",
             "NodeResourcesFit",
+            "VolumeBinding",
             "PodTopologySpread",
             "InterPodAffinity",
             "ImageLocality"
@@ -273,6 +279,7 @@ profiles:
             ("TaintToleration", 10),
             ("NodeAffinity", 1),
             ("NodeResourcesFit", 1),
+            ("VolumeBinding", 1),
             ("PodTopologySpread", 2),
             ("InterPodAffinity", 2),
             ("NodeResourcesBalancedAllocation", 1),
@@ -325,7 +332,7 @@ profiles:
     assert_eq!(
         e,
         "config.yaml: profiles[0].plugins.filter.enabled[1]: unknown plugin \"Foo\" (known: DefaultBinder, \
-         DefaultPreemption, ImageLocality, InterPodAffinity, NodeAffinity, NodeName, NodePorts, NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable, PodTopologySpread, SchedulingGates, TaintToleration) at line 9 column 13"
+         DefaultPreemption, ImageLocality, InterPodAffinity, NodeAffinity, NodeName, NodePorts, NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable, PodTopologySpread, SchedulingGates, TaintToleration, VolumeBinding) at line 9 column 13"
     );
 }
 
@@ -604,6 +611,7 @@ fn a_wasm_plugin_named_like_a_built_in_replaces_it() {
         p.names_at(P::PreFilter),
         [
             "NodeAffinity",
+            "VolumeBinding",
             "PodTopologySpread",
             "InterPodAffinity",
             "ImageLocality"
@@ -615,6 +623,7 @@ fn a_wasm_plugin_named_like_a_built_in_replaces_it() {
         [
             ("TaintToleration", 3),
             ("NodeAffinity", 2),
+            ("VolumeBinding", 1),
             ("PodTopologySpread", 2),
             ("InterPodAffinity", 2),
             ("NodeResourcesBalancedAllocation", 1),
@@ -726,6 +735,7 @@ fn the_readme_example_parses_and_resolves() {
             ("TaintToleration", 3),
             ("NodeAffinity", 2),
             ("NodeResourcesFit", 1),
+            ("VolumeBinding", 1),
             ("PodTopologySpread", 2),
             ("InterPodAffinity", 2),
             ("NodeResourcesBalancedAllocation", 1),
@@ -740,6 +750,7 @@ fn the_readme_example_parses_and_resolves() {
         [
             ("NodeResourcesFit", 5),
             ("NodeAffinity", 2),
+            ("VolumeBinding", 1),
             ("PodTopologySpread", 2),
             ("InterPodAffinity", 2),
             ("NodeResourcesBalancedAllocation", 1),

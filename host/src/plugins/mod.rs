@@ -12,6 +12,7 @@
 //! | [`TaintToleration`] | Filter, PreScore, Score | taints and tolerations |
 //! | [`NodeAffinity`] | PreFilter, Filter, PreScore, Score | `nodeSelector` and node affinity |
 //! | [`NodeResourcesFit`] | PreFilter, Filter, PreScore, Score | requests vs allocatable; LeastAllocated |
+//! | [`VolumeBinding`] | PreFilter, Filter, PreScore, Score | bound volumes' node affinity; unbound claims wait |
 //! | [`PodTopologySpread`] | PreFilter, Filter, PreScore, Score | `topologySpreadConstraints` |
 //! | [`InterPodAffinity`] | PreFilter, Filter, PreScore, Score | pod affinity and anti-affinity |
 //! | [`BalancedAllocation`] | PreScore, Score | even use of cpu and memory |
@@ -40,6 +41,7 @@ pub mod registry;
 pub mod resources;
 pub mod scheduling_gates;
 pub mod taint_toleration;
+pub mod volume_binding;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -58,3 +60,4 @@ pub use registry::{FactoryContext, PluginFactory, Registry, RegistryError};
 pub use resources::{compute_pod_non_zero_requests, compute_pod_requests, node_allocatable};
 pub use scheduling_gates::SchedulingGates;
 pub use taint_toleration::TaintToleration;
+pub use volume_binding::VolumeBinding;

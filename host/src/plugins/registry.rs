@@ -15,7 +15,7 @@ use thiserror::Error;
 use super::{
     balanced_allocation, default_binder, default_preemption, image_locality, inter_pod_affinity,
     node_affinity, node_name, node_ports, node_resources_fit,
-    node_unschedulable, pod_topology_spread, scheduling_gates, taint_toleration,
+    node_unschedulable, pod_topology_spread, scheduling_gates, taint_toleration, volume_binding,
 };
 use crate::framework::{ObjectEvent, PluginRef, ResourceKind, StateReplay};
 
@@ -104,11 +104,12 @@ impl Registry {
     }
 
     /// The native plugins: SchedulingGates, NodeUnschedulable, NodeName, NodePorts,
-    /// TaintToleration, NodeAffinity, NodeResourcesFit, PodTopologySpread, InterPodAffinity,
-    /// NodeResourcesBalancedAllocation, ImageLocality, DefaultPreemption and DefaultBinder.
+    /// TaintToleration, NodeAffinity, NodeResourcesFit, VolumeBinding, PodTopologySpread,
+    /// InterPodAffinity, NodeResourcesBalancedAllocation, ImageLocality, DefaultPreemption and
+    /// DefaultBinder.
     pub fn with_builtins() -> Self {
         let mut r = Registry::new();
-        let builtins: [(&str, PluginFactory); 13] = [
+        let builtins: [(&str, PluginFactory); 14] = [
             (
                 scheduling_gates::NAME,
                 Arc::new(|args, _| scheduling_gates::SchedulingGates::new(args).map(to_ref)),
@@ -136,6 +137,10 @@ impl Registry {
             (
                 node_resources_fit::NAME,
                 Arc::new(|args, _| node_resources_fit::NodeResourcesFit::new(args).map(to_ref)),
+            ),
+            (
+                volume_binding::NAME,
+                Arc::new(|args, _| volume_binding::VolumeBinding::new(args).map(to_ref)),
             ),
             (
                 pod_topology_spread::NAME,
@@ -257,7 +262,8 @@ mod tests {
                 "NodeUnschedulable",
                 "PodTopologySpread",
                 "SchedulingGates",
-                "TaintToleration"
+                "TaintToleration",
+                "VolumeBinding"
             ]
         );
         let ctx = FactoryContext::empty();
