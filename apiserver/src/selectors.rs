@@ -244,6 +244,16 @@ pub(crate) fn supported_fields(kind: Kind) -> &'static [&'static str] {
         ],
         Kind::DeviceClass | Kind::PriorityClass => &["metadata.name"],
         Kind::PodDisruptionBudget => &["metadata.name", "metadata.namespace"],
+        Kind::Service => &[
+            "metadata.name",
+            "metadata.namespace",
+            "spec.clusterIP",
+            "spec.type",
+        ],
+        Kind::ReplicationController | Kind::ReplicaSet => {
+            &["metadata.name", "metadata.namespace", "status.replicas"]
+        }
+        Kind::StatefulSet => &["metadata.name", "metadata.namespace"],
         Kind::Lease | Kind::ResourceClaim | Kind::ResourceClaimTemplate => {
             &["metadata.name", "metadata.namespace"]
         }

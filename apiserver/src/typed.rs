@@ -110,6 +110,7 @@ fn check<T: DeserializeOwned>(value: &Value) -> Result<Vec<Vec<Seg>>, String> {
 pub(crate) fn decode(kind: Kind, value: &mut Value) -> Result<Vec<String>, String> {
     use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core, resource::v1 as res};
     use k8s_openapi::api::{policy::v1 as policy, scheduling::v1 as scheduling};
+    use k8s_openapi::api::apps::v1 as apps;
     let unknown = match kind {
         Kind::Namespace => check::<core::Namespace>(value),
         Kind::Node => check::<core::Node>(value),
@@ -122,6 +123,10 @@ pub(crate) fn decode(kind: Kind, value: &mut Value) -> Result<Vec<String>, Strin
         Kind::ResourceClaimTemplate => check::<res::ResourceClaimTemplate>(value),
         Kind::PriorityClass => check::<scheduling::PriorityClass>(value),
         Kind::PodDisruptionBudget => check::<policy::PodDisruptionBudget>(value),
+        Kind::Service => check::<core::Service>(value),
+        Kind::ReplicationController => check::<core::ReplicationController>(value),
+        Kind::ReplicaSet => check::<apps::ReplicaSet>(value),
+        Kind::StatefulSet => check::<apps::StatefulSet>(value),
     }?;
     // `apiVersion`/`kind` are consumed by k8s-openapi's visitor; anything else unknown is dropped.
     let mut names = Vec::with_capacity(unknown.len());

@@ -8,6 +8,7 @@ mod pod;
 pub(crate) mod resourceclaim;
 mod resourceslice;
 mod scheduling;
+mod workloads;
 
 use serde_json::Value;
 
@@ -67,6 +68,9 @@ pub(crate) fn validate_update(
                 }
                 Kind::Pod => causes.extend(pod::validate_spec_update(new, old)),
                 Kind::PriorityClass => causes.extend(scheduling::validate_class_update(new, old)),
+                Kind::Service | Kind::ReplicaSet | Kind::StatefulSet => {
+                    causes.extend(workloads::validate_update(res.kind_enum, new, old))
+                }
                 _ => {}
             }
         }
@@ -113,6 +117,9 @@ fn kind_rules(kind: Kind, obj: &Value) -> Vec<Cause> {
         }
         Kind::PriorityClass => causes.extend(scheduling::validate_class(obj)),
         Kind::PodDisruptionBudget => causes.extend(scheduling::validate_pdb(obj)),
+        Kind::Service | Kind::ReplicationController | Kind::ReplicaSet | Kind::StatefulSet => {
+            causes.extend(workloads::validate(kind, obj))
+        }
         Kind::Namespace | Kind::Node | Kind::Event => {}
     }
     causes

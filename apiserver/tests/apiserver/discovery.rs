@@ -24,6 +24,10 @@ async fn kube_discovery_finds_every_served_resource() {
         "resource.k8s.io/resourceslices",
         "resource.k8s.io/deviceclasses",
         "resource.k8s.io/resourceclaimtemplates",
+        "/services",
+        "/replicationcontrollers",
+        "apps/replicasets",
+        "apps/statefulsets",
     ] {
         assert!(
             found.iter().any(|f| f == want),
@@ -58,6 +62,7 @@ async fn aggregated_discovery_is_served_when_asked_for_and_v2beta1_only_is_406()
     assert_eq!(
         groups,
         [
+            "apps",
             "events.k8s.io",
             "policy",
             "scheduling.k8s.io",

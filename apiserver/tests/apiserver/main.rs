@@ -13,6 +13,7 @@ mod patch;
 mod scheduling;
 mod validation;
 mod watch;
+mod workloads;
 
 use embedded_apiserver::ApiServer;
 use k8s_openapi::api::core::v1::Pod;
