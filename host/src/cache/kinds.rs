@@ -38,6 +38,10 @@ fn known_plural(kind: &str) -> Option<&'static str> {
         "ResourceSlice" => "resourceslices",
         "DeviceClass" => "deviceclasses",
         "PodDisruptionBudget" => "poddisruptionbudgets",
+        "Service" => "services",
+        "ReplicationController" => "replicationcontrollers",
+        "ReplicaSet" => "replicasets",
+        "StatefulSet" => "statefulsets",
         _ => return None,
     })
 }
