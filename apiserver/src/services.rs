@@ -197,9 +197,7 @@ pub(crate) fn keep_allocations(old: &Value, new: &mut Value) {
 fn cluster_ips_invalid(ip: &str, why: &str) -> Cause {
     Cause {
         reason: "FieldValueInvalid",
-        message: format!(
-            "Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: {why}"
-        ),
+        message: format!("Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: {why}"),
         field: "spec.clusterIPs".into(),
     }
 }
@@ -255,7 +253,8 @@ mod tests {
     fn updates_keep_the_allocated_addresses() {
         let old = json!({"spec": {"type": "NodePort", "clusterIP": "10.96.0.2", "clusterIPs": ["10.96.0.2"],
             "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30000}]}});
-        let mut new = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
+        let mut new =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
         keep_allocations(&old, &mut new);
         assert_eq!(new["spec"]["clusterIP"], "10.96.0.2");
         assert_eq!(new["spec"]["ports"][0]["nodePort"], 30000);

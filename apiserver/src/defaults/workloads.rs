@@ -118,9 +118,7 @@ fn stateful_set(obj: &mut Value) {
     if let Some(strategy) = strategy.as_object_mut() {
         set_default(strategy, "type", "RollingUpdate".into());
         if strategy["type"] == "RollingUpdate" {
-            let rolling = strategy
-                .entry("rollingUpdate")
-                .or_insert_with(|| json!({}));
+            let rolling = strategy.entry("rollingUpdate").or_insert_with(|| json!({}));
             if let Some(rolling) = rolling.as_object_mut() {
                 set_default(rolling, "partition", 0.into());
             }

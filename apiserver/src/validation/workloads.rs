@@ -33,7 +33,8 @@ pub(super) fn validate_update(kind: Kind, new: &Value, old: &Value) -> Vec<Cause
         Kind::Service => {
             let old_ip = old.pointer("/spec/clusterIP").and_then(Value::as_str);
             let new_ip = new.pointer("/spec/clusterIP").and_then(Value::as_str);
-            let external = new.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName");
+            let external =
+                new.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName");
             if let Some(o) = old_ip.filter(|o| !o.is_empty())
                 && !external
                 && new_ip != Some(o)
@@ -173,7 +174,10 @@ fn service(obj: &Value) -> Vec<Cause> {
                 "must be between 1 and 65535, inclusive",
             ));
         }
-        if !p["protocol"].as_str().is_some_and(|x| PROTOCOLS.contains(&x)) {
+        if !p["protocol"]
+            .as_str()
+            .is_some_and(|x| PROTOCOLS.contains(&x))
+        {
             causes.push(Cause::not_supported(
                 format!("{field}.protocol"),
                 &p["protocol"],
@@ -223,7 +227,10 @@ fn template_labels_mismatch(labels: &Value) -> Cause {
 
 /// The pod template: its labels, and its spec validated as a pod's (fields renamed).
 fn pod_template(template: &Value, restart_always: bool, causes: &mut Vec<Cause>) {
-    if let Some(labels) = template.pointer("/metadata/labels").and_then(Value::as_object) {
+    if let Some(labels) = template
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+    {
         label_map(labels, "spec.template.labels", causes);
     }
     let as_pod = serde_json::json!({"spec": template.get("spec").cloned().unwrap_or_default()});
@@ -233,7 +240,9 @@ fn pod_template(template: &Value, restart_always: bool, causes: &mut Vec<Cause>)
         }
         causes.push(c);
     }
-    let restart = template.pointer("/spec/restartPolicy").unwrap_or(&Value::Null);
+    let restart = template
+        .pointer("/spec/restartPolicy")
+        .unwrap_or(&Value::Null);
     if restart_always && restart != "Always" {
         causes.push(Cause::not_supported(
             "spec.template.spec.restartPolicy",
@@ -288,7 +297,11 @@ fn selector_matches(sel: &Value, labels: &Value) -> Option<bool> {
     {
         return Some(false);
     }
-    for e in sel["matchExpressions"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+    for e in sel["matchExpressions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
         let key = e["key"].as_str().unwrap_or_default();
         let values: Vec<&str> = e["values"]
             .as_array()

@@ -106,15 +106,18 @@ async fn a_service_gets_a_cluster_ip_and_the_real_servers_defaults() {
             .patch(
                 "web",
                 &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"clusterIP": "10.96.0.9", "clusterIPs": ["10.96.0.9"]}})),
+                &Patch::Merge(
+                    json!({"spec": {"clusterIP": "10.96.0.9", "clusterIPs": ["10.96.0.9"]}}),
+                ),
             )
             .await
             .unwrap_err(),
     );
     assert_eq!(st.code, 422);
     assert!(
-        st.message
-            .contains("spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.9\"}: may not change once set"),
+        st.message.contains(
+            "spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.9\"}: may not change once set"
+        ),
         "{}",
         st.message
     );
@@ -151,8 +154,9 @@ async fn node_port_headless_and_external_name_services_get_what_their_type_needs
             .unwrap_err(),
     );
     assert!(
-        st.message
-            .contains("spec.ports[0].nodePort: Invalid value: 30000: provided port is already allocated"),
+        st.message.contains(
+            "spec.ports[0].nodePort: Invalid value: 30000: provided port is already allocated"
+        ),
         "{}",
         st.message
     );
@@ -189,7 +193,10 @@ async fn node_port_headless_and_external_name_services_get_what_their_type_needs
             .await
             .unwrap_err(),
     );
-    assert_eq!(st.message, "Service \"bad\" is invalid: spec.ports: Required value");
+    assert_eq!(
+        st.message,
+        "Service \"bad\" is invalid: spec.ports: Required value"
+    );
     // Field selectors the real server registers for Services.
     let node_ports = services
         .list(&ListParams::default().fields("spec.type=NodePort"))
@@ -207,7 +214,8 @@ async fn replica_sets_and_stateful_sets_get_defaults_and_their_template_must_mat
         "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template(json!({"app": "web"}))}
     }))
     .unwrap();
-    let created = serde_json::to_value(sets.create(&PostParams::default(), &rs).await.unwrap()).unwrap();
+    let created =
+        serde_json::to_value(sets.create(&PostParams::default(), &rs).await.unwrap()).unwrap();
     assert_eq!(created["metadata"]["generation"], 1);
     assert_eq!(created["spec"]["replicas"], 1);
     assert_eq!(created["status"], json!({"replicas": 0}));
@@ -231,11 +239,16 @@ async fn replica_sets_and_stateful_sets_get_defaults_and_their_template_must_mat
         .await
         .unwrap_err(),
     );
-    assert!(st.message.contains("spec.selector: Invalid value"), "{}", st.message);
+    assert!(
+        st.message.contains("spec.selector: Invalid value"),
+        "{}",
+        st.message
+    );
     assert!(st.message.contains("field is immutable"), "{}", st.message);
     let mut bad = rs.clone();
     bad.metadata.name = Some("bad".into());
-    bad.spec.as_mut().unwrap().template = serde_json::from_value(template(json!({"app": "db"}))).unwrap();
+    bad.spec.as_mut().unwrap().template =
+        serde_json::from_value(template(json!({"app": "db"}))).unwrap();
     let st = status(sets.create(&PostParams::default(), &bad).await.unwrap_err());
     assert_eq!(
         st.message,
@@ -248,23 +261,44 @@ async fn replica_sets_and_stateful_sets_get_defaults_and_their_template_must_mat
         "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}}, "template": template(json!({"app": "db"}))}
     }))
     .unwrap();
-    let created = serde_json::to_value(statefulsets.create(&PostParams::default(), &ss).await.unwrap()).unwrap();
+    let created = serde_json::to_value(
+        statefulsets
+            .create(&PostParams::default(), &ss)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     let spec = &created["spec"];
     assert_eq!(spec["podManagementPolicy"], "OrderedReady");
     assert_eq!(spec["revisionHistoryLimit"], 10);
-    assert_eq!(spec["updateStrategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+    assert_eq!(
+        spec["updateStrategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+    );
     assert_eq!(
         spec["persistentVolumeClaimRetentionPolicy"],
         json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
     );
-    assert_eq!(created["status"], json!({"replicas": 0, "availableReplicas": 0}));
+    assert_eq!(
+        created["status"],
+        json!({"replicas": 0, "availableReplicas": 0})
+    );
     let st = status(
         statefulsets
-            .patch("db", &PatchParams::default(), &Patch::Merge(json!({"spec": {"serviceName": "other"}})))
+            .patch(
+                "db",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"serviceName": "other"}})),
+            )
             .await
             .unwrap_err(),
     );
-    assert!(st.message.contains("spec: Forbidden: updates to statefulset spec for fields other than"), "{}", st.message);
+    assert!(
+        st.message
+            .contains("spec: Forbidden: updates to statefulset spec for fields other than"),
+        "{}",
+        st.message
+    );
 
     // A ReplicationController selects its template's labels when it names no selector.
     let rcs: Api<ReplicationController> = Api::default_namespaced(client);
@@ -303,7 +337,12 @@ async fn the_apps_group_and_the_new_core_resources_are_discovered_as_the_real_se
     let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["replicasets", "replicasets/status", "statefulsets", "statefulsets/status"]
+        [
+            "replicasets",
+            "replicasets/status",
+            "statefulsets",
+            "statefulsets/status"
+        ]
     );
     let rs = &entries[0].1;
     assert_eq!(rs["storageVersionHash"], "P1RzHs8/mWQ=");
@@ -311,7 +350,16 @@ async fn the_apps_group_and_the_new_core_resources_are_discovered_as_the_real_se
     assert_eq!(rs["categories"], json!(["all"]));
     assert_eq!(
         rs["verbs"],
-        json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"])
+        json!([
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch"
+        ])
     );
     assert_eq!(entries[2].1["storageVersionHash"], "H+vl74LkKdo=");
     assert_eq!(entries[2].1["shortNames"], json!(["sts"]));
@@ -328,7 +376,11 @@ async fn the_apps_group_and_the_new_core_resources_are_discovered_as_the_real_se
     };
     let svc = find("services");
     assert_eq!(
-        (svc["storageVersionHash"].clone(), svc["shortNames"].clone(), svc["categories"].clone()),
+        (
+            svc["storageVersionHash"].clone(),
+            svc["shortNames"].clone(),
+            svc["categories"].clone()
+        ),
         (json!("0/CO1lhkEBI="), json!(["svc"]), json!(["all"]))
     );
     let rc = find("replicationcontrollers");

@@ -6,12 +6,12 @@ use serde_json::Value;
 use super::{Column, s};
 use crate::resources::Kind;
 
-const CONTAINERS: Column = (
-    "Containers",
-    "Names of each container in the template.",
+const CONTAINERS: Column = ("Containers", "Names of each container in the template.", 1);
+const IMAGES: Column = (
+    "Images",
+    "Images referenced by each container in the template.",
     1,
 );
-const IMAGES: Column = ("Images", "Images referenced by each container in the template.", 1);
 const SELECTOR: Column = ("Selector", "Label selector for pods.", 1);
 
 /// The columns after Name, up to and including Age and the wide ones.
@@ -20,9 +20,21 @@ pub(super) fn columns(kind: Kind, name: Column, age: Column) -> Vec<Column> {
         Kind::Service => vec![
             name,
             ("Type", "type determines how the Service is exposed.", 0),
-            ("Cluster-IP", "clusterIP is the IP address of the service.", 0),
-            ("External-IP", "The external IP addresses of the service.", 0),
-            ("Port(s)", "The list of ports that are exposed by this service.", 0),
+            (
+                "Cluster-IP",
+                "clusterIP is the IP address of the service.",
+                0,
+            ),
+            (
+                "External-IP",
+                "The external IP addresses of the service.",
+                0,
+            ),
+            (
+                "Port(s)",
+                "The list of ports that are exposed by this service.",
+                0,
+            ),
             age,
             (
                 "Selector",
@@ -41,7 +53,11 @@ pub(super) fn columns(kind: Kind, name: Column, age: Column) -> Vec<Column> {
             name,
             ("Desired", "Number of desired pods.", 0),
             ("Current", "Number of actual replicas.", 0),
-            ("Ready", "The number of ready replicas for this replica set.", 0),
+            (
+                "Ready",
+                "The number of ready replicas for this replica set.",
+                0,
+            ),
             age,
             CONTAINERS,
             IMAGES,

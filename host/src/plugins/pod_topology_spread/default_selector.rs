@@ -247,7 +247,9 @@ mod tests {
             EventAction::Added,
             "metadata: {name: db, namespace: d}\nspec: {selector: {app: db}}",
         ));
-        let p = pod("metadata: {name: p, namespace: d, uid: p, labels: {app: web}}\nspec: {containers: [{name: c}]}");
+        let p = pod(
+            "metadata: {name: p, namespace: d, uid: p, labels: {app: web}}\nspec: {containers: [{name: c}]}",
+        );
         assert!(s.default_selector(&p).is_empty());
     }
 
@@ -264,7 +266,9 @@ mod tests {
             EventAction::Added,
             "metadata: {name: external, namespace: d}\nspec: {type: ExternalName}",
         ));
-        let p = pod("metadata: {name: p, namespace: d, uid: p, labels: {app: web}}\nspec: {containers: [{name: c}]}");
+        let p = pod(
+            "metadata: {name: p, namespace: d, uid: p, labels: {app: web}}\nspec: {containers: [{name: c}]}",
+        );
         assert!(s.default_selector(&p).is_empty());
     }
 
@@ -286,9 +290,11 @@ mod tests {
             EventAction::Added,
             "metadata: {name: web-1, namespace: d}\nspec: {selector: {matchLabels: {app: web}, matchExpressions: [{key: tier, operator: In, values: [fe]}]}}",
         ));
-        let p = pod("metadata: {name: p, namespace: d, uid: p, labels: {app: web, tier: fe},
+        let p = pod(
+            "metadata: {name: p, namespace: d, uid: p, labels: {app: web, tier: fe},
   ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-1, uid: u, controller: true}]}
-spec: {containers: [{name: c}]}");
+spec: {containers: [{name: c}]}",
+        );
         let sel = s.default_selector(&p);
         // The canary Service does not select this pod; the ReplicaSet adds `tier in (fe)`.
         assert!(sel.matches(Some(&labels(&[("app", "web"), ("tier", "fe")]))));
@@ -304,17 +310,23 @@ spec: {containers: [{name: c}]}");
             EventAction::Added,
             "metadata: {name: db, namespace: d}\nspec: {selector: {matchLabels: {app: db}}}",
         ));
-        let not_controller = pod("metadata: {name: p, namespace: d, uid: p, labels: {app: db},
+        let not_controller = pod(
+            "metadata: {name: p, namespace: d, uid: p, labels: {app: db},
   ownerReferences: [{apiVersion: apps/v1, kind: StatefulSet, name: db, uid: u}]}
-spec: {containers: [{name: c}]}");
+spec: {containers: [{name: c}]}",
+        );
         assert!(s.default_selector(&not_controller).is_empty());
-        let job = pod("metadata: {name: p, namespace: d, uid: p, labels: {app: db},
+        let job = pod(
+            "metadata: {name: p, namespace: d, uid: p, labels: {app: db},
   ownerReferences: [{apiVersion: batch/v1, kind: Job, name: db, uid: u, controller: true}]}
-spec: {containers: [{name: c}]}");
+spec: {containers: [{name: c}]}",
+        );
         assert!(s.default_selector(&job).is_empty());
-        let owned = pod("metadata: {name: p, namespace: d, uid: p, labels: {app: db},
+        let owned = pod(
+            "metadata: {name: p, namespace: d, uid: p, labels: {app: db},
   ownerReferences: [{apiVersion: apps/v1, kind: StatefulSet, name: db, uid: u, controller: true}]}
-spec: {containers: [{name: c}]}");
+spec: {containers: [{name: c}]}",
+        );
         assert!(!s.default_selector(&owned).is_empty());
     }
 
@@ -322,14 +334,22 @@ spec: {containers: [{name: c}]}");
     fn a_replication_controller_selector_is_a_label_map_and_deletes_forget_it() {
         let mut s = SelectorSources::default();
         let rc = "metadata: {name: web, namespace: d}\nspec: {selector: {app: web}}";
-        s.on_event(&event(replication_controller_kind(), EventAction::Added, rc));
+        s.on_event(&event(
+            replication_controller_kind(),
+            EventAction::Added,
+            rc,
+        ));
         let p = pod("metadata: {name: p, namespace: d, uid: p, labels: {app: web},
   ownerReferences: [{apiVersion: v1, kind: ReplicationController, name: web, uid: u, controller: true}]}
 spec: {containers: [{name: c}]}");
         let sel = s.default_selector(&p);
         assert!(sel.matches(Some(&labels(&[("app", "web")]))));
         assert!(!sel.matches(Some(&labels(&[("app", "db")]))));
-        s.on_event(&event(replication_controller_kind(), EventAction::Deleted, rc));
+        s.on_event(&event(
+            replication_controller_kind(),
+            EventAction::Deleted,
+            rc,
+        ));
         assert!(s.default_selector(&p).is_empty());
     }
 }
