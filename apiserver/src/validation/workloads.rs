@@ -203,7 +203,7 @@ fn go_map(labels: &Value) -> String {
         .as_object()
         .map(|m| {
             m.iter()
-                .map(|(k, v)| format!("{:?}:{:?}", k, v.as_str().unwrap_or_default()))
+                .map(|(k, v)| format!("{k:?}:{:?}", v.as_str().unwrap_or_default()))
                 .collect()
         })
         .unwrap_or_default();

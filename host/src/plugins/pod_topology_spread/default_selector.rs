@@ -228,7 +228,7 @@ mod tests {
         ObjectEvent {
             action,
             resource: kind,
-            object: value.to_string().into(),
+            object: value.to_string(),
         }
     }
 
