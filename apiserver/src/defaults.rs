@@ -10,6 +10,8 @@
 //!   would stay unschedulable forever.
 //! - Priority admission lives in `crate::admission` (it reads PriorityClasses).
 
+mod workloads;
+
 use serde_json::{Map, Value, json};
 
 use crate::resources::Kind;
@@ -57,6 +59,8 @@ pub(crate) fn apply(kind: Kind, obj: &mut Value) {
                 set_default(m, "reclaimPolicy", "Delete".into());
                 set_default(m, "volumeBindingMode", "Immediate".into());
             }
+        Kind::Service | Kind::ReplicationController | Kind::ReplicaSet | Kind::StatefulSet => {
+            workloads::apply(kind, obj)
         }
         Kind::DeviceClass | Kind::Lease => {}
     }
@@ -81,6 +85,9 @@ pub(crate) fn status_on_create(kind: Kind, obj: &mut Value) {
         // Written by the disruption controller (`crate::disruption`) right after the create.
         Kind::PodDisruptionBudget => {
             obj["status"] = json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0})
+        }
+        Kind::Service | Kind::ReplicationController | Kind::ReplicaSet | Kind::StatefulSet => {
+            obj["status"] = workloads::status_on_create(kind)
         }
         _ => {}
     }
@@ -113,7 +120,9 @@ fn canonicalize_map(m: Option<&mut Value>) {
     }
 }
 
-fn container(c: &mut Value) {
+/// A container's defaults. `in_pod`: also the ones upstream sets only on Pods
+/// (`SetDefaults_Pod`: requests default to limits), not on pod templates.
+fn container(c: &mut Value, in_pod: bool) {
     let Some(m) = c.as_object_mut() else { return };
     set_default(m, "terminationMessagePath", "/dev/termination-log".into());
     set_default(m, "terminationMessagePolicy", "File".into());
@@ -125,7 +134,7 @@ fn container(c: &mut Value) {
     set_default(m, "imagePullPolicy", image_pull_policy(&image).into());
     let res = obj_mut(c, "resources");
     // Requests default to limits (resource by resource).
-    if let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() {
+    if in_pod && let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() {
         let requests = res.entry("requests").or_insert_with(|| json!({}));
         if let Some(r) = requests.as_object_mut() {
             for (k, v) in limits {
@@ -144,21 +153,32 @@ fn container(c: &mut Value) {
     }
 }
 
-fn pod(obj: &mut Value) {
-    let spec = obj_mut(obj, "spec");
+/// The defaults of every PodSpec, in pods and in pod templates (upstream `SetDefaults_PodSpec`
+/// and `SetDefaults_Container`).
+fn pod_spec(spec: &mut Map<String, Value>, in_pod: bool) {
     for list in ["containers", "initContainers"] {
         if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
-            cs.iter_mut().for_each(container);
+            cs.iter_mut().for_each(|c| container(c, in_pod));
         }
     }
     set_default(spec, "restartPolicy", "Always".into());
     set_default(spec, "terminationGracePeriodSeconds", 30.into());
     set_default(spec, "dnsPolicy", "ClusterFirst".into());
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "schedulerName", "default-scheduler".into());
+}
+
+/// The defaults of a pod template's spec (workloads' `spec.template.spec`).
+pub(crate) fn pod_template_spec(spec: &mut Map<String, Value>) {
+    pod_spec(spec, false);
+}
+
+fn pod(obj: &mut Value) {
+    let spec = obj_mut(obj, "spec");
+    pod_spec(spec, true);
     set_default(spec, "serviceAccountName", "default".into());
     let sa = spec["serviceAccountName"].clone();
     set_default(spec, "serviceAccount", sa);
-    set_default(spec, "securityContext", json!({}));
-    set_default(spec, "schedulerName", "default-scheduler".into());
     // DefaultTolerationSeconds admission.
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     if tolerations.is_null() {

@@ -27,7 +27,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! What it serves: core/v1 namespaces, nodes, pods (+`binding`, +`status`) and events;
+//! What it serves: core/v1 namespaces, nodes, pods (+`binding`, +`status`), events, services
+//! and replicationcontrollers; apps/v1 replicasets and statefulsets (stored, no controllers);
 //! events.k8s.io/v1 events (the same objects); coordination.k8s.io/v1 leases; resource.k8s.io/v1
 //! deviceclasses, resourceslices, resourceclaims (+`status`) and resourceclaimtemplates;
 //! persistentvolumes and persistentvolumeclaims (+`status`) and storage.k8s.io/v1
@@ -56,6 +57,7 @@ mod registry;
 mod resources;
 mod selectors;
 mod server;
+mod services;
 mod status;
 mod store;
 mod typed;

@@ -19,6 +19,7 @@ use crate::controller;
 use crate::defaults;
 use crate::events;
 use crate::resources::{Kind, ResourceDef};
+use crate::services;
 use crate::status::{ApiError, Cause, resource_details, success_status};
 use crate::store::{Key, NameChoice, Store, Stored, WriteConflict};
 use crate::typed::{self, FieldValidation};
@@ -168,6 +169,8 @@ pub(crate) struct Registry {
     pub(crate) faults: crate::faults::Faults,
     /// A handle on itself, for the timers that end pods' grace periods.
     self_ref: std::sync::OnceLock<std::sync::Weak<Registry>>,
+    /// Held from a Service's address allocation until it is stored (`crate::services`).
+    service_alloc: std::sync::Mutex<()>,
 }
 
 enum Attempt<T> {
@@ -182,6 +185,7 @@ impl Registry {
             audit: crate::audit::Log::default(),
             faults: crate::faults::Faults::default(),
             self_ref: std::sync::OnceLock::new(),
+            service_alloc: std::sync::Mutex::new(()),
         }
     }
 
@@ -391,6 +395,11 @@ impl Registry {
         prune(&mut body);
         defaults::apply(canon.kind_enum, &mut body);
         defaults::status_on_create(canon.kind_enum, &mut body);
+        let _allocating = (canon.kind_enum == Kind::Service)
+            .then(|| self.service_alloc.lock().unwrap_or_else(|e| e.into_inner()));
+        if canon.kind_enum == Kind::Service {
+            services::allocate(self, &mut body)?;
+        }
         let causes = validation::validate_create(canon, &body);
         if !causes.is_empty() {
             return Err(ApiError::invalid(res, &name, causes));
@@ -503,6 +512,9 @@ impl Registry {
         let canon = res.kind_enum.canonical();
         prune(&mut new);
         defaults::apply(canon.kind_enum, &mut new);
+        if canon.kind_enum == Kind::Service {
+            services::keep_allocations(cur_value, &mut new);
+        }
         if canon.generation && new.get("spec") != cur_value.get("spec") {
             let g = cur_value
                 .pointer("/metadata/generation")

@@ -22,11 +22,15 @@ pub(crate) enum Kind {
     PersistentVolume,
     PersistentVolumeClaim,
     StorageClass,
+    Service,
+    ReplicationController,
+    ReplicaSet,
+    StatefulSet,
 }
 
 impl Kind {
     /// All storage kinds, in the order used for namespace clean-up and discovery.
-    pub(crate) const ALL: [Kind; 14] = [
+    pub(crate) const ALL: [Kind; 18] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -41,6 +45,10 @@ impl Kind {
         Kind::PersistentVolume,
         Kind::PersistentVolumeClaim,
         Kind::StorageClass,
+        Kind::Service,
+        Kind::ReplicationController,
+        Kind::ReplicaSet,
+        Kind::StatefulSet,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -232,6 +240,70 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
         storage_version_hash: "QWTyNDq0dC4=",
     },
     ResourceDef {
+        kind_enum: Kind::ReplicationController,
+        group: "",
+        version: "v1",
+        plural: "replicationcontrollers",
+        singular: "replicationcontroller",
+        kind: "ReplicationController",
+        namespaced: true,
+        verbs: ALL_VERBS,
+        short_names: &["rc"],
+        categories: &["all"],
+        has_status: true,
+        generation: true,
+        converted: false,
+        storage_version_hash: "Jond2If31h0=",
+    },
+    ResourceDef {
+        kind_enum: Kind::Service,
+        group: "",
+        version: "v1",
+        plural: "services",
+        singular: "service",
+        kind: "Service",
+        namespaced: true,
+        verbs: ALL_VERBS,
+        short_names: &["svc"],
+        categories: &["all"],
+        has_status: true,
+        generation: false,
+        converted: false,
+        storage_version_hash: "0/CO1lhkEBI=",
+    },
+    ResourceDef {
+        kind_enum: Kind::ReplicaSet,
+        group: "apps",
+        version: "v1",
+        plural: "replicasets",
+        singular: "replicaset",
+        kind: "ReplicaSet",
+        namespaced: true,
+        verbs: ALL_VERBS,
+        short_names: &["rs"],
+        categories: &["all"],
+        has_status: true,
+        generation: true,
+        converted: false,
+        storage_version_hash: "P1RzHs8/mWQ=",
+    },
+    ResourceDef {
+        kind_enum: Kind::StatefulSet,
+        group: "apps",
+        version: "v1",
+        plural: "statefulsets",
+        singular: "statefulset",
+        kind: "StatefulSet",
+        namespaced: true,
+        verbs: ALL_VERBS,
+        short_names: &["sts"],
+        categories: &["all"],
+        has_status: true,
+        generation: true,
+        converted: false,
+        storage_version_hash: "H+vl74LkKdo=",
+    },
+    ResourceDef {
         kind_enum: Kind::Event,
         group: "events.k8s.io",
         version: "v1",
@@ -379,6 +451,7 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
 
 /// The API groups in the order the real server lists them (group priority, not alphabetical).
 pub(crate) const GROUPS: &[(&str, &str)] = &[
+    ("apps", "v1"),
     ("events.k8s.io", "v1"),
     ("policy", "v1"),
     ("storage.k8s.io", "v1"),

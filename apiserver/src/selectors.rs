@@ -245,8 +245,18 @@ pub(crate) fn supported_fields(kind: Kind) -> &'static [&'static str] {
         Kind::DeviceClass | Kind::PriorityClass | Kind::PersistentVolume | Kind::StorageClass => {
             &["metadata.name"]
         }
-        Kind::PodDisruptionBudget => &["metadata.name", "metadata.namespace"],
-        Kind::Lease
+        Kind::Service => &[
+            "metadata.name",
+            "metadata.namespace",
+            "spec.clusterIP",
+            "spec.type",
+        ],
+        Kind::ReplicationController | Kind::ReplicaSet => {
+            &["metadata.name", "metadata.namespace", "status.replicas"]
+        }
+        Kind::PodDisruptionBudget
+        | Kind::StatefulSet
+        | Kind::Lease
         | Kind::ResourceClaim
         | Kind::ResourceClaimTemplate
         | Kind::PersistentVolumeClaim => &["metadata.name", "metadata.namespace"],

@@ -110,7 +110,8 @@ fn check<T: DeserializeOwned>(value: &Value) -> Result<Vec<Vec<Seg>>, String> {
 pub(crate) fn decode(kind: Kind, value: &mut Value) -> Result<Vec<String>, String> {
     use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core, resource::v1 as res};
     use k8s_openapi::api::{
-        policy::v1 as policy, scheduling::v1 as scheduling, storage::v1 as storage,
+        apps::v1 as apps, policy::v1 as policy, scheduling::v1 as scheduling,
+        storage::v1 as storage,
     };
     let unknown = match kind {
         Kind::Namespace => check::<core::Namespace>(value),
@@ -127,6 +128,10 @@ pub(crate) fn decode(kind: Kind, value: &mut Value) -> Result<Vec<String>, Strin
         Kind::PersistentVolume => check::<core::PersistentVolume>(value),
         Kind::PersistentVolumeClaim => check::<core::PersistentVolumeClaim>(value),
         Kind::StorageClass => check::<storage::StorageClass>(value),
+        Kind::Service => check::<core::Service>(value),
+        Kind::ReplicationController => check::<core::ReplicationController>(value),
+        Kind::ReplicaSet => check::<apps::ReplicaSet>(value),
+        Kind::StatefulSet => check::<apps::StatefulSet>(value),
     }?;
     // `apiVersion`/`kind` are consumed by k8s-openapi's visitor; anything else unknown is dropped.
     let mut names = Vec::with_capacity(unknown.len());

@@ -1,6 +1,7 @@
 //! PodTopologySpread and InterPodAffinity end to end through the embedded API server, with
-//! upstream's cases: spread skew with and without `minDomains`, anti-affinity between
-//! replicas, affinity to existing pods, and `namespaceSelector`.
+//! upstream's cases: spread skew with and without `minDomains`, system default constraints for
+//! pods a Service or a ReplicaSet selects (and none for a pod nothing selects), anti-affinity
+//! between replicas, affinity to existing pods, and `namespaceSelector`.
 
 use std::collections::BTreeMap;
 
@@ -186,4 +187,78 @@ async fn a_namespace_selector_selects_pods_of_labelled_namespaces() {
         .await;
     // Only team-a's cache counts: web joins zone z2 (node b).
     assert_eq!(node_of(named(&pods, "web")), Some("b"));
+}
+
+/// A pod with `labels` whose controller is the ReplicaSet `owner` (as its controller would
+/// create it), with extra spec entries.
+fn owned_pod(name: &str, labels: &str, owner: &str, extra_spec: &str) -> String {
+    let meta = format!(
+        "{{name: {name}, namespace: default, labels: {{{labels}}}, ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, name: {owner}, uid: 6c1b2bd6-0d8e-4bb0-9f5c-000000000001, controller: true}}]}}"
+    );
+    let extra = if extra_spec.is_empty() {
+        String::new()
+    } else {
+        format!(", {extra_spec}")
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {meta}\nspec: {{containers: [{{name: c, image: busybox, resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}}}]{extra}}}\n---\n"
+    )
+}
+
+/// Two nodes in two zones where resources favour `a`: it already runs three small `app: web`
+/// pods (`web_pod` builds them), while `b` runs one large unrelated pod. Only spreading can send
+/// a new web pod to `b`: the system defaults (hostname maxSkew 3, zone maxSkew 5, both
+/// ScheduleAnyway, weight 2) outweigh the resource scores when the new pod is selected.
+fn crowded_zone(web_pod: impl Fn(&str, &str) -> String) -> String {
+    let filler = "apiVersion: v1\nkind: Pod\nmetadata: {name: filler, namespace: default, labels: {app: batch}}\nspec: {nodeName: b, containers: [{name: c, image: busybox, resources: {requests: {cpu: \"2\", memory: 4Gi}}}]}\n---\n";
+    let mut yaml = zone_node("a", "z1") + &zone_node("b", "z2") + filler;
+    for i in 0..3 {
+        yaml += &web_pod(&format!("old-{i}"), "nodeName: a");
+    }
+    yaml
+}
+
+const WEB_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n---\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_a_service_selects_is_spread_by_the_system_default_constraints() {
+    let cluster = cluster_with(
+        &(crowded_zone(|name, spec| labelled_pod(name, "default", "app: web", spec))
+            + WEB_SERVICE),
+    )
+    .await;
+    cluster
+        .apply(
+            &(labelled_pod("web-new", "default", "app: web", "")
+                + &labelled_pod("other-new", "default", "app: other", "")),
+        )
+        .await;
+    let pods = cluster
+        .wait_for_pods(|pods| bound_count(pods, "web-new") + bound_count(pods, "other-new") == 2)
+        .await;
+    // The Service's pods crowd a (and z1): the new one goes to b. A pod nothing selects gets no
+    // default constraints and follows the resources to a.
+    assert_eq!(node_of(named(&pods, "web-new")), Some("b"));
+    assert_eq!(node_of(named(&pods, "other-new")), Some("a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_a_replica_set_are_spread_by_default_and_unowned_pods_are_not() {
+    let replica_set = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: web, namespace: default}\nspec:\n  replicas: 4\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, image: busybox}]}\n---\n";
+    let cluster = cluster_with(
+        &(crowded_zone(|name, spec| owned_pod(name, "app: web", "web", spec)) + replica_set),
+    )
+    .await;
+    // No Service selects app=web here: only the owner makes the difference.
+    cluster
+        .apply(
+            &(owned_pod("web-new", "app: web", "web", "")
+                + &labelled_pod("stray-new", "default", "app: web", "")),
+        )
+        .await;
+    let pods = cluster
+        .wait_for_pods(|pods| bound_count(pods, "web-new") + bound_count(pods, "stray-new") == 2)
+        .await;
+    assert_eq!(node_of(named(&pods, "web-new")), Some("b"));
+    assert_eq!(node_of(named(&pods, "stray-new")), Some("a"));
 }

@@ -1,6 +1,8 @@
 //! `meta.k8s.io/v1` Table responses for `kubectl get` (reference 53), with the columns kubectl
 //! users know for each kind.
 
+mod workloads;
+
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -251,6 +253,9 @@ fn columns(kind: Kind) -> Vec<Column> {
             ),
             age,
         ],
+        Kind::Service | Kind::ReplicationController | Kind::ReplicaSet | Kind::StatefulSet => {
+            workloads::columns(kind, name, age)
+        }
         Kind::ResourceClaim => {
             vec![
                 name,
@@ -602,6 +607,9 @@ fn cells(kind: Kind, v: &Value) -> Vec<Value> {
             s(v, "/spec/pool/name").into(),
             created.into(),
         ],
+        Kind::Service | Kind::ReplicationController | Kind::ReplicaSet | Kind::StatefulSet => {
+            workloads::cells(kind, v, name, created)
+        }
         Kind::ResourceClaim => {
             // Same summary as kubectl's printer for claims.
             let mut states = Vec::new();

@@ -9,6 +9,7 @@ pub(crate) mod resourceclaim;
 mod resourceslice;
 mod scheduling;
 mod storage;
+mod workloads;
 
 use serde_json::Value;
 
@@ -73,6 +74,9 @@ pub(crate) fn validate_update(
                     causes.extend(storage::validate_pvc_update(new, old))
                 }
                 Kind::StorageClass => causes.extend(storage::validate_class_update(new, old)),
+                Kind::Service | Kind::ReplicaSet | Kind::StatefulSet => {
+                    causes.extend(workloads::validate_update(res.kind_enum, new, old))
+                }
                 _ => {}
             }
         }
@@ -122,6 +126,9 @@ fn kind_rules(kind: Kind, obj: &Value) -> Vec<Cause> {
         Kind::PersistentVolume => causes.extend(storage::validate_pv(obj)),
         Kind::PersistentVolumeClaim => causes.extend(storage::validate_pvc(obj)),
         Kind::StorageClass => causes.extend(storage::validate_class(obj)),
+        Kind::Service | Kind::ReplicationController | Kind::ReplicaSet | Kind::StatefulSet => {
+            causes.extend(workloads::validate(kind, obj))
+        }
         Kind::Namespace | Kind::Node | Kind::Event => {}
     }
     causes

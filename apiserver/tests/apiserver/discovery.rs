@@ -27,6 +27,10 @@ async fn kube_discovery_finds_every_served_resource() {
         "/persistentvolumes",
         "/persistentvolumeclaims",
         "storage.k8s.io/storageclasses",
+        "/services",
+        "/replicationcontrollers",
+        "apps/replicasets",
+        "apps/statefulsets",
     ] {
         assert!(
             found.iter().any(|f| f == want),
@@ -61,6 +65,7 @@ async fn aggregated_discovery_is_served_when_asked_for_and_v2beta1_only_is_406()
     assert_eq!(
         groups,
         [
+            "apps",
             "events.k8s.io",
             "policy",
             "storage.k8s.io",

@@ -172,3 +172,76 @@ async fn real_kubectl_creates_applies_gets_and_patches_every_kind() {
     assert_eq!(names.len(), 2, "{names:?}");
     drop(handle);
 }
+
+const WORKLOADS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: web, namespace: demo}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx:1.27}]}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: demo}
+spec:
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, image: postgres:17}]}
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: legacy, namespace: demo}
+spec:
+  template:
+    metadata: {labels: {app: legacy}}
+    spec: {containers: [{name: app, image: busybox:1.36}]}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_kubectl_shows_services_and_workloads_with_their_columns() {
+    let (server, _client) = setup();
+    let handle = server.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let kc = handle.kubeconfig_path.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("workloads.yaml");
+    std::fs::write(&manifest, WORKLOADS).unwrap();
+    let m = manifest.to_str().unwrap().to_string();
+    tokio::task::spawn_blocking(move || {
+        kubectl(&kc, &["create", "-f", &m]);
+        // A second apply patches: the allocated cluster IP stays.
+        kubectl(&kc, &["apply", "-f", &m]);
+        let svc = kubectl(&kc, &["get", "svc", "-n", "demo", "-o", "wide"]);
+        assert!(svc.contains("CLUSTER-IP") && svc.contains("SELECTOR"), "{svc}");
+        assert!(
+            svc.contains("10.96.0.2") && svc.contains("80/TCP") && svc.contains("app=web"),
+            "{svc}"
+        );
+        let rs = kubectl(&kc, &["get", "rs", "-n", "demo"]);
+        assert!(rs.contains("DESIRED") && rs.contains("web"), "{rs}");
+        // `all` is the category the real server gives these kinds.
+        let all = kubectl(&kc, &["get", "all", "-n", "demo"]);
+        for name in ["service/web", "replicaset.apps/web", "statefulset.apps/db", "replicationcontroller/legacy"] {
+            assert!(all.contains(name), "{name} missing from kubectl get all: {all}");
+        }
+    })
+    .await
+    .unwrap();
+    drop(handle);
+}

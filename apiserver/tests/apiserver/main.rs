@@ -14,6 +14,7 @@ mod scheduling;
 mod storage;
 mod validation;
 mod watch;
+mod workloads;
 
 use embedded_apiserver::ApiServer;
 use k8s_openapi::api::core::v1::Pod;

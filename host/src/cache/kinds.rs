@@ -41,6 +41,10 @@ fn known_plural(kind: &str) -> Option<&'static str> {
         "PersistentVolume" => "persistentvolumes",
         "PersistentVolumeClaim" => "persistentvolumeclaims",
         "StorageClass" => "storageclasses",
+        "Service" => "services",
+        "ReplicationController" => "replicationcontrollers",
+        "ReplicaSet" => "replicasets",
+        "StatefulSet" => "statefulsets",
         _ => return None,
     })
 }

@@ -10,21 +10,28 @@
 //! which is what upstream's `AddPod`/`RemovePod` extensions do.
 //!
 //! Args (`PodTopologySpreadArgs`): `defaultingType` (`System`, the default, or `List`) and
-//! `defaultConstraints`. Default constraints apply to pods without constraints, with a
-//! selector built from the Services, ReplicationControllers, ReplicaSets and StatefulSets that
-//! select the pod; this scheduler does not watch those kinds yet, so the selector is empty and
-//! default constraints select no pod (upstream then skips them as well).
+//! `defaultConstraints`. Default constraints apply to pods without constraints of their own,
+//! with a selector built from the Services, ReplicationControllers, ReplicaSets and
+//! StatefulSets that select the pod ([`default_selector`]); a pod nothing selects gets no
+//! default constraints, as upstream. With `System`, they are hostname (maxSkew 3) and zone
+//! (maxSkew 5), both `ScheduleAnyway`, so they only score. The plugin watches the four kinds
+//! only when it has default constraints.
+
+pub mod default_selector;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::core::v1::{Toleration, TopologySpreadConstraint};
+use parking_lot::RwLock;
 use serde::Deserialize;
 
 use crate::framework::{
-    ClusterEvent, CycleState, EventAction, ExtensionPoint, NodeInfo, Plugin, PodInfo,
-    PreFilterResult, ResourceKind, Snapshot, Status,
+    ClusterEvent, CycleState, EventAction, ExtensionPoint, NodeInfo, ObjectEvent, Plugin,
+    PodInfo, PreFilterResult, ResourceKind, Snapshot, Status,
 };
+
+use default_selector::SelectorSources;
 
 use super::helpers::{MAX_NODE_SCORE, decode_args, find_untolerated_taint};
 use super::label_selector::Selector;
@@ -40,6 +47,8 @@ pub const PRE_SCORE_STATE_KEY: &str = "PreScorePodTopologySpread";
 /// CycleState key of the snapshot's nodes, kept by PreFilter for PreScore (which upstream
 /// reads from the shared lister).
 const ALL_NODES_KEY: &str = "AllNodesPodTopologySpread";
+/// CycleState key of the default selector PreFilter built, for PreScore.
+const DEFAULT_SELECTOR_KEY: &str = "DefaultSelectorPodTopologySpread";
 /// Filter reason when placing the pod on the node would exceed `maxSkew`.
 pub const ERR_REASON_CONSTRAINTS_NOT_MATCH: &str =
     "node(s) didn't match pod topology spread constraints";
@@ -88,6 +97,8 @@ fn system_default_constraints() -> Vec<TopologySpreadConstraint> {
 pub struct PodTopologySpread {
     default_constraints: Vec<TopologySpreadConstraint>,
     system_defaulted: bool,
+    /// What default selectors are built from, fed by `on_event`.
+    sources: RwLock<SelectorSources>,
 }
 
 impl PodTopologySpread {
@@ -154,19 +165,29 @@ impl PodTopologySpread {
                 listed
             },
             system_defaulted: system,
+            sources: RwLock::new(SelectorSources::default()),
         })
     }
 
-    /// The selector default constraints get (upstream `helper.DefaultSelector`): the union of
-    /// the selectors of the Services, ReplicationControllers, ReplicaSets and StatefulSets
-    /// that select the pod. None of those kinds is watched yet, so it is empty.
-    fn default_selector(&self, _pod: &PodInfo) -> Selector {
-        Selector::everything()
+    /// The selector default constraints get (upstream `helper.DefaultSelector`), `None` when
+    /// the pod has constraints of its own, there are no default constraints, or nothing
+    /// selects the pod: then no default constraint applies.
+    fn default_selector(&self, pod: &PodInfo) -> Option<Selector> {
+        if has_own_constraints(pod) || self.default_constraints.is_empty() {
+            return None;
+        }
+        Some(self.sources.read().default_selector(pod)).filter(|s| !s.is_empty())
     }
 
-    /// The pod's constraints with this `whenUnsatisfiable`, or the default constraints when it
-    /// has none (upstream `getConstraints` / `buildDefaultConstraints`).
-    fn constraints(&self, pod: &PodInfo, action: &str) -> Result<Vec<Constraint>, String> {
+    /// The pod's constraints with this `whenUnsatisfiable`, or the default constraints with
+    /// `default_selector` when it has none (upstream `getConstraints` /
+    /// `buildDefaultConstraints`).
+    fn constraints(
+        &self,
+        pod: &PodInfo,
+        action: &str,
+        default_selector: Option<&Selector>,
+    ) -> Result<Vec<Constraint>, String> {
         let own = pod
             .pod
             .spec
@@ -176,16 +197,25 @@ impl PodTopologySpread {
         if !own.is_empty() {
             return compile(own, pod, action, None);
         }
-        if self.default_constraints.is_empty() {
-            return Ok(Vec::new());
+        match default_selector {
+            Some(selector) => {
+                compile(&self.default_constraints, pod, action, Some(selector.clone()))
+            }
+            None => Ok(Vec::new()),
         }
-        let selector = self.default_selector(pod);
-        if selector.is_empty() {
-            return Ok(Vec::new());
-        }
-        compile(&self.default_constraints, pod, action, Some(selector))
     }
 }
+
+fn has_own_constraints(pod: &PodInfo) -> bool {
+    pod.pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .is_some_and(|c| !c.is_empty())
+}
+
+/// The default selector PreFilter built (see [`DEFAULT_SELECTOR_KEY`]).
+struct DefaultSelector(Selector);
 
 /// One constraint, compiled for the incoming pod (upstream `topologySpreadConstraint`).
 #[derive(Debug, Clone)]
@@ -213,20 +243,26 @@ fn compile(
         .iter()
         .filter(|c| c.when_unsatisfiable == action)
     {
-        let mut sel = match &selector {
-            Some(s) => s.clone(),
-            None => Selector::new(c.label_selector.as_ref())?,
-        };
         // matchLabelKeys: the pod's values of these keys narrow the selector (the API server
-        // may have merged them already; adding them again selects the same pods).
-        let keys = c.match_label_keys.as_deref().unwrap_or(&[]);
-        let pairs: Vec<(String, String)> = keys
-            .iter()
-            .filter_map(|k| Some((k.clone(), labels?.get(k)?.clone())))
-            .collect();
-        if !pairs.is_empty() {
-            sel = sel.with_labels(pairs);
-        }
+        // may have merged them already; adding them again selects the same pods). Default
+        // constraints get the default selector instead, as upstream, which replaces the
+        // merged selector.
+        let sel = match &selector {
+            Some(s) => s.clone(),
+            None => {
+                let keys = c.match_label_keys.as_deref().unwrap_or(&[]);
+                let pairs: Vec<(String, String)> = keys
+                    .iter()
+                    .filter_map(|k| Some((k.clone(), labels?.get(k)?.clone())))
+                    .collect();
+                let sel = Selector::new(c.label_selector.as_ref())?;
+                if pairs.is_empty() {
+                    sel
+                } else {
+                    sel.with_labels(pairs)
+                }
+            }
+        };
         let self_match = sel.matches(labels);
         out.push(Constraint {
             max_skew: i64::from(c.max_skew),
@@ -460,22 +496,31 @@ impl Plugin for PodTopologySpread {
         ]
     }
 
+    /// Default selectors are built from these kinds (upstream's listers), watched only when
+    /// there are default constraints.
+    fn subscriptions(&self) -> Vec<ResourceKind> {
+        if self.default_constraints.is_empty() {
+            Vec::new()
+        } else {
+            default_selector::kinds()
+        }
+    }
+
+    fn on_event(&self, event: &ObjectEvent) {
+        self.sources.write().on_event(event);
+    }
+
     fn pre_filter(
         &self,
         state: &mut CycleState,
         pod: &PodInfo,
         snapshot: &Snapshot,
     ) -> PreFilterResult {
-        let has_own = pod
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.topology_spread_constraints.as_ref())
-            .is_some_and(|c| !c.is_empty());
-        // Pods without constraints (and no default selector) skip at once: no node is read.
-        if !has_own
-            && (self.default_constraints.is_empty() || self.default_selector(pod).is_empty())
-        {
+        // Pods without constraints that nothing selects skip at once: no node is read. For a
+        // pod without constraints, that costs a map lookup of its namespace's Services and of
+        // its controller.
+        let default_selector = self.default_selector(pod);
+        if !has_own_constraints(pod) && default_selector.is_none() {
             return PreFilterResult {
                 status: Status::skip(),
                 node_names: None,
@@ -483,7 +528,11 @@ impl Plugin for PodTopologySpread {
         }
         let nodes = Arc::new(snapshot.nodes.clone());
         state.write(ALL_NODES_KEY, AllNodes(nodes.clone()));
-        let constraints = match self.constraints(pod, DO_NOT_SCHEDULE) {
+        let constraints = self.constraints(pod, DO_NOT_SCHEDULE, default_selector.as_ref());
+        if let Some(selector) = default_selector {
+            state.write(DEFAULT_SELECTOR_KEY, DefaultSelector(selector));
+        }
+        let constraints = match constraints {
             Ok(c) => c,
             Err(e) => {
                 return PreFilterResult {
@@ -570,20 +619,17 @@ impl Plugin for PodTopologySpread {
         if nodes.is_empty() || all.is_empty() {
             return Status::skip();
         }
-        let constraints = match self.constraints(pod, SCHEDULE_ANYWAY) {
+        let default_selector = state
+            .read::<DefaultSelector>(DEFAULT_SELECTOR_KEY)
+            .map(|s| &s.0);
+        let constraints = match self.constraints(pod, SCHEDULE_ANYWAY, default_selector) {
             Ok(c) if c.is_empty() => return Status::skip(),
             Ok(c) => c,
             Err(e) => return Status::error(e),
         };
         // Only the pod's own constraints need every key on a node; system defaults let nodes
         // without a zone label still spread by hostname.
-        let has_own = pod
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.topology_spread_constraints.as_ref())
-            .is_some_and(|c| !c.is_empty());
-        let require_all = has_own || !self.system_defaulted;
+        let require_all = has_own_constraints(pod) || !self.system_defaulted;
         let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
         let mut ignored = HashSet::new();
         let mut ignored_at = Vec::with_capacity(nodes.len());
@@ -598,9 +644,10 @@ impl Plugin for PodTopologySpread {
                 if c.topology_key == LABEL_HOSTNAME {
                     continue;
                 }
-                if let Some(v) = node_label(n, &c.topology_key) {
-                    counts[i].entry(v.clone()).or_default();
-                }
+                // A node without the key (possible only with system defaults) is in the
+                // domain "", which counts for the weight as upstream's.
+                let v = node_label(n, &c.topology_key).map_or("", String::as_str);
+                counts[i].entry(v.to_string()).or_default();
             }
         }
         let scored = nodes.len() - ignored.len();
@@ -627,9 +674,8 @@ impl Plugin for PodTopologySpread {
                     continue;
                 }
                 // Only domains of feasible nodes are counted; hostname is counted in Score.
-                if let Some(v) = node_label(n, &c.topology_key)
-                    && let Some(total) = counts[i].get_mut(v)
-                {
+                let v = node_label(n, &c.topology_key).map_or("", String::as_str);
+                if let Some(total) = counts[i].get_mut(v) {
                     *total += count_matching(&n.pods, &c.selector, &namespace);
                 }
             }

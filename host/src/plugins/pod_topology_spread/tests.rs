@@ -335,3 +335,96 @@ fn errors_when_args_are_invalid() {
         .is_ok()
     );
 }
+
+/// A node with the well-known zone and hostname labels holding `matching` `app: web` pods.
+fn well_known_node(name: &str, zone: &str, matching: usize) -> Arc<NodeInfo> {
+    let pods: Vec<PodInfo> = (0..matching)
+        .map(|i| {
+            pod(&format!(
+                "metadata: {{name: {name}-p{i}, namespace: d, uid: {name}-{i}, labels: {{app: web}}}}\nspec: {{nodeName: {name}, containers: [{{name: c}}]}}"
+            ))
+        })
+        .collect();
+    Arc::new(node_info(
+        &format!(
+            "metadata: {{name: {name}, labels: {{topology.kubernetes.io/zone: {zone}, kubernetes.io/hostname: {name}}}}}"
+        ),
+        &pods,
+    ))
+}
+
+/// The plugin with system defaults, knowing a Service `web` that selects `app: web` in `d`.
+fn plugin_with_web_service() -> PodTopologySpread {
+    let pl = plugin();
+    pl.on_event(&ObjectEvent {
+        action: EventAction::Added,
+        resource: default_selector::service_kind(),
+        object: r#"{"metadata": {"name": "web", "namespace": "d"}, "spec": {"selector": {"app": "web"}}}"#.into(),
+    });
+    pl
+}
+
+#[test]
+fn system_defaults_score_a_pod_a_service_selects_by_hostname_and_zone() {
+    let nodes = [
+        well_known_node("a", "z1", 3),
+        well_known_node("b", "z1", 0),
+        well_known_node("x", "z2", 0),
+    ];
+    let p = pod("metadata: {name: new, namespace: d, uid: new, labels: {app: web}}\nspec: {containers: [{name: c}]}");
+    let pl = plugin_with_web_service();
+    let mut state = CycleState::default();
+    let r = pl.pre_filter(&mut state, &p, &Snapshot::from_nodes(nodes.to_vec()));
+    assert_eq!(r.status.code, Code::Skip, "system defaults never filter");
+    assert!(pl.pre_score(&mut state, &p, &nodes).is_success());
+    let mut scores = pl.score(&state, &p, &nodes).unwrap();
+    // hostname: ln(3 + 2) = 1.609 per pod on the node, + maxSkew 3 - 1;
+    // zone: ln(2 + 2) = 1.386 per pod in the zone, + maxSkew 5 - 1.
+    assert_eq!(scores, [15, 10, 6]);
+    pl.normalize_score(&state, &p, &mut scores);
+    assert_eq!(scores, [40, 73, 100]);
+}
+
+#[test]
+fn a_pod_nothing_selects_gets_no_default_constraints() {
+    let nodes = [well_known_node("a", "z1", 3), well_known_node("x", "z2", 0)];
+    let p = pod("metadata: {name: new, namespace: d, uid: new, labels: {app: other}}\nspec: {containers: [{name: c}]}");
+    let pl = plugin_with_web_service();
+    let mut state = CycleState::default();
+    let r = pl.pre_filter(&mut state, &p, &Snapshot::from_nodes(nodes.to_vec()));
+    assert_eq!(r.status.code, Code::Skip);
+    assert_eq!(pl.pre_score(&mut state, &p, &nodes).code, Code::Skip);
+}
+
+#[test]
+fn nodes_without_a_zone_still_spread_by_hostname_under_system_defaults() {
+    let no_zone = |name: &str, matching: usize| {
+        let pods: Vec<PodInfo> = (0..matching)
+            .map(|i| {
+                pod(&format!(
+                    "metadata: {{name: {name}-p{i}, namespace: d, uid: {name}-{i}, labels: {{app: web}}}}\nspec: {{nodeName: {name}, containers: [{{name: c}}]}}"
+                ))
+            })
+            .collect();
+        Arc::new(node_info(
+            &format!("metadata: {{name: {name}, labels: {{kubernetes.io/hostname: {name}}}}}"),
+            &pods,
+        ))
+    };
+    let nodes = [no_zone("a", 2), no_zone("b", 0)];
+    let p = pod("metadata: {name: new, namespace: d, uid: new, labels: {app: web}}\nspec: {containers: [{name: c}]}");
+    let pl = plugin_with_web_service();
+    let mut state = CycleState::default();
+    pl.pre_filter(&mut state, &p, &Snapshot::from_nodes(nodes.to_vec()));
+    assert!(pl.pre_score(&mut state, &p, &nodes).is_success());
+    let mut scores = pl.score(&state, &p, &nodes).unwrap();
+    pl.normalize_score(&state, &p, &mut scores);
+    assert!(scores[1] > scores[0], "{scores:?}");
+}
+
+#[test]
+fn the_four_kinds_are_watched_only_with_default_constraints() {
+    assert_eq!(plugin().subscriptions(), default_selector::kinds());
+    let listed = PodTopologySpread::new(&serde_json::json!({"defaultingType": "List"})).unwrap();
+    assert!(listed.subscriptions().is_empty());
+}
