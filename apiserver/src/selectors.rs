@@ -242,7 +242,7 @@ pub(crate) fn supported_fields(kind: Kind) -> &'static [&'static str] {
             "spec.nodeName",
             "spec.pool.name",
         ],
-        Kind::DeviceClass | Kind::PriorityClass => &["metadata.name"],
+        Kind::DeviceClass | Kind::PriorityClass | Kind::DeviceTaintRule => &["metadata.name"],
         Kind::PodDisruptionBudget => &["metadata.name", "metadata.namespace"],
         Kind::Lease | Kind::ResourceClaim | Kind::ResourceClaimTemplate => {
             &["metadata.name", "metadata.namespace"]

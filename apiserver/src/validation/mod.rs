@@ -2,6 +2,7 @@
 //! before it is committed, so an invalid result (of a create, an update or a patch) changes nothing.
 
 mod cel;
+mod devicetaintrule;
 mod meta;
 pub(crate) mod names;
 mod pod;
@@ -48,10 +49,13 @@ pub(crate) fn validate_update(
 ) -> Vec<Cause> {
     let mut causes = meta::validate_update(new, old);
     match sub {
-        Subresource::Status => {
-            if res.kind_enum == Kind::ResourceClaim {
-                causes.extend(resourceclaim::validate_status_update(new, old));
-            }
+        Subresource::Status => match res.kind_enum {
+            Kind::ResourceClaim => causes.extend(resourceclaim::validate_status_update(new, old)),
+            Kind::DeviceTaintRule => causes.extend(devicetaintrule::validate_status_update(new)),
+            _ => {}
+        },
+        Subresource::Main if res.kind_enum == Kind::DeviceTaintRule => {
+            causes.extend(devicetaintrule::validate_rule(new, Some(old)));
         }
         Subresource::Main => {
             causes.extend(kind_rules(res.kind_enum, new));
@@ -113,6 +117,7 @@ fn kind_rules(kind: Kind, obj: &Value) -> Vec<Cause> {
         }
         Kind::PriorityClass => causes.extend(scheduling::validate_class(obj)),
         Kind::PodDisruptionBudget => causes.extend(scheduling::validate_pdb(obj)),
+        Kind::DeviceTaintRule => causes.extend(devicetaintrule::validate_rule(obj, None)),
         Kind::Namespace | Kind::Node | Kind::Event => {}
     }
     causes
