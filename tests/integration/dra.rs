@@ -1873,3 +1873,77 @@ async fn works_for_the_binding_conditions_example() {
     assert_eq!(c.bound().await["trainer"], "node-a");
     c.invariants().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// DeviceTaintRules (KEP-5055, resource.k8s.io/v1beta2)
+
+const BROKEN: &str = "example.com/broken";
+
+/// A rule tainting `device` of `node`'s GPU pool with `BROKEN` and `effect`.
+fn taint_rule(name: &str, node: &str, device: &str, effect: &str) -> Value {
+    json!({"apiVersion": "resource.k8s.io/v1beta2", "kind": "DeviceTaintRule", "metadata": {"name": name},
+           "spec": {"deviceSelector": {"driver": GPU, "pool": format!("{node}-{GPU}"), "device": device},
+                    "taint": {"key": BROKEN, "value": "fan", "effect": effect}}})
+}
+
+/// The one device of a pod's claim.
+async fn device_of(c: &Cluster, pod: &str) -> String {
+    let r = results(&c.claim_of(pod).await);
+    assert_eq!(r.len(), 1, "{pod}: {r:?}");
+    r[0].1.clone()
+}
+
+/// Three GPUs, two of them tainted by rules (NoSchedule and NoExecute): plain pods get only the
+/// untainted one and the second waits; a pod whose request tolerates the taint gets a tainted
+/// GPU; deleting the rule of the other tainted GPU frees it for the waiting pod.
+async fn taint_rules_keep_pods_off_tainted_devices(mode: Mode) {
+    let c = Cluster::start(mode, "").await;
+    let tolerating = json!([{"name": "gpu", "exactly": {"deviceClassName": GPU, "allocationMode": "ExactCount", "count": 1,
+        "tolerations": [{"key": BROKEN, "operator": "Exists"}]}}]);
+    c.load(&[
+        namespace(),
+        node("node-a"),
+        gpu_class(),
+        taint_rule("gpu-0-broken", "node-a", "gpu-0", "NoSchedule"),
+        taint_rule("gpu-1-broken", "node-a", "gpu-1", "NoExecute"),
+        // Informational only: does not keep pods off gpu-2.
+        taint_rule("gpu-2-watched", "node-a", "gpu-2", "None"),
+        gpus("node-a", 3),
+        template("one-gpu", json!([exact("gpu", GPU, 1)])),
+        template("tolerant-gpu", tolerating),
+        pod_using_template("p0", "one-gpu"),
+        pod_using_template("p1", "one-gpu"),
+    ])
+    .await;
+    c.wait_bound(1).await;
+    let bound = c.bound().await;
+    let (plain, waiting) = if bound.contains_key("p0") { ("p0", "p1") } else { ("p1", "p0") };
+    assert_eq!(device_of(&c, plain).await, "gpu-2");
+    wait_for(|| async { c.message(waiting).contains("cannot allocate all claims") }).await;
+
+    c.load(&[pod_using_template("t", "tolerant-gpu")]).await;
+    wait_for(|| async { c.bound().await.contains_key("t") }).await;
+    let taken = device_of(&c, "t").await;
+    assert!(taken == "gpu-0" || taken == "gpu-1", "{taken}");
+    assert!(!c.bound().await.contains_key(waiting));
+
+    let free = if taken == "gpu-0" { "gpu-1" } else { "gpu-0" };
+    let rules: Api<k8s_openapi::api::resource::v1beta2::DeviceTaintRule> = Api::all(c.client.clone());
+    rules
+        .delete(&format!("{free}-broken"), &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(|| async { c.bound().await.contains_key(waiting) }).await;
+    assert_eq!(device_of(&c, waiting).await, free);
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_taint_rules_keep_pods_off_tainted_devices_unless_tolerated() {
+    taint_rules_keep_pods_off_tainted_devices(Mode::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_taint_rules_keep_pods_off_tainted_devices_unless_tolerated_as_wasm_component() {
+    taint_rules_keep_pods_off_tainted_devices(Mode::Wasm).await;
+}

@@ -374,6 +374,25 @@ impl Inventory {
     }
 }
 
+impl Inventory {
+    /// Adds the taints of DeviceTaintRules (KEP-5055) to the devices they select, as upstream's
+    /// ResourceSlice tracker does before allocation: a rule's taint then counts exactly like one
+    /// published in the slice. Only `NoSchedule`/`NoExecute` taints are kept (see
+    /// [`Device::taints`]).
+    pub fn add_rule_taints<'a>(&mut self, rules: impl IntoIterator<Item = &'a crate::state::TaintRule>) {
+        for rule in rules {
+            if !matches!(rule.taint.effect.as_str(), "NoSchedule" | "NoExecute") {
+                continue;
+            }
+            for d in &mut self.devices {
+                if rule.selects(&d.driver, &d.pool, &d.name) {
+                    d.taints.push(rule.taint.clone());
+                }
+            }
+        }
+    }
+}
+
 impl Device {
     /// The index in [`Device::capacity`] of the capacity a request names (`memory` and
     /// `driver/memory` are the same for the device's driver).

@@ -686,12 +686,18 @@ impl Plugin for DraPlugin {
                 ResourceKind::resource_claim_template(),
                 ResourceKind::resource_slice(),
                 ResourceKind::device_class(),
+                ResourceKind::device_taint_rule(),
             ],
             patches: vec![ResourceKind::resource_claim()],
             requeue_on: vec![
                 ev(ResourceKind::resource_claim(), &add_update),
                 ev(ResourceKind::resource_slice(), &add_update),
                 ev(ResourceKind::device_class(), &add_update),
+                // A rule deleted or changed (e.g. to effect None) can untaint devices.
+                ev(
+                    ResourceKind::device_taint_rule(),
+                    &[EventAction::Modified, EventAction::Deleted],
+                ),
                 ev(ResourceKind::node(), &add_update),
                 ev(ResourceKind::pod(), &[EventAction::Deleted]),
             ],
