@@ -1634,6 +1634,44 @@ async fn consumable_capacity_is_never_exceeded_as_wasm_component() {
     shares_never_exceed_capacity(Mode::Wasm).await;
 }
 
+/// One request for two 3G shares, selecting by `device.allowMultipleAllocations`: as upstream,
+/// both shares come from the same NIC (two results, distinct `shareID`s, the API server accepts
+/// them); a second such pod needs 6G of the 4G left and waits.
+async fn one_request_takes_two_shares(mode: Mode) {
+    let c = Cluster::start(mode, "").await;
+    let pair = json!([{"name": "nic", "exactly": {"deviceClassName": NIC, "allocationMode": "ExactCount", "count": 2,
+        "selectors": [{"cel": {"expression": "device.allowMultipleAllocations"}}],
+        "capacity": {"requests": {"bandwidth": "3G"}}}}]);
+    c.load(&[
+        namespace(),
+        class(NIC, &format!("device.driver == \"{NIC}\"")),
+        node("node-a"),
+        shared_nic("node-a"),
+        template("pair", pair),
+        pod_using_template("q0", "pair"),
+    ])
+    .await;
+    c.wait_bound(1).await;
+    let claim = c.claim_of("q0").await;
+    let results = claim.status.unwrap().allocation.unwrap().devices.unwrap().results.unwrap();
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r.device == "nic-0"));
+    assert_ne!(results[0].share_id, results[1].share_id);
+    c.load(&[pod_using_template("q1", "pair")]).await;
+    wait_for(|| async { c.message("q1").contains("cannot allocate all claims") }).await;
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_takes_two_shares_of_one_device() {
+    one_request_takes_two_shares(Mode::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_takes_two_shares_of_one_device_as_wasm_component() {
+    one_request_takes_two_shares(Mode::Wasm).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn works_for_the_consumable_capacity_example() {
     let c = Cluster::start(Mode::Native, "").await;

@@ -358,7 +358,8 @@ impl Inventory {
                 name: d.name.clone(),
                 reach,
                 node,
-                cel: CelDevice::new(&spec.driver, d.attributes.as_ref(), d.capacity.as_ref()),
+                cel: CelDevice::new(&spec.driver, d.attributes.as_ref(), d.capacity.as_ref())
+                    .map(|c| c.with_multiple_allocations(multi)),
                 attributes,
                 taints,
                 consumes,

@@ -1829,6 +1829,55 @@ mod tests {
         assert!(ids.iter().all(|id| id.len() == 36 && id.as_bytes()[14] == b'4'));
     }
 
+    /// As upstream's allocator (a shared device is not marked in use while allocating), one
+    /// request for 2 devices takes two shares of the same `allowMultipleAllocations` NIC, each
+    /// with its own `shareID`, and a request for 3 × 4G does not fit in 10G. A CEL selector on
+    /// `device.allowMultipleAllocations` picks the shared NIC over a plain one.
+    #[test]
+    fn one_request_takes_two_shares_of_the_same_device() {
+        let mut p = DraPlugin::new("{}").unwrap();
+        add(
+            &mut p,
+            ResourceKind::device_class(),
+            json!({"metadata": {"name": "nic"},
+            "spec": {"selectors": [{"cel": {"expression": "device.driver == \"nic.example.com\""}}]}}),
+        );
+        add(&mut p, ResourceKind::node(), json!({"metadata": {"name": "node-a"}}));
+        add(
+            &mut p,
+            ResourceKind::resource_slice(),
+            json!({"metadata": {"name": "nics"},
+            "spec": {"driver": "nic.example.com", "nodeName": "node-a",
+                     "pool": {"name": "nics", "generation": 1, "resourceSliceCount": 1},
+                     "devices": [{"name": "plain-0", "capacity": {"bandwidth": {"value": "10G"}}},
+                                 {"name": "nic-0", "allowMultipleAllocations": true,
+                                  "capacity": {"bandwidth": {"value": "10G"}}}]}}),
+        );
+        let nodes = ["node-a".to_string()];
+        let claim = |name: &str, count: i64| {
+            json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": name, "namespace": "demo", "uid": format!("{name}-uid")},
+            "spec": {"devices": {"requests": [{"name": "nic", "exactly": {
+                "deviceClassName": "nic", "allocationMode": "ExactCount", "count": count,
+                "selectors": [{"cel": {"expression": "device.allowMultipleAllocations"}}],
+                "capacity": {"requests": {"bandwidth": "4G"}}}}]}}})
+        };
+        add(&mut p, ResourceKind::resource_claim(), claim("three", 3));
+        add(&mut p, ResourceKind::pod(), pod("p3", "three"));
+        assert!(p.pre_filter(&pod_ref("p3")).status.is_success());
+        assert!(!p.filter(&pod_ref("p3"), &nodes)[0].is_success(), "12G > 10G");
+        add(&mut p, ResourceKind::resource_claim(), claim("two", 2));
+        add(&mut p, ResourceKind::pod(), pod("p2", "two"));
+        assert!(p.pre_filter(&pod_ref("p2")).status.is_success());
+        assert!(p.filter(&pod_ref("p2"), &nodes)[0].is_success());
+        let intents = p.reserve(&pod_ref("p2"), "node-a").unwrap();
+        let body: Value = serde_json::from_str(&intents[1].body).unwrap();
+        let results = body["status"]["allocation"]["devices"]["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2);
+        assert!(results.iter().all(|r| r["device"] == "nic-0"), "{results:?}");
+        assert_ne!(results[0]["shareID"], results[1]["shareID"]);
+    }
+
     /// Adds pod `name` with its own claim for `count` devices, runs PreFilter and returns
     /// whether each node passes Filter.
     fn new_pod_fits(p: &mut DraPlugin, name: &str, count: i64, nodes: &[String]) -> Vec<bool> {
