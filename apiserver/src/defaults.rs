@@ -59,10 +59,32 @@ pub(crate) fn apply(kind: Kind, obj: &mut Value) {
                 set_default(m, "reclaimPolicy", "Delete".into());
                 set_default(m, "volumeBindingMode", "Immediate".into());
             }
+        }
         Kind::Service | Kind::ReplicationController | Kind::ReplicaSet | Kind::StatefulSet => {
             workloads::apply(kind, obj)
         }
+        Kind::DeviceTaintRule => {
+            if let Some(t) = obj.pointer_mut("/spec/taint") {
+                taint(t);
+            }
+        }
         Kind::DeviceClass | Kind::Lease => {}
+    }
+}
+
+/// `SetDefaults_DeviceTaint`: a taint without `timeAdded` was added now.
+fn taint(t: &mut Value) {
+    if let Some(m) = t.as_object_mut() {
+        set_default(m, "timeAdded", crate::registry::now().into());
+    }
+}
+
+/// A DeviceTaintRule update (upstream `PrepareForUpdate`): when the effect changes and the
+/// client left `timeAdded` as it was, it becomes now, so it tells when the effect began.
+pub(crate) fn taint_rule_update(new: &mut Value, old: &Value) {
+    let (n, o) = (&new["spec"]["taint"], &old["spec"]["taint"]);
+    if n.get("effect") != o.get("effect") && n.get("timeAdded") == o.get("timeAdded") {
+        new["spec"]["taint"]["timeAdded"] = crate::registry::now().into();
     }
 }
 
@@ -70,7 +92,7 @@ pub(crate) fn apply(kind: Kind, obj: &mut Value) {
 /// pods and namespaces, kept for nodes (reference 11).
 pub(crate) fn status_on_create(kind: Kind, obj: &mut Value) {
     match kind {
-        Kind::ResourceClaim => obj["status"] = json!({}),
+        Kind::ResourceClaim | Kind::DeviceTaintRule => obj["status"] = json!({}),
         Kind::Pod => {
             let qos = pod_qos(obj);
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
@@ -352,6 +374,9 @@ fn slice(obj: &mut Value) {
         .and_then(Value::as_array_mut)
     {
         for d in devices {
+            if let Some(taints) = d.get_mut("taints").and_then(Value::as_array_mut) {
+                taints.iter_mut().for_each(taint);
+            }
             if let Some(caps) = d.get_mut("capacity").and_then(Value::as_object_mut) {
                 for c in caps.values_mut() {
                     if let Some(Value::String(s)) = c.get_mut("value") {

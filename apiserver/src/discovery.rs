@@ -79,16 +79,34 @@ fn aggregated_resource(res: &ResourceDef) -> Value {
     r
 }
 
-fn aggregated_group(name: Option<&str>, version: &str, group: &str) -> Value {
-    let mut resources: Vec<Value> = resources::in_group_version(group, version)
-        .map(aggregated_resource)
+fn aggregated_group(name: Option<&str>, versions: &[&str], group: &str) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|version| {
+            let mut resources: Vec<Value> = resources::in_group_version(group, version)
+                .map(aggregated_resource)
+                .collect();
+            resources.sort_by(|a, b| a["resource"].as_str().cmp(&b["resource"].as_str()));
+            json!({"version": version, "resources": resources, "freshness": "Current"})
+        })
         .collect();
-    resources.sort_by(|a, b| a["resource"].as_str().cmp(&b["resource"].as_str()));
     let metadata = match name {
         Some(n) => json!({"name": n}),
         None => json!({}),
     };
-    json!({"metadata": metadata, "versions": [{"version": version, "resources": resources, "freshness": "Current"}]})
+    json!({"metadata": metadata, "versions": versions})
+}
+
+/// The served groups in priority order, each with its versions (preferred first).
+fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (g, v) in GROUPS {
+        match out.iter_mut().find(|(name, _)| name == g) {
+            Some((_, versions)) => versions.push(v),
+            None => out.push((g, vec![v])),
+        }
+    }
+    out
 }
 
 fn discovery_list(items: Vec<Value>) -> Response<ResponseBody> {
@@ -99,7 +117,7 @@ fn discovery_list(items: Vec<Value>) -> Response<ResponseBody> {
 /// GET /api.
 pub(crate) fn api(accept: &str, host: &str) -> Result<Response<ResponseBody>, ApiError> {
     match negotiate(accept, false, true)? {
-        Wanted::DiscoveryV2 => Ok(discovery_list(vec![aggregated_group(None, "v1", "")])),
+        Wanted::DiscoveryV2 => Ok(discovery_list(vec![aggregated_group(None, &["v1"], "")])),
         _ => {
             let address = if host.is_empty() { "127.0.0.1" } else { host };
             let body = json!({
@@ -112,22 +130,26 @@ pub(crate) fn api(accept: &str, host: &str) -> Result<Response<ResponseBody>, Ap
     }
 }
 
-fn api_group(group: &str, version: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+fn api_group(group: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    let preferred = gvs[0].clone();
+    json!({"name": group, "versions": gvs, "preferredVersion": preferred})
 }
 
 /// GET /apis.
 pub(crate) fn apis(accept: &str) -> Result<Response<ResponseBody>, ApiError> {
     match negotiate(accept, false, true)? {
         Wanted::DiscoveryV2 => Ok(discovery_list(
-            GROUPS
+            groups()
                 .iter()
                 .map(|(g, v)| aggregated_group(Some(g), v, g))
                 .collect(),
         )),
         _ => {
-            let groups: Vec<Value> = GROUPS.iter().map(|(g, v)| api_group(g, v)).collect();
+            let groups: Vec<Value> = groups().iter().map(|(g, v)| api_group(g, v)).collect();
             let body = json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups});
             Ok(json_response(StatusCode::OK, body.to_string()))
         }
@@ -136,11 +158,11 @@ pub(crate) fn apis(accept: &str) -> Result<Response<ResponseBody>, ApiError> {
 
 /// GET /apis/<group>.
 pub(crate) fn group(group: &str) -> Result<Response<ResponseBody>, ApiError> {
-    let (g, v) = GROUPS
-        .iter()
+    let (g, v) = groups()
+        .into_iter()
         .find(|(g, _)| *g == group)
         .ok_or_else(ApiError::path_not_found)?;
-    let mut body = api_group(g, v);
+    let mut body = api_group(g, &v);
     body["kind"] = "APIGroup".into();
     body["apiVersion"] = "v1".into();
     Ok(json_response(StatusCode::OK, body.to_string()))

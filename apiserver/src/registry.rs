@@ -511,6 +511,9 @@ impl Registry {
     ) -> Result<Attempt<WriteResult>, ApiError> {
         let canon = res.kind_enum.canonical();
         prune(&mut new);
+        if canon.kind_enum == Kind::DeviceTaintRule && sub == Subresource::Main {
+            defaults::taint_rule_update(&mut new, cur_value);
+        }
         defaults::apply(canon.kind_enum, &mut new);
         if canon.kind_enum == Kind::Service {
             services::keep_allocations(cur_value, &mut new);

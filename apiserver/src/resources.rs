@@ -26,11 +26,12 @@ pub(crate) enum Kind {
     ReplicationController,
     ReplicaSet,
     StatefulSet,
+    DeviceTaintRule,
 }
 
 impl Kind {
     /// All storage kinds, in the order used for namespace clean-up and discovery.
-    pub(crate) const ALL: [Kind; 18] = [
+    pub(crate) const ALL: [Kind; 19] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -49,6 +50,7 @@ impl Kind {
         Kind::ReplicationController,
         Kind::ReplicaSet,
         Kind::StatefulSet,
+        Kind::DeviceTaintRule,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -399,6 +401,24 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
         converted: false,
         storage_version_hash: "KsC072WgaEY=",
     },
+    // DeviceTaintRules (KEP-5055) are beta in v1.36, served by resource.k8s.io/v1beta2 (off by
+    // default upstream, like every beta API). Stored as v1alpha3, the version they were added in.
+    ResourceDef {
+        kind_enum: Kind::DeviceTaintRule,
+        group: "resource.k8s.io",
+        version: "v1beta2",
+        plural: "devicetaintrules",
+        singular: "devicetaintrule",
+        kind: "DeviceTaintRule",
+        namespaced: false,
+        verbs: ALL_VERBS,
+        short_names: &[],
+        categories: &[],
+        has_status: true,
+        generation: true,
+        converted: false,
+        storage_version_hash: "DJ3UJ0fj8MI=",
+    },
     ResourceDef {
         kind_enum: Kind::PodDisruptionBudget,
         group: "policy",
@@ -449,7 +469,8 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
     },
 ];
 
-/// The API groups in the order the real server lists them (group priority, not alphabetical).
+/// The API group versions in the order the real server lists them (group priority, not
+/// alphabetical); a group's versions are adjacent, preferred first.
 pub(crate) const GROUPS: &[(&str, &str)] = &[
     ("apps", "v1"),
     ("events.k8s.io", "v1"),
@@ -458,6 +479,7 @@ pub(crate) const GROUPS: &[(&str, &str)] = &[
     ("scheduling.k8s.io", "v1"),
     ("coordination.k8s.io", "v1"),
     ("resource.k8s.io", "v1"),
+    ("resource.k8s.io", "v1beta2"),
 ];
 
 /// Finds the resource served at `group/version/plural`.

@@ -242,7 +242,11 @@ pub(crate) fn supported_fields(kind: Kind) -> &'static [&'static str] {
             "spec.nodeName",
             "spec.pool.name",
         ],
-        Kind::DeviceClass | Kind::PriorityClass | Kind::PersistentVolume | Kind::StorageClass => {
+        Kind::DeviceClass
+        | Kind::PriorityClass
+        | Kind::PersistentVolume
+        | Kind::StorageClass
+        | Kind::DeviceTaintRule => {
             &["metadata.name"]
         }
         Kind::Service => &[

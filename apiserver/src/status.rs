@@ -67,6 +67,15 @@ impl Cause {
         }
     }
 
+    /// `Too long: may not be more than <max> bytes`.
+    pub(crate) fn too_long(field: impl Into<String>, max: usize) -> Cause {
+        Cause {
+            reason: "FieldValueTooLong",
+            message: format!("Too long: may not be more than {max} bytes"),
+            field: field.into(),
+        }
+    }
+
     /// `Unsupported value: "x": supported values: "a", "b"`.
     pub(crate) fn not_supported(
         field: impl Into<String>,

@@ -132,6 +132,9 @@ pub(crate) fn decode(kind: Kind, value: &mut Value) -> Result<Vec<String>, Strin
         Kind::ReplicationController => check::<core::ReplicationController>(value),
         Kind::ReplicaSet => check::<apps::ReplicaSet>(value),
         Kind::StatefulSet => check::<apps::StatefulSet>(value),
+        Kind::DeviceTaintRule => {
+            check::<k8s_openapi::api::resource::v1beta2::DeviceTaintRule>(value)
+        }
     }?;
     // `apiVersion`/`kind` are consumed by k8s-openapi's visitor; anything else unknown is dropped.
     let mut names = Vec::with_capacity(unknown.len());

@@ -160,6 +160,11 @@ impl ResourceKind {
     pub fn device_class() -> Self {
         Self::new("resource.k8s.io/v1", "DeviceClass")
     }
+    /// resource.k8s.io/v1beta2 DeviceTaintRule (KEP-5055; beta in v1.36 and served only where
+    /// that API version is enabled).
+    pub fn device_taint_rule() -> Self {
+        Self::new("resource.k8s.io/v1beta2", "DeviceTaintRule")
+    }
 }
 
 /// What happened to an object, as in a watch event.

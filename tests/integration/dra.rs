@@ -1634,6 +1634,44 @@ async fn consumable_capacity_is_never_exceeded_as_wasm_component() {
     shares_never_exceed_capacity(Mode::Wasm).await;
 }
 
+/// One request for two 3G shares, selecting by `device.allowMultipleAllocations`: as upstream,
+/// both shares come from the same NIC (two results, distinct `shareID`s, the API server accepts
+/// them); a second such pod needs 6G of the 4G left and waits.
+async fn one_request_takes_two_shares(mode: Mode) {
+    let c = Cluster::start(mode, "").await;
+    let pair = json!([{"name": "nic", "exactly": {"deviceClassName": NIC, "allocationMode": "ExactCount", "count": 2,
+        "selectors": [{"cel": {"expression": "device.allowMultipleAllocations"}}],
+        "capacity": {"requests": {"bandwidth": "3G"}}}}]);
+    c.load(&[
+        namespace(),
+        class(NIC, &format!("device.driver == \"{NIC}\"")),
+        node("node-a"),
+        shared_nic("node-a"),
+        template("pair", pair),
+        pod_using_template("q0", "pair"),
+    ])
+    .await;
+    c.wait_bound(1).await;
+    let claim = c.claim_of("q0").await;
+    let results = claim.status.unwrap().allocation.unwrap().devices.unwrap().results.unwrap();
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r.device == "nic-0"));
+    assert_ne!(results[0].share_id, results[1].share_id);
+    c.load(&[pod_using_template("q1", "pair")]).await;
+    wait_for(|| async { c.message("q1").contains("cannot allocate all claims") }).await;
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_takes_two_shares_of_one_device() {
+    one_request_takes_two_shares(Mode::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_takes_two_shares_of_one_device_as_wasm_component() {
+    one_request_takes_two_shares(Mode::Wasm).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn works_for_the_consumable_capacity_example() {
     let c = Cluster::start(Mode::Native, "").await;
@@ -1872,4 +1910,78 @@ async fn works_for_the_binding_conditions_example() {
     c.wait_bound(2).await;
     assert_eq!(c.bound().await["trainer"], "node-a");
     c.invariants().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// DeviceTaintRules (KEP-5055, resource.k8s.io/v1beta2)
+
+const BROKEN: &str = "example.com/broken";
+
+/// A rule tainting `device` of `node`'s GPU pool with `BROKEN` and `effect`.
+fn taint_rule(name: &str, node: &str, device: &str, effect: &str) -> Value {
+    json!({"apiVersion": "resource.k8s.io/v1beta2", "kind": "DeviceTaintRule", "metadata": {"name": name},
+           "spec": {"deviceSelector": {"driver": GPU, "pool": format!("{node}-{GPU}"), "device": device},
+                    "taint": {"key": BROKEN, "value": "fan", "effect": effect}}})
+}
+
+/// The one device of a pod's claim.
+async fn device_of(c: &Cluster, pod: &str) -> String {
+    let r = results(&c.claim_of(pod).await);
+    assert_eq!(r.len(), 1, "{pod}: {r:?}");
+    r[0].1.clone()
+}
+
+/// Three GPUs, two of them tainted by rules (NoSchedule and NoExecute): plain pods get only the
+/// untainted one and the second waits; a pod whose request tolerates the taint gets a tainted
+/// GPU; deleting the rule of the other tainted GPU frees it for the waiting pod.
+async fn taint_rules_keep_pods_off_tainted_devices(mode: Mode) {
+    let c = Cluster::start(mode, "").await;
+    let tolerating = json!([{"name": "gpu", "exactly": {"deviceClassName": GPU, "allocationMode": "ExactCount", "count": 1,
+        "tolerations": [{"key": BROKEN, "operator": "Exists"}]}}]);
+    c.load(&[
+        namespace(),
+        node("node-a"),
+        gpu_class(),
+        taint_rule("gpu-0-broken", "node-a", "gpu-0", "NoSchedule"),
+        taint_rule("gpu-1-broken", "node-a", "gpu-1", "NoExecute"),
+        // Informational only: does not keep pods off gpu-2.
+        taint_rule("gpu-2-watched", "node-a", "gpu-2", "None"),
+        gpus("node-a", 3),
+        template("one-gpu", json!([exact("gpu", GPU, 1)])),
+        template("tolerant-gpu", tolerating),
+        pod_using_template("p0", "one-gpu"),
+        pod_using_template("p1", "one-gpu"),
+    ])
+    .await;
+    c.wait_bound(1).await;
+    let bound = c.bound().await;
+    let (plain, waiting) = if bound.contains_key("p0") { ("p0", "p1") } else { ("p1", "p0") };
+    assert_eq!(device_of(&c, plain).await, "gpu-2");
+    wait_for(|| async { c.message(waiting).contains("cannot allocate all claims") }).await;
+
+    c.load(&[pod_using_template("t", "tolerant-gpu")]).await;
+    wait_for(|| async { c.bound().await.contains_key("t") }).await;
+    let taken = device_of(&c, "t").await;
+    assert!(taken == "gpu-0" || taken == "gpu-1", "{taken}");
+    assert!(!c.bound().await.contains_key(waiting));
+
+    let free = if taken == "gpu-0" { "gpu-1" } else { "gpu-0" };
+    let rules: Api<k8s_openapi::api::resource::v1beta2::DeviceTaintRule> = Api::all(c.client.clone());
+    rules
+        .delete(&format!("{free}-broken"), &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(|| async { c.bound().await.contains_key(waiting) }).await;
+    assert_eq!(device_of(&c, waiting).await, free);
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_taint_rules_keep_pods_off_tainted_devices_unless_tolerated() {
+    taint_rules_keep_pods_off_tainted_devices(Mode::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_taint_rules_keep_pods_off_tainted_devices_unless_tolerated_as_wasm_component() {
+    taint_rules_keep_pods_off_tainted_devices(Mode::Wasm).await;
 }

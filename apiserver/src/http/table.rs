@@ -99,7 +99,7 @@ fn columns(kind: Kind) -> Vec<Column> {
             name,
         ],
         Kind::Lease => vec![name, ("Holder", "The holder of the lease.", 0), age],
-        Kind::DeviceClass | Kind::ResourceClaimTemplate => vec![name, age],
+        Kind::DeviceClass | Kind::ResourceClaimTemplate | Kind::DeviceTaintRule => vec![name, age],
         Kind::ResourceSlice => vec![
             name,
             (
@@ -497,7 +497,9 @@ fn cells(kind: Kind, v: &Value) -> Vec<Value> {
             or_none(s(v, "/spec/holderIdentity")).into(),
             created.into(),
         ],
-        Kind::DeviceClass | Kind::ResourceClaimTemplate => vec![name.into(), created.into()],
+        Kind::DeviceClass | Kind::ResourceClaimTemplate | Kind::DeviceTaintRule => {
+            vec![name.into(), created.into()]
+        }
         Kind::PriorityClass => vec![
             name.into(),
             v.get("value").cloned().unwrap_or(Value::from(0)),

@@ -2,6 +2,7 @@
 //! before it is committed, so an invalid result (of a create, an update or a patch) changes nothing.
 
 mod cel;
+mod devicetaintrule;
 mod meta;
 pub(crate) mod names;
 mod pod;
@@ -50,10 +51,13 @@ pub(crate) fn validate_update(
 ) -> Vec<Cause> {
     let mut causes = meta::validate_update(new, old);
     match sub {
-        Subresource::Status => {
-            if res.kind_enum == Kind::ResourceClaim {
-                causes.extend(resourceclaim::validate_status_update(new, old));
-            }
+        Subresource::Status => match res.kind_enum {
+            Kind::ResourceClaim => causes.extend(resourceclaim::validate_status_update(new, old)),
+            Kind::DeviceTaintRule => causes.extend(devicetaintrule::validate_status_update(new)),
+            _ => {}
+        },
+        Subresource::Main if res.kind_enum == Kind::DeviceTaintRule => {
+            causes.extend(devicetaintrule::validate_rule(new, Some(old)));
         }
         Subresource::Main => {
             causes.extend(kind_rules(res.kind_enum, new));
@@ -129,6 +133,7 @@ fn kind_rules(kind: Kind, obj: &Value) -> Vec<Cause> {
         Kind::Service | Kind::ReplicationController | Kind::ReplicaSet | Kind::StatefulSet => {
             causes.extend(workloads::validate(kind, obj))
         }
+        Kind::DeviceTaintRule => causes.extend(devicetaintrule::validate_rule(obj, None)),
         Kind::Namespace | Kind::Node | Kind::Event => {}
     }
     causes

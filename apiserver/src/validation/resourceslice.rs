@@ -552,5 +552,58 @@ pub(crate) fn validate_device_class(obj: &Value) -> Vec<Cause> {
             }
         }
     }
+    // KEP-5004 (beta in v1.36): the extended resource that pods may request from this class.
+    if let Some(name) = obj.pointer("/spec/extendedResourceName").and_then(Value::as_str)
+        && !is_extended_resource_name(name)
+    {
+        causes.push(Cause::invalid(
+            "spec.extendedResourceName",
+            &Value::from(name),
+            "must be a valid extended resource name",
+        ));
+    }
     causes
+}
+
+/// Upstream `v1helper.IsExtendedResourceName`: a domain-prefixed name outside `kubernetes.io`
+/// (and not `requests.`-prefixed) that stays a qualified name as `requests.<name>`.
+pub(crate) fn is_extended_resource_name(name: &str) -> bool {
+    let native = !name.contains('/') || name.contains("kubernetes.io/");
+    if native || name.starts_with("requests.") {
+        return false;
+    }
+    let quota = format!("requests.{name}");
+    quota.split('/').count() == 2 && qualified_name_errors(&quota).is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn device_classes_name_a_valid_extended_resource() {
+        for ok in ["example.com/gpu", "nvidia.com/gpu"] {
+            assert!(is_extended_resource_name(ok), "{ok}");
+        }
+        // The implicit `deviceclass.resource.kubernetes.io/<class>` names are native, not set.
+        for bad in [
+            "gpu",
+            "kubernetes.io/gpu",
+            "deviceclass.resource.kubernetes.io/x",
+            "requests.example.com/gpu",
+            "example.com/-gpu",
+        ] {
+            assert!(!is_extended_resource_name(bad), "{bad}");
+        }
+        let class = json!({"spec": {"extendedResourceName": "gpu"}});
+        let causes = validate_device_class(&class);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.extendedResourceName");
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: \"gpu\": must be a valid extended resource name"
+        );
+        assert!(validate_device_class(&json!({"spec": {"extendedResourceName": "example.com/gpu"}})).is_empty());
+    }
 }

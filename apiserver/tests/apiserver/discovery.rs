@@ -9,8 +9,11 @@ async fn kube_discovery_finds_every_served_resource() {
     let discovery = Discovery::new(client).run().await.unwrap();
     let mut found = Vec::new();
     for group in discovery.groups() {
-        for (ar, _caps) in group.recommended_resources() {
-            found.push(format!("{}/{}", ar.group, ar.plural));
+        // Every version: devicetaintrules are only in resource.k8s.io/v1beta2.
+        for version in group.versions() {
+            for (ar, _caps) in group.versioned_resources(version) {
+                found.push(format!("{}/{}", ar.group, ar.plural));
+            }
         }
     }
     for want in [
@@ -31,6 +34,7 @@ async fn kube_discovery_finds_every_served_resource() {
         "/replicationcontrollers",
         "apps/replicasets",
         "apps/statefulsets",
+        "resource.k8s.io/devicetaintrules",
     ] {
         assert!(
             found.iter().any(|f| f == want),

@@ -6,6 +6,7 @@ mod binding;
 mod concurrency;
 mod controller;
 mod crud;
+mod devicetaintrules;
 mod discovery;
 mod kubectl;
 mod manifests;

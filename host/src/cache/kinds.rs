@@ -37,6 +37,7 @@ fn known_plural(kind: &str) -> Option<&'static str> {
         "ResourceClaimTemplate" => "resourceclaimtemplates",
         "ResourceSlice" => "resourceslices",
         "DeviceClass" => "deviceclasses",
+        "DeviceTaintRule" => "devicetaintrules",
         "PodDisruptionBudget" => "poddisruptionbudgets",
         "PersistentVolume" => "persistentvolumes",
         "PersistentVolumeClaim" => "persistentvolumeclaims",

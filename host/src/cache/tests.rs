@@ -234,3 +234,18 @@ fn deleted_pods_are_reported_as_deleted_not_bound() {
     cache.delete_pod(&pod("a", Some("n1")));
     assert_eq!(*d.0.lock(), ["a"]);
 }
+
+/// A kind the API server does not serve (a beta API left off, like resource.k8s.io/v1beta2 on
+/// a default v1.36 control plane) is treated as empty: the cache still syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_the_server_does_not_serve_does_not_block_the_sync() {
+    let server = embedded_apiserver::ApiServer::new();
+    let cache = Cache::new();
+    cache.track_kind(&ResourceKind::device_taint_rule());
+    cache.track_kind(&ResourceKind::new("example.com/v1", "Widget"));
+    let task = cache.start(server.client());
+    tokio::time::timeout(std::time::Duration::from_secs(30), cache.wait_synced())
+        .await
+        .expect("the cache syncs without the unserved kind");
+    task.abort();
+}

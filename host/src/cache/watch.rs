@@ -34,7 +34,8 @@ enum Msg {
     Pod(Event<Pod>),
     Node(Event<Node>),
     Object(usize, Event<DynamicObject>),
-    Failed(WatchError),
+    /// A failure of the stream with this index.
+    Failed(usize, WatchError),
 }
 
 /// Which stream a message came from (for sync and relist bookkeeping).
@@ -43,8 +44,14 @@ fn stream_index(msg: &Msg) -> usize {
         Msg::Pod(_) => 0,
         Msg::Node(_) => 1,
         Msg::Object(i, _) => 2 + i,
-        Msg::Failed(_) => usize::MAX,
+        Msg::Failed(i, _) => *i,
     }
+}
+
+/// The server does not serve the kind at all (404 on the list): a beta API that is off, such as
+/// resource.k8s.io/v1beta2 DeviceTaintRules on a default v1.36 control plane.
+fn not_served(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404)
 }
 
 impl Cache {
@@ -54,16 +61,19 @@ impl Cache {
         let kinds = self.tracked_kinds();
         let config = watcher::Config::default();
         let mut streams: SelectAll<BoxStream<'static, Msg>> = SelectAll::new();
-        let failed = |kind: &str| {
+        let failed = |idx: usize, kind: &str| {
             let kind = kind.to_string();
             move |source| {
-                Msg::Failed(WatchError {
-                    kind: kind.clone(),
-                    source,
-                })
+                Msg::Failed(
+                    idx,
+                    WatchError {
+                        kind: kind.clone(),
+                        source,
+                    },
+                )
             }
         };
-        let on_err = failed("Pod");
+        let on_err = failed(0, "Pod");
         streams.push(
             watcher(Api::<Pod>::all(client.clone()), config.clone())
                 .default_backoff()
@@ -71,7 +81,7 @@ impl Cache {
                 .map(move |r| r.unwrap_or_else(&on_err))
                 .boxed(),
         );
-        let on_err = failed("Node");
+        let on_err = failed(1, "Node");
         streams.push(
             watcher(Api::<Node>::all(client.clone()), config.clone())
                 .default_backoff()
@@ -81,7 +91,7 @@ impl Cache {
         );
         for (i, kind) in kinds.iter().enumerate() {
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(kind));
-            let on_err = failed(&kind.kind);
+            let on_err = failed(2 + i, &kind.kind);
             streams.push(
                 watcher(api, config.clone())
                     .default_backoff()
@@ -108,11 +118,20 @@ impl Cache {
             let kind = match idx {
                 0 => ResourceKind::pod(),
                 1 => ResourceKind::node(),
-                usize::MAX => ResourceKind::new("", ""),
                 i => kinds[i - 2].clone(),
             };
             match msg {
-                Msg::Failed(e) => {
+                Msg::Failed(_, e) if idx >= 2 && not_served(&e.source) => {
+                    // Like an informer for a disabled API: nothing to wait for. The watcher
+                    // keeps retrying with backoff, so objects appear once the API is enabled.
+                    if !synced.contains(&idx) {
+                        tracing::warn!(kind = %kind.kind, api_version = %kind.api_version,
+                            "the API server does not serve this kind; treating it as empty");
+                        self.finish_relist(idx, &kind, &mut relists, &mut synced, total);
+                    }
+                    continue;
+                }
+                Msg::Failed(_, e) => {
                     tracing::warn!(error = %e, "watch failed; retrying");
                     continue;
                 }

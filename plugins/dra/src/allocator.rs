@@ -631,8 +631,13 @@ impl Search<'_> {
             return false;
         }
         let admin = plan.requests[ri].alts[ai].admin_access;
+        let inv = self.inv;
+        let shareable = |d: u32| !admin && inv.devices[d as usize].multi;
         for i in start..cands.1 {
-            if cands.1 - i < remaining {
+            // Too few devices left, unless one can be shared again.
+            if cands.1 - i < remaining
+                && !self.s.cand_buf[i..cands.1].iter().any(|&d| shareable(d))
+            {
                 break;
             }
             self.steps += 1;
@@ -646,7 +651,10 @@ impl Search<'_> {
             if !self.push(plans, (ci, ri, ai), d) {
                 continue;
             }
-            if self.pick(plans, (ci, ri, ai), cands, remaining - 1, i + 1) {
+            // As upstream, a device with `allowMultipleAllocations` may serve the same request
+            // more than once (another share, while its capacity lasts).
+            let next = if shareable(d) { i } else { i + 1 };
+            if self.pick(plans, (ci, ri, ai), cands, remaining - 1, next) {
                 return true;
             }
             self.pop(plans, ci);

@@ -7,7 +7,9 @@
 //! - `device.driver`: the driver name;
 //! - `device.attributes["<domain>"].<name>`: string, int, bool or version (semver) values;
 //!   attribute names without a domain belong to the driver's domain;
-//! - `device.capacity["<domain>"].<name>`: quantities.
+//! - `device.capacity["<domain>"].<name>`: quantities;
+//! - `device.allowMultipleAllocations`: whether the device can be shared by several
+//!   allocations (KEP-5075; false when the slice leaves it unset).
 //!
 //! As upstream, looking up an unknown domain gives an empty map, and an unknown name in a domain
 //! is a runtime error ("no such key"); `has(...)` and `in` test for presence without error.
@@ -33,6 +35,7 @@ pub struct CelDevice {
     driver: CelString<'static>,
     attributes: DomainMap,
     capacity: DomainMap,
+    allow_multiple_allocations: CelBool,
 }
 
 impl CelDevice {
@@ -83,7 +86,14 @@ impl CelDevice {
             driver: CelString::from(driver.to_owned()),
             attributes: DomainMap::new(attrs),
             capacity: DomainMap::new(caps),
+            allow_multiple_allocations: CelBool::from(false),
         })
+    }
+
+    /// Sets `device.allowMultipleAllocations` (the device's `allowMultipleAllocations`).
+    pub fn with_multiple_allocations(mut self, allowed: bool) -> CelDevice {
+        self.allow_multiple_allocations = CelBool::from(allowed);
+        self
     }
 }
 
@@ -206,6 +216,9 @@ impl Indexer for DeviceRef<'_> {
             Some("driver") => Ok(CowVal::Borrowed(&device.driver)),
             Some("attributes") => Ok(CowVal::Borrowed(&device.attributes)),
             Some("capacity") => Ok(CowVal::Borrowed(&device.capacity)),
+            Some("allowMultipleAllocations") => {
+                Ok(CowVal::Borrowed(&device.allow_multiple_allocations))
+            }
             Some(other) => Err(ExecutionError::no_such_key(other)),
             None => Err(ExecutionError::UnexpectedType {
                 got: idx.get_type().name().to_owned(),
@@ -500,6 +513,17 @@ mod tests {
             ),
             Ok(true)
         );
+    }
+
+    #[test]
+    fn works_for_allow_multiple_allocations() {
+        let mut s = Selectors::new();
+        let id = s.compile("device.allowMultipleAllocations == true").unwrap();
+        assert_eq!(s.matches(id, 0, &gpu()), Ok(false), "unset is false");
+        let shared = gpu().with_multiple_allocations(true);
+        assert_eq!(s.matches(id, 1, &shared), Ok(true));
+        let not = s.compile("!device.allowMultipleAllocations").unwrap();
+        assert_eq!(s.matches(not, 1, &shared), Ok(false));
     }
 
     #[test]

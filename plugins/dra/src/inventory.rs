@@ -358,7 +358,8 @@ impl Inventory {
                 name: d.name.clone(),
                 reach,
                 node,
-                cel: CelDevice::new(&spec.driver, d.attributes.as_ref(), d.capacity.as_ref()),
+                cel: CelDevice::new(&spec.driver, d.attributes.as_ref(), d.capacity.as_ref())
+                    .map(|c| c.with_multiple_allocations(multi)),
                 attributes,
                 taints,
                 consumes,
@@ -370,6 +371,25 @@ impl Inventory {
                 binding_failure_conditions: d.binding_failure_conditions.clone().unwrap_or_default(),
                 binds_to_node: d.binds_to_node == Some(true),
             });
+        }
+    }
+}
+
+impl Inventory {
+    /// Adds the taints of DeviceTaintRules (KEP-5055) to the devices they select, as upstream's
+    /// ResourceSlice tracker does before allocation: a rule's taint then counts exactly like one
+    /// published in the slice. Only `NoSchedule`/`NoExecute` taints are kept (see
+    /// [`Device::taints`]).
+    pub fn add_rule_taints<'a>(&mut self, rules: impl IntoIterator<Item = &'a crate::state::TaintRule>) {
+        for rule in rules {
+            if !matches!(rule.taint.effect.as_str(), "NoSchedule" | "NoExecute") {
+                continue;
+            }
+            for d in &mut self.devices {
+                if rule.selects(&d.driver, &d.pool, &d.name) {
+                    d.taints.push(rule.taint.clone());
+                }
+            }
         }
     }
 }

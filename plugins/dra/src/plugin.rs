@@ -686,12 +686,18 @@ impl Plugin for DraPlugin {
                 ResourceKind::resource_claim_template(),
                 ResourceKind::resource_slice(),
                 ResourceKind::device_class(),
+                ResourceKind::device_taint_rule(),
             ],
             patches: vec![ResourceKind::resource_claim()],
             requeue_on: vec![
                 ev(ResourceKind::resource_claim(), &add_update),
                 ev(ResourceKind::resource_slice(), &add_update),
                 ev(ResourceKind::device_class(), &add_update),
+                // A rule deleted or changed (e.g. to effect None) can untaint devices.
+                ev(
+                    ResourceKind::device_taint_rule(),
+                    &[EventAction::Modified, EventAction::Deleted],
+                ),
                 ev(ResourceKind::node(), &add_update),
                 ev(ResourceKind::pod(), &[EventAction::Deleted]),
             ],
@@ -1830,6 +1836,55 @@ mod tests {
         assert_eq!(ids.len(), 2);
         assert_ne!(ids[0], ids[1]);
         assert!(ids.iter().all(|id| id.len() == 36 && id.as_bytes()[14] == b'4'));
+    }
+
+    /// As upstream's allocator (a shared device is not marked in use while allocating), one
+    /// request for 2 devices takes two shares of the same `allowMultipleAllocations` NIC, each
+    /// with its own `shareID`, and a request for 3 × 4G does not fit in 10G. A CEL selector on
+    /// `device.allowMultipleAllocations` picks the shared NIC over a plain one.
+    #[test]
+    fn one_request_takes_two_shares_of_the_same_device() {
+        let mut p = DraPlugin::new("{}").unwrap();
+        add(
+            &mut p,
+            ResourceKind::device_class(),
+            json!({"metadata": {"name": "nic"},
+            "spec": {"selectors": [{"cel": {"expression": "device.driver == \"nic.example.com\""}}]}}),
+        );
+        add(&mut p, ResourceKind::node(), json!({"metadata": {"name": "node-a"}}));
+        add(
+            &mut p,
+            ResourceKind::resource_slice(),
+            json!({"metadata": {"name": "nics"},
+            "spec": {"driver": "nic.example.com", "nodeName": "node-a",
+                     "pool": {"name": "nics", "generation": 1, "resourceSliceCount": 1},
+                     "devices": [{"name": "plain-0", "capacity": {"bandwidth": {"value": "10G"}}},
+                                 {"name": "nic-0", "allowMultipleAllocations": true,
+                                  "capacity": {"bandwidth": {"value": "10G"}}}]}}),
+        );
+        let nodes = ["node-a".to_string()];
+        let claim = |name: &str, count: i64| {
+            json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": name, "namespace": "demo", "uid": format!("{name}-uid")},
+            "spec": {"devices": {"requests": [{"name": "nic", "exactly": {
+                "deviceClassName": "nic", "allocationMode": "ExactCount", "count": count,
+                "selectors": [{"cel": {"expression": "device.allowMultipleAllocations"}}],
+                "capacity": {"requests": {"bandwidth": "4G"}}}}]}}})
+        };
+        add(&mut p, ResourceKind::resource_claim(), claim("three", 3));
+        add(&mut p, ResourceKind::pod(), pod("p3", "three"));
+        assert!(p.pre_filter(&pod_ref("p3")).status.is_success());
+        assert!(!p.filter(&pod_ref("p3"), &nodes)[0].is_success(), "12G > 10G");
+        add(&mut p, ResourceKind::resource_claim(), claim("two", 2));
+        add(&mut p, ResourceKind::pod(), pod("p2", "two"));
+        assert!(p.pre_filter(&pod_ref("p2")).status.is_success());
+        assert!(p.filter(&pod_ref("p2"), &nodes)[0].is_success());
+        let intents = p.reserve(&pod_ref("p2"), "node-a").unwrap();
+        let body: Value = serde_json::from_str(&intents[1].body).unwrap();
+        let results = body["status"]["allocation"]["devices"]["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2);
+        assert!(results.iter().all(|r| r["device"] == "nic-0"), "{results:?}");
+        assert_ne!(results[0]["shareID"], results[1]["shareID"]);
     }
 
     /// Adds pod `name` with its own claim for `count` devices, runs PreFilter and returns

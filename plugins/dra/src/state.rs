@@ -1,6 +1,6 @@
 //! The plugin's view of the cluster, rebuilt from object events alone: pods (only what DRA
-//! needs), nodes (labels), ResourceClaims, DeviceClasses and ResourceSlices, plus the derived
-//! device inventory and the set of allocated devices.
+//! needs), nodes (labels), ResourceClaims, DeviceClasses, ResourceSlices and DeviceTaintRules,
+//! plus the derived device inventory and the set of allocated devices.
 //!
 //! Every object is deserialized once per change. Pods and nodes go into small structs of their
 //! own (a full `Pod` is large and most of it is irrelevant here); claims, slices and classes use
@@ -10,8 +10,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::NodeSelector;
 use k8s_openapi::api::resource::v1::{
-    DeviceClaim, DeviceClass, DeviceSelector, ResourceClaimSpec, ResourceSlice, ResourceSliceSpec,
+    DeviceClaim, DeviceClass, DeviceSelector, DeviceTaint, ResourceClaimSpec, ResourceSlice,
+    ResourceSliceSpec,
 };
+use k8s_openapi::api::resource::v1beta2::DeviceTaintRule;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -495,6 +497,9 @@ pub struct ClusterState {
     pub classes: HashMap<String, Vec<String>>,
     /// ResourceSlice specs by slice name.
     pub slices: HashMap<String, ResourceSliceSpec>,
+    /// DeviceTaintRules (KEP-5055) by name: their taints apply to the devices they select as if
+    /// the slices carried them.
+    pub taint_rules: BTreeMap<String, TaintRule>,
     /// How many claims hold each device (adminAccess allocations may share a device).
     pub allocated: FxHashMap<String, u32>,
     /// Capacity consumed by the allocated shares of each device with
@@ -518,6 +523,28 @@ pub struct ClusterState {
     pub shape_keys: Vec<(String, Vec<String>)>,
     /// Bumped when `shape_keys` or a DeviceClass changes.
     pub shapes_generation: u64,
+}
+
+/// A DeviceTaintRule (resource.k8s.io/v1beta2): one taint for the devices its selector picks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaintRule {
+    /// `spec.deviceSelector`: (driver, pool, device), each `None` for any. `None` when the
+    /// rule has no selector, which selects no device (the API's "without a selector, no
+    /// devices are matched").
+    pub selector: Option<(Option<String>, Option<String>, Option<String>)>,
+    /// `spec.taint`.
+    pub taint: DeviceTaint,
+}
+
+impl TaintRule {
+    /// Whether the rule selects device `name` of `pool` from `driver`.
+    pub fn selects(&self, driver: &str, pool: &str, name: &str) -> bool {
+        let Some((d, p, n)) = &self.selector else {
+            return false;
+        };
+        let ok = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        ok(d, driver) && ok(p, pool) && ok(n, name)
+    }
 }
 
 /// Which kind of object an event changed, for the plugin's bookkeeping.
@@ -668,6 +695,31 @@ impl ClusterState {
                 self.inventory_dirty = true;
                 Ok(Changed::Slices)
             }
+            ("resource.k8s.io/v1beta2", "DeviceTaintRule") => {
+                let r: DeviceTaintRule = serde_json::from_str(&event.object).map_err(err)?;
+                let name = r.metadata.name.unwrap_or_default();
+                let t = r.spec.taint;
+                let rule = TaintRule {
+                    selector: r.spec.device_selector.map(|s| (s.driver, s.pool, s.device)),
+                    // The same taint type as in slices (the fields are the same).
+                    taint: DeviceTaint {
+                        key: t.key,
+                        value: t.value,
+                        effect: t.effect,
+                        time_added: t.time_added,
+                    },
+                };
+                let changed = if deleted {
+                    self.taint_rules.remove(&name).is_some()
+                } else {
+                    self.taint_rules.insert(name, rule.clone()).as_ref() != Some(&rule)
+                };
+                if !changed {
+                    return Ok(Changed::Nothing); // status or metadata only
+                }
+                self.inventory_dirty = true;
+                Ok(Changed::Slices)
+            }
             _ => Ok(Changed::Nothing),
         }
     }
@@ -797,6 +849,7 @@ impl ClusterState {
             return false;
         }
         self.inventory = Inventory::build(self.slices.iter().map(|(n, s)| (n.as_str(), s)));
+        self.inventory.add_rule_taints(self.taint_rules.values());
         self.taken = vec![0; self.inventory.devices.len()];
         self.node_generation = vec![0; self.inventory.node_ids.len()];
         self.shared_generation += 1;
@@ -864,6 +917,46 @@ mod tests {
             resource,
             object: object.to_string(),
         }
+    }
+
+    #[test]
+    fn device_taint_rules_taint_the_devices_they_select_until_deleted() {
+        let mut s = ClusterState::default();
+        let slice = serde_json::json!({
+            "metadata": {"name": "s"},
+            "spec": {"driver": "gpu.example.com", "nodeName": "node-a",
+                     "pool": {"name": "node-a", "generation": 1, "resourceSliceCount": 1},
+                     "devices": [{"name": "gpu-0"}, {"name": "gpu-1"}]}
+        });
+        s.apply(&ev(EventAction::Added, ResourceKind::resource_slice(), slice))
+            .unwrap();
+        let rule = |name: &str, selector: serde_json::Value, effect: &str| {
+            let mut r = serde_json::json!({"metadata": {"name": name},
+                "spec": {"taint": {"key": "example.com/broken", "effect": effect}}});
+            if !selector.is_null() {
+                r["spec"]["deviceSelector"] = selector;
+            }
+            r
+        };
+        let kind = ResourceKind::device_taint_rule();
+        let one = rule("one", serde_json::json!({"device": "gpu-1"}), "NoSchedule");
+        for r in [
+            one.clone(),
+            rule("informational", serde_json::json!({}), "None"),
+            rule("no-selector", serde_json::Value::Null, "NoExecute"),
+        ] {
+            s.apply(&ev(EventAction::Added, kind.clone(), r)).unwrap();
+        }
+        s.refresh_inventory();
+        let tainted = |s: &ClusterState| -> Vec<usize> {
+            s.inventory().devices.iter().map(|d| d.taints.len()).collect()
+        };
+        assert_eq!(tainted(&s), [0, 1], "only gpu-1; None and selector-less rules taint nothing");
+        let all = rule("all", serde_json::json!({"driver": "gpu.example.com", "pool": "node-a"}), "NoExecute");
+        s.apply(&ev(EventAction::Added, kind.clone(), all)).unwrap();
+        s.apply(&ev(EventAction::Deleted, kind.clone(), one)).unwrap();
+        assert!(s.refresh_inventory());
+        assert_eq!(tainted(&s), [1, 1]);
     }
 
     #[test]
