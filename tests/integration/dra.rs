@@ -530,19 +530,9 @@ fn init_tracing() {
         .try_init();
 }
 
-/// The Wasm build of the plugin (`cargo build --profile plugin --target wasm32-wasip2 -p dra-plugin`).
+/// The Wasm build of the plugin (`scripts/setup dra-plugin`), in `CARGO_TARGET_DIR` if set.
 fn wasm_path() -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let path = root.join("target/wasm32-wasip2/plugin/dra_plugin.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --profile plugin --target wasm32-wasip2 -p dra-plugin` first",
-        path.display()
-    );
-    path
+    crate::wasm_plugins::wasm_file("dra_plugin")
 }
 
 // ---------------------------------------------------------------------------------------------
