@@ -246,9 +246,7 @@ pub(crate) fn supported_fields(kind: Kind) -> &'static [&'static str] {
         | Kind::PriorityClass
         | Kind::PersistentVolume
         | Kind::StorageClass
-        | Kind::DeviceTaintRule => {
-            &["metadata.name"]
-        }
+        | Kind::DeviceTaintRule => &["metadata.name"],
         Kind::Service => &[
             "metadata.name",
             "metadata.namespace",

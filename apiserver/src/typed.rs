@@ -108,11 +108,11 @@ fn check<T: DeserializeOwned>(value: &Value) -> Result<Vec<Vec<Seg>>, String> {
 /// Decodes `value` as the typed object of `kind`. Returns the rendered unknown-field paths (which
 /// have been removed from `value`), or the decode error.
 pub(crate) fn decode(kind: Kind, value: &mut Value) -> Result<Vec<String>, String> {
-    use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core, resource::v1 as res};
     use k8s_openapi::api::{
         apps::v1 as apps, policy::v1 as policy, scheduling::v1 as scheduling,
         storage::v1 as storage,
     };
+    use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core, resource::v1 as res};
     let unknown = match kind {
         Kind::Namespace => check::<core::Namespace>(value),
         Kind::Node => check::<core::Node>(value),

@@ -18,7 +18,12 @@ async fn cluster_with(yaml: &str) -> TestCluster {
         .load_manifest_str("cluster.yaml", yaml)
         .await
         .expect("the cluster loads");
-    TestCluster::start_on(server, SchedulerConfig::default(), Registry::with_builtins()).await
+    TestCluster::start_on(
+        server,
+        SchedulerConfig::default(),
+        Registry::with_builtins(),
+    )
+    .await
 }
 
 /// A node in a zone (hostname label set as the kubelet does).
@@ -46,7 +51,13 @@ fn labelled_pod(name: &str, namespace: &str, labels: &str, extra_spec: &str) -> 
 
 fn bound_count(pods: &[Pod], prefix: &str) -> usize {
     pods.iter()
-        .filter(|p| p.metadata.name.as_deref().is_some_and(|n| n.starts_with(prefix)) && is_bound(p))
+        .filter(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(prefix))
+                && is_bound(p)
+        })
         .count()
 }
 
@@ -60,7 +71,10 @@ fn failure(p: &Pod) -> Option<String> {
 fn per_zone(pods: &[Pod], prefix: &str, zone_of: &BTreeMap<&str, &str>) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for p in pods {
-        if p.metadata.name.as_deref().is_some_and(|n| n.starts_with(prefix))
+        if p.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with(prefix))
             && let Some(node) = node_of(p)
         {
             *out.entry(zone_of[node].to_string()).or_default() += 1;
@@ -73,16 +87,17 @@ const ZONE_SPREAD: &str = "topologySpreadConstraints: [{maxSkew: 1, topologyKey:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_spread_evenly_over_zones() {
-    let cluster = cluster_with(
-        &(zone_node("a1", "z1") + &zone_node("a2", "z1") + &zone_node("b1", "z2")),
-    )
-    .await;
+    let cluster =
+        cluster_with(&(zone_node("a1", "z1") + &zone_node("a2", "z1") + &zone_node("b1", "z2")))
+            .await;
     let mut yaml = String::new();
     for i in 0..6 {
         yaml += &labelled_pod(&format!("web-{i}"), "default", "app: web", ZONE_SPREAD);
     }
     cluster.apply(&yaml).await;
-    let pods = cluster.wait_for_pods(|pods| bound_count(pods, "web-") == 6).await;
+    let pods = cluster
+        .wait_for_pods(|pods| bound_count(pods, "web-") == 6)
+        .await;
     let zones = BTreeMap::from([("a1", "z1"), ("a2", "z1"), ("b1", "z2")]);
     // z1 has two nodes, z2 one: the skew limit still splits the replicas 3/3.
     assert_eq!(
@@ -119,10 +134,8 @@ async fn min_domains_above_the_zones_that_exist_caps_each_zone_at_max_skew() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_with_anti_affinity_take_a_node_each_and_the_extra_one_waits() {
-    let cluster = cluster_with(
-        &(zone_node("a", "z1") + &zone_node("b", "z1") + &zone_node("c", "z2")),
-    )
-    .await;
+    let cluster =
+        cluster_with(&(zone_node("a", "z1") + &zone_node("b", "z1") + &zone_node("c", "z2"))).await;
     let anti = "affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{labelSelector: {matchLabels: {app: web}}, topologyKey: kubernetes.io/hostname}]}}";
     let mut yaml = String::new();
     for i in 0..4 {
@@ -160,10 +173,19 @@ async fn a_pod_with_affinity_joins_the_zone_of_an_existing_pod() {
         yaml += &labelled_pod(&format!("web-{i}"), "default", "app: web", affinity);
     }
     cluster.apply(&yaml).await;
-    let pods = cluster.wait_for_pods(|pods| bound_count(pods, "web-") == 4).await;
-    for p in pods.iter().filter(|p| p.metadata.name.as_deref() != Some("db")) {
+    let pods = cluster
+        .wait_for_pods(|pods| bound_count(pods, "web-") == 4)
+        .await;
+    for p in pods
+        .iter()
+        .filter(|p| p.metadata.name.as_deref() != Some("db"))
+    {
         let node = node_of(p).unwrap();
-        assert!(node == "b" || node == "c", "{:?} on {node}", p.metadata.name);
+        assert!(
+            node == "b" || node == "c",
+            "{:?} on {node}",
+            p.metadata.name
+        );
     }
 }
 
@@ -183,7 +205,10 @@ async fn a_namespace_selector_selects_pods_of_labelled_namespaces() {
         .apply(&labelled_pod("web", "default", "app: web", affinity))
         .await;
     let pods = cluster
-        .wait_for_pods(|pods| pods.iter().any(|p| p.metadata.name.as_deref() == Some("web") && is_bound(p)))
+        .wait_for_pods(|pods| {
+            pods.iter()
+                .any(|p| p.metadata.name.as_deref() == Some("web") && is_bound(p))
+        })
         .await;
     // Only team-a's cache counts: web joins zone z2 (node b).
     assert_eq!(node_of(named(&pods, "web")), Some("b"));
@@ -223,8 +248,7 @@ const WEB_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_a_service_selects_is_spread_by_the_system_default_constraints() {
     let cluster = cluster_with(
-        &(crowded_zone(|name, spec| labelled_pod(name, "default", "app: web", spec))
-            + WEB_SERVICE),
+        &(crowded_zone(|name, spec| labelled_pod(name, "default", "app: web", spec)) + WEB_SERVICE),
     )
     .await;
     cluster

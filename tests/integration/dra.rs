@@ -110,7 +110,10 @@ pub async fn check_dra_invariants(
         .map_err(|e| e.to_string())?
         .items;
     let shared_devices = shares.iter().map(|(d, _, _)| d).collect::<HashSet<_>>();
-    problems.extend(counter_problems(&slices, owner.keys().chain(shared_devices)));
+    problems.extend(counter_problems(
+        &slices,
+        owner.keys().chain(shared_devices),
+    ));
     problems.extend(capacity_problems(&slices, &shares));
     let mut pod_by_uid: HashMap<&str, &Pod> = HashMap::new();
     for p in &pods {
@@ -234,8 +237,17 @@ fn binding_not_ready(c: &ResourceClaim) -> Option<String> {
             .find(|d| d.driver == r.driver && d.pool == r.pool && d.device == r.device)
             .and_then(|d| d.conditions.clone())
             .unwrap_or_default();
-        let is_true = |t: &str| conditions.iter().any(|c| c.type_ == t && c.status == "True");
-        if let Some(t) = r.binding_failure_conditions.iter().flatten().find(|t| is_true(t)) {
+        let is_true = |t: &str| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == t && c.status == "True")
+        };
+        if let Some(t) = r
+            .binding_failure_conditions
+            .iter()
+            .flatten()
+            .find(|t| is_true(t))
+        {
             return Some(format!("failure condition {t} of {} is True", r.device));
         }
         if let Some(t) = r.binding_conditions.iter().flatten().find(|t| !is_true(t)) {
@@ -261,7 +273,11 @@ fn capacity_problems(
         for d in s.spec.devices.iter().flatten() {
             let caps = d.capacity.iter().flatten();
             let caps = caps.map(|(n, c)| (n.clone(), nanos(&c.value.0))).collect();
-            let id = (s.spec.driver.clone(), s.spec.pool.name.clone(), d.name.clone());
+            let id = (
+                s.spec.driver.clone(),
+                s.spec.pool.name.clone(),
+                d.name.clone(),
+            );
             capacity.insert(id, (d.allow_multiple_allocations == Some(true), caps));
         }
     }
@@ -1554,7 +1570,19 @@ fn bandwidth_template(name: &str, bandwidth: Option<&str>) -> Value {
 
 /// `(device, shareID, consumed bandwidth)` of a claim's first result.
 fn share(c: &ResourceClaim) -> (String, Option<String>, Option<String>) {
-    let r = &c.status.as_ref().unwrap().allocation.as_ref().unwrap().devices.as_ref().unwrap().results.as_ref().unwrap()[0];
+    let r = &c
+        .status
+        .as_ref()
+        .unwrap()
+        .allocation
+        .as_ref()
+        .unwrap()
+        .devices
+        .as_ref()
+        .unwrap()
+        .results
+        .as_ref()
+        .unwrap()[0];
     let bandwidth = r
         .consumed_capacity
         .as_ref()
@@ -1590,7 +1618,11 @@ async fn shares_never_exceed_capacity(mode: Mode) {
     for p in bound.keys() {
         let (device, id, bandwidth) = share(&c.claim_of(p).await);
         assert_eq!(device, "nic-0");
-        assert_eq!(bandwidth.as_deref(), Some("3G"), "2500M rounded up to a 1G step");
+        assert_eq!(
+            bandwidth.as_deref(),
+            Some("3G"),
+            "2500M rounded up to a 1G step"
+        );
         assert!(ids.insert(id.expect("a shareID")), "shareIDs are distinct");
     }
     let waiting: Vec<String> = (0..8)
@@ -1598,7 +1630,11 @@ async fn shares_never_exceed_capacity(mode: Mode) {
         .filter(|p| !bound.contains_key(p))
         .collect();
     for p in &waiting {
-        assert!(c.message(p).contains("cannot allocate all claims"), "{p}: {}", c.message(p));
+        assert!(
+            c.message(p).contains("cannot allocate all claims"),
+            "{p}: {}",
+            c.message(p)
+        );
     }
     let gone = bound.keys().next().unwrap().clone();
     Api::<Pod>::namespaced(c.client.clone(), NS)
@@ -1643,7 +1679,15 @@ async fn one_request_takes_two_shares(mode: Mode) {
     .await;
     c.wait_bound(1).await;
     let claim = c.claim_of("q0").await;
-    let results = claim.status.unwrap().allocation.unwrap().devices.unwrap().results.unwrap();
+    let results = claim
+        .status
+        .unwrap()
+        .allocation
+        .unwrap()
+        .devices
+        .unwrap()
+        .results
+        .unwrap();
     assert_eq!(results.len(), 2);
     assert!(results.iter().all(|r| r.device == "nic-0"));
     assert_ne!(results[0].share_id, results[1].share_id);
@@ -1673,7 +1717,12 @@ async fn works_for_the_consumable_capacity_example() {
         .expect("example loads");
     c.wait_bound(4).await;
     wait_for(|| async { c.message("huge").contains("cannot allocate all claims") }).await;
-    for (p, want) in [("web-0", "3G"), ("web-1", "3G"), ("web-2", "3G"), ("logger", "1G")] {
+    for (p, want) in [
+        ("web-0", "3G"),
+        ("web-1", "3G"),
+        ("web-2", "3G"),
+        ("logger", "1G"),
+    ] {
         assert_eq!(share(&c.claim_of(p).await).2.as_deref(), Some(want), "{p}");
     }
     assert!(!c.bound().await.contains_key("huge"));
@@ -1705,7 +1754,10 @@ fn allocated(c: &ResourceClaim) -> bool {
 }
 
 fn device_statuses(c: &ResourceClaim) -> usize {
-    c.status.as_ref().and_then(|s| s.devices.as_ref()).map_or(0, Vec::len)
+    c.status
+        .as_ref()
+        .and_then(|s| s.devices.as_ref())
+        .map_or(0, Vec::len)
 }
 
 impl Cluster {
@@ -1783,18 +1835,33 @@ impl Cluster {
 async fn binding_conditions_hold_the_pod_until_they_are_true(mode: Mode) {
     let c = Cluster::start_fabric(mode, "").await;
     let waiting = c
-        .watch_claim_until("c1", None, |cl| allocated(cl) && !reserved_uids(cl).is_empty())
+        .watch_claim_until("c1", None, |cl| {
+            allocated(cl) && !reserved_uids(cl).is_empty()
+        })
         .await;
-    let alloc = waiting.status.as_ref().unwrap().allocation.as_ref().unwrap();
+    let alloc = waiting
+        .status
+        .as_ref()
+        .unwrap()
+        .allocation
+        .as_ref()
+        .unwrap();
     let result = &alloc.devices.as_ref().unwrap().results.as_ref().unwrap()[0];
-    assert_eq!(result.binding_conditions.as_deref(), Some(&[ATTACHED.to_string()][..]));
+    assert_eq!(
+        result.binding_conditions.as_deref(),
+        Some(&[ATTACHED.to_string()][..])
+    );
     assert_eq!(
         result.binding_failure_conditions.as_deref(),
         Some(&[ATTACH_FAILED.to_string()][..])
     );
     // bindsToNode: the allocation names exactly the node the pod will be bound to.
     let term = &alloc.node_selector.as_ref().unwrap().node_selector_terms[0];
-    let chosen = term.match_fields.as_ref().unwrap()[0].values.as_ref().unwrap()[0].clone();
+    let chosen = term.match_fields.as_ref().unwrap()[0]
+        .values
+        .as_ref()
+        .unwrap()[0]
+        .clone();
     // Nothing binds the pod before the conditions are true.
     assert!(c.bound().await.is_empty());
     c.set_device_conditions("c1", vec![condition(ATTACHED, "False", "Attaching")])
@@ -1822,16 +1889,25 @@ async fn binding_conditions_hold_the_pod_until_a_driver_sets_them_true_as_wasm_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binding_failure_condition_deallocates_and_the_pod_is_retried() {
     let c = Cluster::start_fabric(Mode::Native, "").await;
-    c.watch_claim_until("c1", None, |cl| allocated(cl) && !reserved_uids(cl).is_empty())
-        .await;
+    c.watch_claim_until("c1", None, |cl| {
+        allocated(cl) && !reserved_uids(cl).is_empty()
+    })
+    .await;
     let failed = c
         .set_device_conditions("c1", vec![condition(ATTACH_FAILED, "True", "NoPath")])
         .await;
     let freed = c
         .watch_claim_until("c1", Some(&failed), |cl| !allocated(cl))
         .await;
-    assert!(reserved_uids(&freed).is_empty(), "unreserved before deallocation");
-    assert_eq!(device_statuses(&freed), 0, "device status cleared with the allocation");
+    assert!(
+        reserved_uids(&freed).is_empty(),
+        "unreserved before deallocation"
+    );
+    assert_eq!(
+        device_statuses(&freed),
+        0,
+        "device status cleared with the allocation"
+    );
     wait_for(|| async {
         c.message("p1")
             .contains("device binding failed: claim=c1, reason=NoPath")
@@ -1858,7 +1934,9 @@ async fn a_binding_timeout_unreserves_and_deallocates_and_leaks_nothing() {
     let config = "profiles:\n  - schedulerName: default-scheduler\n    pluginConfig:\n      - name: DynamicResources\n        args: {bindingTimeout: 1s}\n";
     let c = Cluster::start_fabric(Mode::Native, config).await;
     let waiting = c
-        .watch_claim_until("c1", None, |cl| allocated(cl) && !reserved_uids(cl).is_empty())
+        .watch_claim_until("c1", None, |cl| {
+            allocated(cl) && !reserved_uids(cl).is_empty()
+        })
         .await;
     let freed = c
         .watch_claim_until("c1", Some(&waiting), |cl| !allocated(cl))
@@ -1945,7 +2023,11 @@ async fn taint_rules_keep_pods_off_tainted_devices(mode: Mode) {
     .await;
     c.wait_bound(1).await;
     let bound = c.bound().await;
-    let (plain, waiting) = if bound.contains_key("p0") { ("p0", "p1") } else { ("p1", "p0") };
+    let (plain, waiting) = if bound.contains_key("p0") {
+        ("p0", "p1")
+    } else {
+        ("p1", "p0")
+    };
     assert_eq!(device_of(&c, plain).await, "gpu-2");
     wait_for(|| async { c.message(waiting).contains("cannot allocate all claims") }).await;
 
@@ -1956,7 +2038,8 @@ async fn taint_rules_keep_pods_off_tainted_devices(mode: Mode) {
     assert!(!c.bound().await.contains_key(waiting));
 
     let free = if taken == "gpu-0" { "gpu-1" } else { "gpu-0" };
-    let rules: Api<k8s_openapi::api::resource::v1beta2::DeviceTaintRule> = Api::all(c.client.clone());
+    let rules: Api<k8s_openapi::api::resource::v1beta2::DeviceTaintRule> =
+        Api::all(c.client.clone());
     rules
         .delete(&format!("{free}-broken"), &DeleteParams::default())
         .await

@@ -553,7 +553,11 @@ fn a_corrupted_cache_file_is_rejected_and_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(&[("DynamicResources", wasm_file("dra_plugin"))]);
     s.cache_dir = Some(dir.path().to_path_buf());
-    assert!(WasmPlugins::load(&s).unwrap().wait_optimized(Duration::from_secs(300)));
+    assert!(
+        WasmPlugins::load(&s)
+            .unwrap()
+            .wait_optimized(Duration::from_secs(300))
+    );
     let entry = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())

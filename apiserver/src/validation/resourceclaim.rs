@@ -248,7 +248,11 @@ pub(crate) fn validate_status_update(new: &Value, old: &Value) -> Vec<Cause> {
             if let Some(id) = result.get("shareID").and_then(Value::as_str)
                 && let Some(msg) = uid_error(id)
             {
-                causes.push(Cause::invalid(format!("{p}.shareID"), &Value::from(id), &msg));
+                causes.push(Cause::invalid(
+                    format!("{p}.shareID"),
+                    &Value::from(id),
+                    &msg,
+                ));
             }
             causes.extend(binding_parameters(result, &p));
         }
@@ -269,12 +273,24 @@ fn device_statuses(status: &Value, allocation: Option<&Value>) -> Vec<Cause> {
         .map(|a| arr(a.pointer("/devices/results")))
         .unwrap_or_default()
         .iter()
-        .map(|r| (s(r, "driver"), s(r, "pool"), s(r, "device"), s(r, "shareID")))
+        .map(|r| {
+            (
+                s(r, "driver"),
+                s(r, "pool"),
+                s(r, "device"),
+                s(r, "shareID"),
+            )
+        })
         .collect();
     let mut seen = HashSet::new();
     for (i, d) in arr(status.get("devices")).iter().enumerate() {
         let p = format!("status.devices[{i}]");
-        let id = (s(d, "driver"), s(d, "pool"), s(d, "device"), s(d, "shareID"));
+        let id = (
+            s(d, "driver"),
+            s(d, "pool"),
+            s(d, "device"),
+            s(d, "shareID"),
+        );
         for (field, value) in [("driver", &id.0), ("pool", &id.1), ("device", &id.2)] {
             if value.is_empty() {
                 causes.push(Cause::required(format!("{p}.{field}"), ""));

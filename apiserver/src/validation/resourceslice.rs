@@ -194,7 +194,10 @@ pub(crate) fn validate_slice(obj: &Value) -> Vec<Cause> {
                 if multi {
                     causes.extend(request_policy(cap.get("value"), policy, &pp));
                 } else {
-                    causes.push(Cause::forbidden(pp, "allowMultipleAllocations must be true"));
+                    causes.push(Cause::forbidden(
+                        pp,
+                        "allowMultipleAllocations must be true",
+                    ));
                 }
             }
         }
@@ -217,7 +220,10 @@ pub(crate) fn binding_parameters(v: &Value, p: &str) -> Vec<Cause> {
     };
     let (conds, failures) = (list("bindingConditions"), list("bindingFailureConditions"));
     let mut causes = Vec::new();
-    for (field, items) in [("bindingConditions", &conds), ("bindingFailureConditions", &failures)] {
+    for (field, items) in [
+        ("bindingConditions", &conds),
+        ("bindingFailureConditions", &failures),
+    ] {
         let fp = format!("{p}.{field}");
         if items.len() > BINDING_CONDITIONS_MAX {
             causes.push(Cause::too_many(&fp, items.len(), BINDING_CONDITIONS_MAX));
@@ -337,7 +343,11 @@ fn request_policy(capacity: Option<&Value>, policy: &Value, p: &str) -> Vec<Caus
                 }
             }
         }
-        if !options.iter().flatten().any(|o| o.nanos() == default.nanos()) {
+        if !options
+            .iter()
+            .flatten()
+            .any(|o| o.nanos() == default.nanos())
+        {
             causes.push(Cause::invalid(
                 vp,
                 &shown(&default),
@@ -404,7 +414,8 @@ fn request_policy(capacity: Option<&Value>, policy: &Value, p: &str) -> Vec<Caus
     }
     if let Some(step) = quantity(range.get("step")) {
         let sp = format!("{rp}.step");
-        let one_step = kube_quantity::Quantity::from_nanos(min.nanos() + step.nanos(), step.format());
+        let one_step =
+            kube_quantity::Quantity::from_nanos(min.nanos() + step.nanos(), step.format());
         if one_step.nanos() > cap.nanos() {
             causes.push(Cause::invalid(
                 sp.clone(),
@@ -553,7 +564,9 @@ pub(crate) fn validate_device_class(obj: &Value) -> Vec<Cause> {
         }
     }
     // KEP-5004 (beta in v1.36): the extended resource that pods may request from this class.
-    if let Some(name) = obj.pointer("/spec/extendedResourceName").and_then(Value::as_str)
+    if let Some(name) = obj
+        .pointer("/spec/extendedResourceName")
+        .and_then(Value::as_str)
         && !is_extended_resource_name(name)
     {
         causes.push(Cause::invalid(
@@ -604,6 +617,9 @@ mod tests {
             causes[0].message,
             "Invalid value: \"gpu\": must be a valid extended resource name"
         );
-        assert!(validate_device_class(&json!({"spec": {"extendedResourceName": "example.com/gpu"}})).is_empty());
+        assert!(
+            validate_device_class(&json!({"spec": {"extendedResourceName": "example.com/gpu"}}))
+                .is_empty()
+        );
     }
 }

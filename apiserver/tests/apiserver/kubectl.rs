@@ -228,7 +228,10 @@ async fn real_kubectl_shows_services_and_workloads_with_their_columns() {
         // A second apply patches: the allocated cluster IP stays.
         kubectl(&kc, &["apply", "-f", &m]);
         let svc = kubectl(&kc, &["get", "svc", "-n", "demo", "-o", "wide"]);
-        assert!(svc.contains("CLUSTER-IP") && svc.contains("SELECTOR"), "{svc}");
+        assert!(
+            svc.contains("CLUSTER-IP") && svc.contains("SELECTOR"),
+            "{svc}"
+        );
         assert!(
             svc.contains("10.96.0.2") && svc.contains("80/TCP") && svc.contains("app=web"),
             "{svc}"
@@ -237,8 +240,16 @@ async fn real_kubectl_shows_services_and_workloads_with_their_columns() {
         assert!(rs.contains("DESIRED") && rs.contains("web"), "{rs}");
         // `all` is the category the real server gives these kinds.
         let all = kubectl(&kc, &["get", "all", "-n", "demo"]);
-        for name in ["service/web", "replicaset.apps/web", "statefulset.apps/db", "replicationcontroller/legacy"] {
-            assert!(all.contains(name), "{name} missing from kubectl get all: {all}");
+        for name in [
+            "service/web",
+            "replicaset.apps/web",
+            "statefulset.apps/db",
+            "replicationcontroller/legacy",
+        ] {
+            assert!(
+                all.contains(name),
+                "{name} missing from kubectl get all: {all}"
+            );
         }
     })
     .await

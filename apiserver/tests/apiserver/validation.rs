@@ -469,17 +469,24 @@ async fn resource_slice_request_policies_need_shared_devices_and_valid_defaults(
     };
     let range = json!({"default": "1G", "validRange": {"min": "1G", "max": "8G", "step": "1G"}});
     slices
-        .create(&PostParams::default(), &slice_with("ok", nic(true, range.clone())))
+        .create(
+            &PostParams::default(),
+            &slice_with("ok", nic(true, range.clone())),
+        )
         .await
         .expect("a valid policy on a shared device");
     let st = expect_invalid(
         slices
-            .create(&PostParams::default(), &slice_with("single", nic(false, range)))
+            .create(
+                &PostParams::default(),
+                &slice_with("single", nic(false, range)),
+            )
             .await,
     )
     .await;
     assert!(
-        st.message.contains("requestPolicy: Forbidden: allowMultipleAllocations must be true"),
+        st.message
+            .contains("requestPolicy: Forbidden: allowMultipleAllocations must be true"),
         "{}",
         st.message
     );
@@ -490,7 +497,11 @@ async fn resource_slice_request_policies_need_shared_devices_and_valid_defaults(
             .await,
     )
     .await;
-    assert!(st.message.contains("default is more than max: 8G"), "{}", st.message);
+    assert!(
+        st.message.contains("default is more than max: 8G"),
+        "{}",
+        st.message
+    );
 }
 
 #[tokio::test]
@@ -504,7 +515,13 @@ async fn resource_slice_binding_conditions_come_with_failure_conditions_and_do_n
     slices
         .create(
             &PostParams::default(),
-            &slice_with("ok", dev(json!(["example.com/attached"]), json!(["example.com/failed"]))),
+            &slice_with(
+                "ok",
+                dev(
+                    json!(["example.com/attached"]),
+                    json!(["example.com/failed"]),
+                ),
+            ),
         )
         .await
         .expect("binding and failure conditions");
@@ -525,7 +542,10 @@ async fn resource_slice_binding_conditions_come_with_failure_conditions_and_do_n
         slices
             .create(
                 &PostParams::default(),
-                &slice_with("overlap", dev(json!(["a", "b", "c", "d", "e"]), json!(["a"]))),
+                &slice_with(
+                    "overlap",
+                    dev(json!(["a", "b", "c", "d", "e"]), json!(["a"])),
+                ),
             )
             .await,
     )
@@ -548,36 +568,54 @@ async fn device_status_names_allocated_devices_with_at_most_eight_conditions() {
     let (_s, client) = setup();
     let claims: Api<ResourceClaim> = Api::default_namespaced(client.clone());
     allocated_claim(&client, "c").await;
-    let cond = |t: &str| json!({"type": t, "status": "True", "reason": "R", "message": "",
-                               "lastTransitionTime": "2026-01-01T00:00:00Z"});
+    let cond = |t: &str| {
+        json!({"type": t, "status": "True", "reason": "R", "message": "",
+                               "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    };
     let device = |name: &str, conditions: Vec<Value>| {
         json!({"status": {"devices": [{"driver": "gpu.example.com", "pool": "node-a",
                                        "device": name, "conditions": conditions}]}})
     };
     claims
-        .patch_status("c", &PatchParams::default(), &Patch::Merge(device("gpu-0", vec![cond("ready")])))
+        .patch_status(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(device("gpu-0", vec![cond("ready")])),
+        )
         .await
         .expect("a condition of an allocated device");
     let st = expect_invalid(
         claims
-            .patch_status("c", &PatchParams::default(), &Patch::Merge(device("gpu-9", vec![])))
+            .patch_status(
+                "c",
+                &PatchParams::default(),
+                &Patch::Merge(device("gpu-9", vec![])),
+            )
             .await,
     )
     .await;
     assert!(
-        st.message.contains("status.devices[0]: Invalid value:") && st.message.contains("must be an allocated device in the claim"),
+        st.message.contains("status.devices[0]: Invalid value:")
+            && st
+                .message
+                .contains("must be an allocated device in the claim"),
         "{}",
         st.message
     );
     let many = (0..9).map(|i| cond(&format!("c{i}"))).collect();
     let st = expect_invalid(
         claims
-            .patch_status("c", &PatchParams::default(), &Patch::Merge(device("gpu-0", many)))
+            .patch_status(
+                "c",
+                &PatchParams::default(),
+                &Patch::Merge(device("gpu-0", many)),
+            )
             .await,
     )
     .await;
     assert!(
-        st.message.contains("status.devices[0].conditions: Too many: 9: must have at most 8 items"),
+        st.message
+            .contains("status.devices[0].conditions: Too many: 9: must have at most 8 items"),
         "{}",
         st.message
     );

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::framework::{
-    ClusterEvent, CycleState, EventAction, ExtensionPoint, NodeInfo, Plugin, PodInfo,
-    ResourceKind, Status,
+    ClusterEvent, CycleState, EventAction, ExtensionPoint, NodeInfo, Plugin, PodInfo, ResourceKind,
+    Status,
 };
 
 use super::helpers::{MAX_NODE_SCORE, decode_args};
@@ -232,7 +232,10 @@ mod tests {
         let p = pod("metadata: {name: p, namespace: d}\nspec: {containers: [{name: c}]}");
         let mut state = CycleState::default();
         let n = node("metadata: {name: n}\nstatus: {allocatable: {cpu: '1', memory: 1Gi}}");
-        assert_eq!(pl.pre_score(&mut state, &p, &[n]).code, crate::framework::Code::Skip);
+        assert_eq!(
+            pl.pre_score(&mut state, &p, &[n]).code,
+            crate::framework::Code::Skip
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::framework::{CycleState, ExtensionPoint, NodeInfo, Plugin, PodInfo, Snapshot, Status};
 use crate::framework::PreFilterResult;
+use crate::framework::{CycleState, ExtensionPoint, NodeInfo, Plugin, PodInfo, Snapshot, Status};
 
 use super::helpers::{MAX_NODE_SCORE, decode_args};
 use super::registry::RegistryError;

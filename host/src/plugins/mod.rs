@@ -41,9 +41,9 @@ pub mod registry;
 pub mod resources;
 pub mod scheduling_gates;
 pub mod taint_toleration;
-pub mod volume_binding;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod volume_binding;
 
 pub use balanced_allocation::BalancedAllocation;
 pub use default_binder::DefaultBinder;

@@ -14,8 +14,8 @@ use thiserror::Error;
 
 use super::{
     balanced_allocation, default_binder, default_preemption, image_locality, inter_pod_affinity,
-    node_affinity, node_name, node_ports, node_resources_fit,
-    node_unschedulable, pod_topology_spread, scheduling_gates, taint_toleration, volume_binding,
+    node_affinity, node_name, node_ports, node_resources_fit, node_unschedulable,
+    pod_topology_spread, scheduling_gates, taint_toleration, volume_binding,
 };
 use crate::framework::{ObjectEvent, PluginRef, ResourceKind, StateReplay};
 
@@ -152,9 +152,7 @@ impl Registry {
             ),
             (
                 balanced_allocation::NAME,
-                Arc::new(|args, _| {
-                    balanced_allocation::BalancedAllocation::new(args).map(to_ref)
-                }),
+                Arc::new(|args, _| balanced_allocation::BalancedAllocation::new(args).map(to_ref)),
             ),
             (
                 image_locality::NAME,

@@ -270,7 +270,12 @@ impl WasmPlugins {
         match swap_slots(&entry, &module) {
             Ok(instances) => {
                 entry.module.store(module);
-                tracing::info!(plugin = name, instances = instances.len(), took_ms = start.elapsed().as_millis() as u64, "optimized code serving");
+                tracing::info!(
+                    plugin = name,
+                    instances = instances.len(),
+                    took_ms = start.elapsed().as_millis() as u64,
+                    "optimized code serving"
+                );
             }
             Err(e) => {
                 tracing::error!(plugin = name, step = e.step_name(), error = %e, "could not swap in the optimized code; baseline code keeps serving");
@@ -284,7 +289,12 @@ impl WasmPlugins {
         let deadline = std::time::Instant::now() + timeout;
         let mut n = self.inner.optimizing.lock();
         while *n > 0 {
-            if self.inner.optimized.wait_until(&mut n, deadline).timed_out() {
+            if self
+                .inner
+                .optimized
+                .wait_until(&mut n, deadline)
+                .timed_out()
+            {
                 return *n == 0;
             }
         }

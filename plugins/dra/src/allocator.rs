@@ -635,8 +635,7 @@ impl Search<'_> {
         let shareable = |d: u32| !admin && inv.devices[d as usize].multi;
         for i in start..cands.1 {
             // Too few devices left, unless one can be shared again.
-            if cands.1 - i < remaining
-                && !self.s.cand_buf[i..cands.1].iter().any(|&d| shareable(d))
+            if cands.1 - i < remaining && !self.s.cand_buf[i..cands.1].iter().any(|&d| shareable(d))
             {
                 break;
             }
@@ -680,8 +679,7 @@ impl Search<'_> {
         for i in cands.0..cands.1 {
             let d = self.s.cand_buf[i];
             self.steps += 1;
-            if self.taken(d, admin) || !self.push(plans, (ci, ri, ai), d)
-            {
+            if self.taken(d, admin) || !self.push(plans, (ci, ri, ai), d) {
                 ok = false;
                 break;
             }
@@ -746,9 +744,8 @@ impl Search<'_> {
         let plan = &mut plans[ci].0;
         // An admin-access allocation does not consume the device, nor its counters; shares of
         // a device consume its counters once.
-        let consumes = !admin
-            && !device.consumes.is_empty()
-            && share.as_ref().is_none_or(|(_, first)| *first);
+        let consumes =
+            !admin && !device.consumes.is_empty() && share.as_ref().is_none_or(|(_, first)| *first);
         if consumes
             && device
                 .consumes

@@ -518,7 +518,9 @@ mod tests {
     #[test]
     fn works_for_allow_multiple_allocations() {
         let mut s = Selectors::new();
-        let id = s.compile("device.allowMultipleAllocations == true").unwrap();
+        let id = s
+            .compile("device.allowMultipleAllocations == true")
+            .unwrap();
         assert_eq!(s.matches(id, 0, &gpu()), Ok(false), "unset is false");
         let shared = gpu().with_multiple_allocations(true);
         assert_eq!(s.matches(id, 1, &shared), Ok(true));

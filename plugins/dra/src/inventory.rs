@@ -96,7 +96,11 @@ impl RequestPolicy {
     /// named; rounded up to `min` and then to the next step from `min`, or to the first valid
     /// value at least as large; `None` if the result violates the policy (above `max`, not on
     /// a step, not a valid value).
-    pub fn consumed(policy: Option<&RequestPolicy>, requested: Option<i128>, total: i128) -> Option<i128> {
+    pub fn consumed(
+        policy: Option<&RequestPolicy>,
+        requested: Option<i128>,
+        total: i128,
+    ) -> Option<i128> {
         let Some(p) = policy else {
             return Some(requested.unwrap_or(total));
         };
@@ -326,13 +330,22 @@ impl Inventory {
                     kube_quantity::Quantity::parse_json(&c.value.0)
                         .map_or(kube_quantity::Format::DecimalSI, |q| q.format()),
                 );
-                policies.push(c.request_policy.as_ref().filter(|_| multi).map(|p| RequestPolicy {
-                    default: p.default.as_ref().map(nanos),
-                    range: p.valid_range.as_ref().map(|r| {
-                        (nanos(&r.min), r.max.as_ref().map(nanos), r.step.as_ref().map(nanos))
-                    }),
-                    values: p.valid_values.iter().flatten().map(nanos).collect(),
-                }));
+                policies.push(
+                    c.request_policy
+                        .as_ref()
+                        .filter(|_| multi)
+                        .map(|p| RequestPolicy {
+                            default: p.default.as_ref().map(nanos),
+                            range: p.valid_range.as_ref().map(|r| {
+                                (
+                                    nanos(&r.min),
+                                    r.max.as_ref().map(nanos),
+                                    r.step.as_ref().map(nanos),
+                                )
+                            }),
+                            values: p.valid_values.iter().flatten().map(nanos).collect(),
+                        }),
+                );
             }
             let index = self.devices.len() as u32;
             for &(id, _) in &consumes {
@@ -368,7 +381,10 @@ impl Inventory {
                 policies,
                 formats,
                 binding_conditions: d.binding_conditions.clone().unwrap_or_default(),
-                binding_failure_conditions: d.binding_failure_conditions.clone().unwrap_or_default(),
+                binding_failure_conditions: d
+                    .binding_failure_conditions
+                    .clone()
+                    .unwrap_or_default(),
                 binds_to_node: d.binds_to_node == Some(true),
             });
         }
@@ -380,7 +396,10 @@ impl Inventory {
     /// ResourceSlice tracker does before allocation: a rule's taint then counts exactly like one
     /// published in the slice. Only `NoSchedule`/`NoExecute` taints are kept (see
     /// [`Device::taints`]).
-    pub fn add_rule_taints<'a>(&mut self, rules: impl IntoIterator<Item = &'a crate::state::TaintRule>) {
+    pub fn add_rule_taints<'a>(
+        &mut self,
+        rules: impl IntoIterator<Item = &'a crate::state::TaintRule>,
+    ) {
         for rule in rules {
             if !matches!(rule.taint.effect.as_str(), "NoSchedule" | "NoExecute") {
                 continue;
@@ -523,7 +542,11 @@ pub(crate) mod tests {
         };
         let consumed = |p: Option<&RequestPolicy>, r| RequestPolicy::consumed(p, r, 10 * g);
         assert_eq!(consumed(Some(&range), None), Some(g), "the default");
-        assert_eq!(consumed(Some(&range), Some(g * 5 / 2)), Some(3 * g), "next step");
+        assert_eq!(
+            consumed(Some(&range), Some(g * 5 / 2)),
+            Some(3 * g),
+            "next step"
+        );
         assert_eq!(consumed(Some(&range), Some(g / 2)), Some(g), "at least min");
         assert_eq!(consumed(Some(&range), Some(9 * g)), None, "above max");
         let values = RequestPolicy {

@@ -208,7 +208,10 @@ mod tests {
         let generic = sel.compile(&classes()["gpu"][0]).unwrap();
         assert!(p.matters(&[generic]), "a generic request sees both");
         let special = [generic, sel.compile(big).unwrap()];
-        assert!(!p.matters(&special), "only one device serves the special one");
+        assert!(
+            !p.matters(&special),
+            "only one device serves the special one"
+        );
         assert_eq!(p.score([1]), 100);
         assert_eq!(p.score([0]), 0);
     }

@@ -83,8 +83,9 @@ impl Args {
             args.binding_timeout_ms = ms;
         }
         if let Some(t) = v.get("filterTimeout").filter(|t| !t.is_null()) {
-            parse_duration_ms(t.as_str().unwrap_or_default())
-                .ok_or_else(|| format!("filterTimeout: Invalid value: {t}: must be zero or positive"))?;
+            parse_duration_ms(t.as_str().unwrap_or_default()).ok_or_else(|| {
+                format!("filterTimeout: Invalid value: {t}: must be zero or positive")
+            })?;
         }
         Ok(args)
     }
@@ -107,7 +108,9 @@ fn parse_duration_ms(s: &str) -> Option<u64> {
             .filter(|&n| n > 0)?;
         let value: f64 = rest[..n].parse().ok()?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let ms = match &rest[..u] {
             "ns" => 1e-6,
             "us" | "µs" => 1e-3,
@@ -605,7 +608,10 @@ impl DraPlugin {
             })
             .collect();
         let mut out = json!({"devices": {"results": results}});
-        let binds = a.results.iter().any(|r| inv.devices[r.device as usize].binds_to_node);
+        let binds = a
+            .results
+            .iter()
+            .any(|r| inv.devices[r.device as usize].binds_to_node);
         if binds {
             out["nodeSelector"] =
                 serde_json::to_value(node_selector::for_node(node)).unwrap_or(Value::Null);
@@ -621,9 +627,10 @@ impl DraPlugin {
         let cached = self.cycle.as_mut().and_then(|c| c.per_node.remove(node));
         if let Some(allocs) = cached {
             // Shares are checked again: capacity may have been taken since.
-            let free = allocs.iter().flat_map(|a| &a.results).all(|r| {
-                r.consumed.is_none() && (r.admin_access || !self.device_in_use(r.device))
-            });
+            let free = allocs
+                .iter()
+                .flat_map(|a| &a.results)
+                .all(|r| r.consumed.is_none() && (r.admin_access || !self.device_in_use(r.device)));
             if free {
                 return Ok(allocs);
             }
@@ -1077,7 +1084,10 @@ impl Plugin for DraPlugin {
         };
         let mut waiting = false;
         for name in names {
-            let Some(claim) = self.state.claims.get(&(p.namespace.clone(), name.to_owned()))
+            let Some(claim) = self
+                .state
+                .claims
+                .get(&(p.namespace.clone(), name.to_owned()))
             else {
                 continue;
             };
@@ -1184,7 +1194,14 @@ fn share_id(claim_uid: &str, result: usize, device_key: &str) -> String {
     }
     let h = (h & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     let x = format!("{h:032x}");
-    format!("{}-{}-{}-{}-{}", &x[..8], &x[8..12], &x[12..16], &x[16..20], &x[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..]
+    )
 }
 
 /// PreEnqueue/PreFilter status while a template's claim does not exist yet.
@@ -1403,7 +1420,11 @@ mod tests {
             ResourceKind::node(),
             json!({"metadata": {"name": "node-a"}}),
         );
-        add(&mut p, ResourceKind::resource_slice(), attachable_slice(false));
+        add(
+            &mut p,
+            ResourceKind::resource_slice(),
+            attachable_slice(false),
+        );
         add(&mut p, ResourceKind::pod(), pod("p", "c"));
         let mut c = claim("c", 1);
         add(&mut p, ResourceKind::resource_claim(), c.clone());
@@ -1449,13 +1470,22 @@ mod tests {
             st.message(),
             format!("{REASON_BINDING_CONDITIONS_PENDING} on node node-a")
         );
-        let cond = |t: &str, s: &str| json!({"type": t, "status": s, "reason": "R", "message": "m"});
-        set_device_conditions(&mut p, &mut c, json!([cond("example.com/attached", "False")]));
+        let cond =
+            |t: &str, s: &str| json!({"type": t, "status": s, "reason": "R", "message": "m"});
+        set_device_conditions(
+            &mut p,
+            &mut c,
+            json!([cond("example.com/attached", "False")]),
+        );
         assert_eq!(
             p.pre_bind(&pod_ref("p"), "node-a").unwrap_err().code,
             Code::Pending
         );
-        set_device_conditions(&mut p, &mut c, json!([cond("example.com/attached", "True")]));
+        set_device_conditions(
+            &mut p,
+            &mut c,
+            json!([cond("example.com/attached", "True")]),
+        );
         assert_eq!(p.pre_bind(&pod_ref("p"), "node-a").unwrap(), Vec::new());
     }
 
@@ -1500,7 +1530,11 @@ mod tests {
             ResourceKind::node(),
             json!({"metadata": {"name": "node-a"}}),
         );
-        add(&mut p, ResourceKind::resource_slice(), attachable_slice(true));
+        add(
+            &mut p,
+            ResourceKind::resource_slice(),
+            attachable_slice(true),
+        );
         add(&mut p, ResourceKind::pod(), pod("p", "c"));
         add(&mut p, ResourceKind::resource_claim(), claim("c", 1));
         assert!(p.pre_filter(&pod_ref("p")).status.is_success());
@@ -1517,11 +1551,15 @@ mod tests {
     fn args_take_a_binding_timeout_of_at_least_one_second() {
         assert_eq!(Args::parse("{}").unwrap().binding_timeout_ms, 600_000);
         assert_eq!(
-            Args::parse(r#"{"bindingTimeout": "1m30s"}"#).unwrap().binding_timeout_ms,
+            Args::parse(r#"{"bindingTimeout": "1m30s"}"#)
+                .unwrap()
+                .binding_timeout_ms,
             90_000
         );
         assert_eq!(
-            DraPlugin::new(r#"{"bindingTimeout": "500ms"}"#).err().unwrap(),
+            DraPlugin::new(r#"{"bindingTimeout": "500ms"}"#)
+                .err()
+                .unwrap(),
             "bindingTimeout: Invalid value: \"500ms\": must be at least 1 second"
         );
         assert!(DraPlugin::new(r#"{"bindingTimeout": "soon"}"#).is_err());
@@ -1743,12 +1781,17 @@ mod tests {
             json!({"metadata": {"name": "gpu.example.com"},
             "spec": {"selectors": [{"cel": {"expression": "device.driver == \"gpu.example.com\""}}]}}),
         );
-        let gpu = |name: &str, mem: &str| json!({"name": name, "capacity": {"memory": {"value": mem}}});
+        let gpu =
+            |name: &str, mem: &str| json!({"name": name, "capacity": {"memory": {"value": mem}}});
         for (node, devices) in [
             ("node-a", vec![gpu("gpu-0", "80Gi")]),
             ("node-b", vec![gpu("gpu-0", "80Gi"), gpu("gpu-1", "40Gi")]),
         ] {
-            add(&mut p, ResourceKind::node(), json!({"metadata": {"name": node}}));
+            add(
+                &mut p,
+                ResourceKind::node(),
+                json!({"metadata": {"name": node}}),
+            );
             add(
                 &mut p,
                 ResourceKind::resource_slice(),
@@ -1771,7 +1814,11 @@ mod tests {
         add(&mut p, ResourceKind::pod(), pod("p", "c"));
         assert!(p.pre_filter(&pod_ref("p")).status.is_success());
         let nodes = ["node-a".to_string(), "node-b".to_string()];
-        assert!(p.filter(&pod_ref("p"), &nodes).iter().all(Status::is_success));
+        assert!(
+            p.filter(&pod_ref("p"), &nodes)
+                .iter()
+                .all(Status::is_success)
+        );
         assert!(p.pre_score(&pod_ref("p"), &nodes).is_success());
         assert_eq!(p.score(&pod_ref("p"), &nodes).unwrap(), [0, 100]);
         // Cached: the same scores without a new allocation.
@@ -1796,7 +1843,11 @@ mod tests {
             json!({"metadata": {"name": "nic"},
             "spec": {"selectors": [{"cel": {"expression": "device.driver == \"nic.example.com\""}}]}}),
         );
-        add(&mut p, ResourceKind::node(), json!({"metadata": {"name": "node-a"}}));
+        add(
+            &mut p,
+            ResourceKind::node(),
+            json!({"metadata": {"name": "node-a"}}),
+        );
         add(
             &mut p,
             ResourceKind::resource_slice(),
@@ -1835,7 +1886,10 @@ mod tests {
         }
         assert_eq!(ids.len(), 2);
         assert_ne!(ids[0], ids[1]);
-        assert!(ids.iter().all(|id| id.len() == 36 && id.as_bytes()[14] == b'4'));
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 36 && id.as_bytes()[14] == b'4')
+        );
     }
 
     /// As upstream's allocator (a shared device is not marked in use while allocating), one
@@ -1851,7 +1905,11 @@ mod tests {
             json!({"metadata": {"name": "nic"},
             "spec": {"selectors": [{"cel": {"expression": "device.driver == \"nic.example.com\""}}]}}),
         );
-        add(&mut p, ResourceKind::node(), json!({"metadata": {"name": "node-a"}}));
+        add(
+            &mut p,
+            ResourceKind::node(),
+            json!({"metadata": {"name": "node-a"}}),
+        );
         add(
             &mut p,
             ResourceKind::resource_slice(),
@@ -1874,16 +1932,24 @@ mod tests {
         add(&mut p, ResourceKind::resource_claim(), claim("three", 3));
         add(&mut p, ResourceKind::pod(), pod("p3", "three"));
         assert!(p.pre_filter(&pod_ref("p3")).status.is_success());
-        assert!(!p.filter(&pod_ref("p3"), &nodes)[0].is_success(), "12G > 10G");
+        assert!(
+            !p.filter(&pod_ref("p3"), &nodes)[0].is_success(),
+            "12G > 10G"
+        );
         add(&mut p, ResourceKind::resource_claim(), claim("two", 2));
         add(&mut p, ResourceKind::pod(), pod("p2", "two"));
         assert!(p.pre_filter(&pod_ref("p2")).status.is_success());
         assert!(p.filter(&pod_ref("p2"), &nodes)[0].is_success());
         let intents = p.reserve(&pod_ref("p2"), "node-a").unwrap();
         let body: Value = serde_json::from_str(&intents[1].body).unwrap();
-        let results = body["status"]["allocation"]["devices"]["results"].as_array().unwrap();
+        let results = body["status"]["allocation"]["devices"]["results"]
+            .as_array()
+            .unwrap();
         assert_eq!(results.len(), 2);
-        assert!(results.iter().all(|r| r["device"] == "nic-0"), "{results:?}");
+        assert!(
+            results.iter().all(|r| r["device"] == "nic-0"),
+            "{results:?}"
+        );
         assert_ne!(results[0]["shareID"], results[1]["shareID"]);
     }
 

@@ -928,8 +928,12 @@ mod tests {
                      "pool": {"name": "node-a", "generation": 1, "resourceSliceCount": 1},
                      "devices": [{"name": "gpu-0"}, {"name": "gpu-1"}]}
         });
-        s.apply(&ev(EventAction::Added, ResourceKind::resource_slice(), slice))
-            .unwrap();
+        s.apply(&ev(
+            EventAction::Added,
+            ResourceKind::resource_slice(),
+            slice,
+        ))
+        .unwrap();
         let rule = |name: &str, selector: serde_json::Value, effect: &str| {
             let mut r = serde_json::json!({"metadata": {"name": name},
                 "spec": {"taint": {"key": "example.com/broken", "effect": effect}}});
@@ -949,12 +953,25 @@ mod tests {
         }
         s.refresh_inventory();
         let tainted = |s: &ClusterState| -> Vec<usize> {
-            s.inventory().devices.iter().map(|d| d.taints.len()).collect()
+            s.inventory()
+                .devices
+                .iter()
+                .map(|d| d.taints.len())
+                .collect()
         };
-        assert_eq!(tainted(&s), [0, 1], "only gpu-1; None and selector-less rules taint nothing");
-        let all = rule("all", serde_json::json!({"driver": "gpu.example.com", "pool": "node-a"}), "NoExecute");
+        assert_eq!(
+            tainted(&s),
+            [0, 1],
+            "only gpu-1; None and selector-less rules taint nothing"
+        );
+        let all = rule(
+            "all",
+            serde_json::json!({"driver": "gpu.example.com", "pool": "node-a"}),
+            "NoExecute",
+        );
         s.apply(&ev(EventAction::Added, kind.clone(), all)).unwrap();
-        s.apply(&ev(EventAction::Deleted, kind.clone(), one)).unwrap();
+        s.apply(&ev(EventAction::Deleted, kind.clone(), one))
+            .unwrap();
         assert!(s.refresh_inventory());
         assert_eq!(tainted(&s), [1, 1]);
     }

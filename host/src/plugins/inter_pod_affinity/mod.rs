@@ -98,7 +98,11 @@ impl AffinityTerm {
 
     /// Whether the term selects this pod; `namespace_labels` are the labels of the pod's
     /// namespace (upstream `AffinityTerm.Matches`).
-    pub fn matches(&self, pod: &PodInfo, namespace_labels: Option<&BTreeMap<String, String>>) -> bool {
+    pub fn matches(
+        &self,
+        pod: &PodInfo,
+        namespace_labels: Option<&BTreeMap<String, String>>,
+    ) -> bool {
         (self.namespaces.contains(&pod.key.namespace)
             || self.namespace_selector.matches(namespace_labels))
             && self.selector.matches(pod.pod.metadata.labels.as_ref())
@@ -159,20 +163,22 @@ impl PodAffinityTerms {
         let anti = a.pod_anti_affinity.as_ref();
         let built = (|| {
             Ok::<_, String>(PodAffinityTerms {
-                required_affinity: required(
-                    aff.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref()),
-                )?,
-                required_anti_affinity: required(
-                    anti.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref()),
-                )?,
-                preferred_affinity: preferred(
-                    aff.and_then(|p| p.preferred_during_scheduling_ignored_during_execution.as_ref()),
-                )?,
-                preferred_anti_affinity: preferred(
-                    anti.and_then(|p| {
-                        p.preferred_during_scheduling_ignored_during_execution.as_ref()
-                    }),
-                )?,
+                required_affinity: required(aff.and_then(|p| {
+                    p.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                }))?,
+                required_anti_affinity: required(anti.and_then(|p| {
+                    p.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                }))?,
+                preferred_affinity: preferred(aff.and_then(|p| {
+                    p.preferred_during_scheduling_ignored_during_execution
+                        .as_ref()
+                }))?,
+                preferred_anti_affinity: preferred(anti.and_then(|p| {
+                    p.preferred_during_scheduling_ignored_during_execution
+                        .as_ref()
+                }))?,
                 error: None,
             })
         })();
@@ -440,9 +446,7 @@ impl InterPodAffinity {
     /// The pod's terms with their namespace selectors turned into namespace names (upstream
     /// `mergeAffinityTermNamespacesIfNotEmpty`); an empty selector (all namespaces) stays.
     fn merged(&self, terms: &Arc<PodAffinityTerms>, required: bool) -> Arc<PodAffinityTerms> {
-        let needs = |t: &AffinityTerm| {
-            matches!(&t.namespace_selector, Selector::Requirements(r) if !r.is_empty())
-        };
+        let needs = |t: &AffinityTerm| matches!(&t.namespace_selector, Selector::Requirements(r) if !r.is_empty());
         let any = if required {
             terms
                 .required_affinity
@@ -497,7 +501,10 @@ impl InterPodAffinity {
         let Some(labels) = node.node.metadata.labels.as_ref().filter(|l| !l.is_empty()) else {
             return;
         };
-        let mut process = |t: &AffinityTerm, weight: i64, pod: &PodInfo, ns: Option<&BTreeMap<String, String>>| {
+        let mut process = |t: &AffinityTerm,
+                           weight: i64,
+                           pod: &PodInfo,
+                           ns: Option<&BTreeMap<String, String>>| {
             if let Some(v) = labels.get(&t.topology_key)
                 && t.matches(pod, ns)
             {
@@ -695,7 +702,10 @@ impl Plugin for InterPodAffinity {
         if nodes.is_empty() {
             return Status::skip();
         }
-        let Some(ScoreNodes { nodes: all, all: every }) = state.read::<ScoreNodes>(SCORE_NODES_KEY)
+        let Some(ScoreNodes {
+            nodes: all,
+            all: every,
+        }) = state.read::<ScoreNodes>(SCORE_NODES_KEY)
         else {
             // ignorePreferredTermsOfExistingPods and no preferred terms of its own.
             return Status::skip();

@@ -39,8 +39,7 @@ fn preferred(kind: &str, weight: i32, term: &str) -> String {
     )
 }
 
-const SECURITY_S1_REGION: &str =
-    "{labelSelector: {matchExpressions: [{key: security, operator: In, values: [S1]}]}, topologyKey: region}";
+const SECURITY_S1_REGION: &str = "{labelSelector: {matchExpressions: [{key: security, operator: In, values: [S1]}]}, topologyKey: region}";
 
 fn run_filter(pl: &InterPodAffinity, p: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Vec<Status> {
     let mut state = CycleState::default();
@@ -65,7 +64,11 @@ fn ok() -> Status {
 fn a_pod_without_affinity_skips_when_no_pod_has_required_anti_affinity() {
     let pl = plugin();
     let p = a_pod("p", "d", "a: b", "");
-    let nodes = [node("n1", "region: r1", &[a_pod("e", "d", "security: S1", "")])];
+    let nodes = [node(
+        "n1",
+        "region: r1",
+        &[a_pod("e", "d", "security: S1", "")],
+    )];
     let mut state = CycleState::default();
     let r = pl.pre_filter(&mut state, &p, &Snapshot::from_nodes(nodes.to_vec()));
     assert_eq!(r.status.code, Code::Skip);
@@ -89,21 +92,33 @@ fn required_affinity_is_met_by_a_matching_pod_in_the_domain() {
 fn required_affinity_is_not_met_by_a_pod_of_another_namespace_or_other_labels() {
     let p = a_pod("p", "d", "", &required("podAffinity", SECURITY_S1_REGION));
     let unmet = Status::unresolvable(ERR_REASON_AFFINITY_RULES_NOT_MATCH);
-    let other_ns = [node("n1", "region: r1", &[a_pod("e", "x", "security: S1", "")])];
+    let other_ns = [node(
+        "n1",
+        "region: r1",
+        &[a_pod("e", "x", "security: S1", "")],
+    )];
     assert_eq!(filter(&p, &other_ns), [unmet.clone()]);
-    let other_labels = [node("n1", "region: r1", &[a_pod("e", "d", "security: S2", "")])];
+    let other_labels = [node(
+        "n1",
+        "region: r1",
+        &[a_pod("e", "d", "security: S2", "")],
+    )];
     assert_eq!(filter(&p, &other_labels), [unmet]);
 }
 
 #[test]
 fn listed_namespaces_and_namespace_selectors_select_other_namespaces() {
-    let listed = "{labelSelector: {matchLabels: {security: S1}}, namespaces: [x], topologyKey: region}";
-    let nodes = [node("n1", "region: r1", &[a_pod("e", "x", "security: S1", "")])];
+    let listed =
+        "{labelSelector: {matchLabels: {security: S1}}, namespaces: [x], topologyKey: region}";
+    let nodes = [node(
+        "n1",
+        "region: r1",
+        &[a_pod("e", "x", "security: S1", "")],
+    )];
     let p = a_pod("p", "d", "", &required("podAffinity", listed));
     assert_eq!(filter(&p, &nodes), [ok()]);
 
-    let by_labels =
-        "{labelSelector: {matchLabels: {security: S1}}, namespaceSelector: {matchLabels: {team: a}}, topologyKey: region}";
+    let by_labels = "{labelSelector: {matchLabels: {security: S1}}, namespaceSelector: {matchLabels: {team: a}}, topologyKey: region}";
     let p = a_pod("p", "d", "", &required("podAffinity", by_labels));
     let pl = plugin();
     let unmet = Status::unresolvable(ERR_REASON_AFFINITY_RULES_NOT_MATCH);
@@ -130,10 +145,7 @@ fn listed_namespaces_and_namespace_selectors_select_other_namespaces() {
 #[test]
 fn the_first_pod_of_a_group_may_schedule_when_it_matches_its_own_affinity() {
     let term = "{labelSelector: {matchLabels: {app: web}}, topologyKey: region}";
-    let nodes = [
-        node("n1", "region: r1", &[]),
-        node("n2", "zone: z", &[]),
-    ];
+    let nodes = [node("n1", "region: r1", &[]), node("n2", "zone: z", &[])];
     let matches_itself = a_pod("p", "d", "app: web", &required("podAffinity", term));
     let unmet = Status::unresolvable(ERR_REASON_AFFINITY_RULES_NOT_MATCH);
     // The node must still have the topology key.
@@ -150,7 +162,12 @@ fn the_first_pod_of_a_group_may_schedule_when_it_matches_its_own_affinity() {
 
 #[test]
 fn required_anti_affinity_rejects_the_domain_of_a_matching_pod() {
-    let p = a_pod("p", "d", "", &required("podAntiAffinity", SECURITY_S1_REGION));
+    let p = a_pod(
+        "p",
+        "d",
+        "",
+        &required("podAntiAffinity", SECURITY_S1_REGION),
+    );
     let nodes = [
         node("n1", "region: r1", &[a_pod("e", "d", "security: S1", "")]),
         node("n2", "region: r1", &[]),
@@ -228,7 +245,12 @@ fn affinity_is_checked_before_anti_affinity() {
 fn a_node_changed_within_the_cycle_is_counted_again() {
     // Preemption's dry run removes the pod the anti-affinity rejects: the node then passes.
     let pl = plugin();
-    let p = a_pod("p", "d", "", &required("podAntiAffinity", SECURITY_S1_REGION));
+    let p = a_pod(
+        "p",
+        "d",
+        "",
+        &required("podAntiAffinity", SECURITY_S1_REGION),
+    );
     let victim = a_pod("e", "d", "security: S1", "");
     let nodes = [node("n1", "region: r1", &[victim])];
     let mut state = CycleState::default();
@@ -236,7 +258,9 @@ fn a_node_changed_within_the_cycle_is_counted_again() {
     assert!(r.status.is_success());
     assert_eq!(
         pl.filter(&state, &p, &nodes),
-        [Status::unschedulable(ERR_REASON_ANTI_AFFINITY_RULES_NOT_MATCH)]
+        [Status::unschedulable(
+            ERR_REASON_ANTI_AFFINITY_RULES_NOT_MATCH
+        )]
     );
     let mut without = (*nodes[0]).clone();
     assert!(without.remove_pod("e"));
@@ -245,7 +269,8 @@ fn a_node_changed_within_the_cycle_is_counted_again() {
 
 #[test]
 fn errors_when_args_are_out_of_range() {
-    let err = InterPodAffinity::new(&serde_json::json!({"hardPodAffinityWeight": 101})).unwrap_err();
+    let err =
+        InterPodAffinity::new(&serde_json::json!({"hardPodAffinityWeight": 101})).unwrap_err();
     assert_eq!(
         err.to_string(),
         "plugin \"InterPodAffinity\": invalid args: hardPodAffinityWeight: Invalid value: 101: not in valid range [0-100]"
@@ -277,14 +302,24 @@ fn score_nodes(existing: PodInfo) -> [Arc<NodeInfo>; 3] {
 
 #[test]
 fn preferred_affinity_scores_the_matching_domain_highest() {
-    let p = a_pod("p", "d", "", &preferred("podAffinity", 5, SECURITY_S1_REGION));
+    let p = a_pod(
+        "p",
+        "d",
+        "",
+        &preferred("podAffinity", 5, SECURITY_S1_REGION),
+    );
     let nodes = score_nodes(a_pod("e", "d", "security: S1", ""));
     assert_eq!(run_score(&plugin(), &p, &nodes), Some(vec![100, 100, 0]));
 }
 
 #[test]
 fn preferred_anti_affinity_scores_the_matching_domain_lowest() {
-    let p = a_pod("p", "d", "", &preferred("podAntiAffinity", 5, SECURITY_S1_REGION));
+    let p = a_pod(
+        "p",
+        "d",
+        "",
+        &preferred("podAntiAffinity", 5, SECURITY_S1_REGION),
+    );
     let nodes = score_nodes(a_pod("e", "d", "security: S1", ""));
     assert_eq!(run_score(&plugin(), &p, &nodes), Some(vec![0, 0, 100]));
 }
@@ -338,7 +373,12 @@ fn existing_pods_preferred_terms_count_unless_ignored() {
 
 #[test]
 fn pods_matching_nothing_skip_score() {
-    let p = a_pod("p", "d", "", &preferred("podAffinity", 5, SECURITY_S1_REGION));
+    let p = a_pod(
+        "p",
+        "d",
+        "",
+        &preferred("podAffinity", 5, SECURITY_S1_REGION),
+    );
     let nodes = score_nodes(a_pod("e", "d", "security: S2", ""));
     assert_eq!(run_score(&plugin(), &p, &nodes), None);
 }

@@ -27,8 +27,8 @@ use parking_lot::RwLock;
 use serde::Deserialize;
 
 use crate::framework::{
-    ClusterEvent, CycleState, EventAction, ExtensionPoint, NodeInfo, ObjectEvent, Plugin,
-    PodInfo, PreFilterResult, ResourceKind, Snapshot, Status,
+    ClusterEvent, CycleState, EventAction, ExtensionPoint, NodeInfo, ObjectEvent, Plugin, PodInfo,
+    PreFilterResult, ResourceKind, Snapshot, Status,
 };
 
 use default_selector::SelectorSources;
@@ -198,9 +198,12 @@ impl PodTopologySpread {
             return compile(own, pod, action, None);
         }
         match default_selector {
-            Some(selector) => {
-                compile(&self.default_constraints, pod, action, Some(selector.clone()))
-            }
+            Some(selector) => compile(
+                &self.default_constraints,
+                pod,
+                action,
+                Some(selector.clone()),
+            ),
             None => Ok(Vec::new()),
         }
     }

@@ -371,7 +371,9 @@ fn system_defaults_score_a_pod_a_service_selects_by_hostname_and_zone() {
         well_known_node("b", "z1", 0),
         well_known_node("x", "z2", 0),
     ];
-    let p = pod("metadata: {name: new, namespace: d, uid: new, labels: {app: web}}\nspec: {containers: [{name: c}]}");
+    let p = pod(
+        "metadata: {name: new, namespace: d, uid: new, labels: {app: web}}\nspec: {containers: [{name: c}]}",
+    );
     let pl = plugin_with_web_service();
     let mut state = CycleState::default();
     let r = pl.pre_filter(&mut state, &p, &Snapshot::from_nodes(nodes.to_vec()));
@@ -388,7 +390,9 @@ fn system_defaults_score_a_pod_a_service_selects_by_hostname_and_zone() {
 #[test]
 fn a_pod_nothing_selects_gets_no_default_constraints() {
     let nodes = [well_known_node("a", "z1", 3), well_known_node("x", "z2", 0)];
-    let p = pod("metadata: {name: new, namespace: d, uid: new, labels: {app: other}}\nspec: {containers: [{name: c}]}");
+    let p = pod(
+        "metadata: {name: new, namespace: d, uid: new, labels: {app: other}}\nspec: {containers: [{name: c}]}",
+    );
     let pl = plugin_with_web_service();
     let mut state = CycleState::default();
     let r = pl.pre_filter(&mut state, &p, &Snapshot::from_nodes(nodes.to_vec()));
@@ -412,7 +416,9 @@ fn nodes_without_a_zone_still_spread_by_hostname_under_system_defaults() {
         ))
     };
     let nodes = [no_zone("a", 2), no_zone("b", 0)];
-    let p = pod("metadata: {name: new, namespace: d, uid: new, labels: {app: web}}\nspec: {containers: [{name: c}]}");
+    let p = pod(
+        "metadata: {name: new, namespace: d, uid: new, labels: {app: web}}\nspec: {containers: [{name: c}]}",
+    );
     let pl = plugin_with_web_service();
     let mut state = CycleState::default();
     pl.pre_filter(&mut state, &p, &Snapshot::from_nodes(nodes.to_vec()));
