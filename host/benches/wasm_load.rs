@@ -224,7 +224,7 @@ fn tier_rows() {
     ))
     .unwrap();
     let (state, infos, pod) = dra_cluster();
-    let mut row = |tier: Tier| {
+    let row = |tier: Tier| {
         let plugin = plugins
             .create("DynamicResources", &json!({}), state.clone())
             .unwrap();

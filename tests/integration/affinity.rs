@@ -26,17 +26,6 @@ async fn cluster_with(yaml: &str) -> TestCluster {
     .await
 }
 
-/// A node in a zone (hostname label set as the kubelet does).
-fn zone_node(name: &str, zone: &str) -> String {
-    node_yaml(
-        name,
-        "8",
-        "16Gi",
-        &format!("{{topology.kubernetes.io/zone: {zone}, kubernetes.io/hostname: {name}}}"),
-        "[]",
-    )
-}
-
 /// A pod in `namespace` with labels and extra spec entries (YAML flow).
 fn labelled_pod(name: &str, namespace: &str, labels: &str, extra_spec: &str) -> String {
     let extra = if extra_spec.is_empty() {

@@ -7,16 +7,6 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
-fn zone_node(name: &str, zone: &str) -> String {
-    node_yaml(
-        name,
-        "8",
-        "16Gi",
-        &format!("{{topology.kubernetes.io/zone: {zone}, kubernetes.io/hostname: {name}}}"),
-        "[]",
-    )
-}
-
 /// A local volume pinned to `zone`, optionally pre-bound to a claim by `claimRef`.
 fn zonal_pv(name: &str, zone: &str) -> String {
     format!(

@@ -277,6 +277,17 @@ pub fn node_yaml(name: &str, cpu: &str, memory: &str, labels: &str, taints: &str
     )
 }
 
+/// A node with 8 cpu and 16Gi in `zone`, with the hostname label the kubelet sets.
+pub fn zone_node(name: &str, zone: &str) -> String {
+    node_yaml(
+        name,
+        "8",
+        "16Gi",
+        &format!("{{topology.kubernetes.io/zone: {zone}, kubernetes.io/hostname: {name}}}"),
+        "[]",
+    )
+}
+
 /// A pod manifest in `default` requesting cpu and memory, with extra spec fields as YAML
 /// flow-map entries (e.g. `"priority: 10, nodeSelector: {zone: a}"`).
 pub fn pod_yaml(name: &str, cpu: &str, memory: &str, extra_spec: &str) -> String {

@@ -226,7 +226,7 @@ impl CompileCache {
 
     /// The optimized code of the component whose hex sha256 is `sha256`, if memory or a
     /// verified disk entry has it (counted as a hit); none otherwise (not counted).
-    pub fn cached(&self, sha256: &str) -> Option<Component> {
+    fn cached(&self, sha256: &str) -> Option<Component> {
         let key = key(sha256);
         if let Some(c) = self.from_memory(&key) {
             self.stats.lock().memory_hits += 1;

@@ -43,7 +43,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Module {
-    /// Checks the pinned hash, compiles at `tier` (or takes the compiled copy from `cache`),
+    /// Checks the pinned hash against `sha256` (the hex sha256 of `bytes`, as [`sha256_hex`]
+    /// gives it; the caller has it already), compiles at `tier` (or takes the compiled copy from `cache`),
     /// checks the WIT package version by name, and pre-instantiates with the sandbox linker,
     /// which must belong to the tier's engine ([`engine::engine_for`]).
     ///
@@ -54,12 +55,13 @@ impl Module {
         plugin: &str,
         path: &Path,
         bytes: &[u8],
+        sha256: &str,
         pin: Option<&str>,
         cache: &engine::CompileCache,
         linker: &Linker<HostState>,
         tier: Tier,
     ) -> Result<Module, WasmError> {
-        let sha256 = sha256_hex(bytes);
+        let sha256 = sha256.to_string();
         if let Some(expected) = pin
             && !expected.eq_ignore_ascii_case(&sha256)
         {

@@ -199,10 +199,11 @@ impl WasmPlugins {
                 path: source.path.clone(),
                 source: e,
             })?;
-            let module = inner.build(source, &bytes)?;
+            let sha256 = sha256_hex(&bytes);
+            let module = inner.build(source, &bytes, &sha256)?;
             tracing::info!(plugin = %source.name, path = %source.path.display(), sha256 = %module.sha256, tier = module.tier.as_str(), took_ms = start.elapsed().as_millis() as u64, "loaded Wasm plugin");
             if module.tier == Tier::Baseline {
-                baseline_modules.push((source.name.clone(), bytes));
+                baseline_modules.push((source.name.clone(), bytes, sha256));
             }
             let entry = Entry {
                 source: source.clone(),
@@ -216,8 +217,8 @@ impl WasmPlugins {
         let plugins = WasmPlugins {
             inner: Arc::new(inner),
         };
-        for (name, bytes) in baseline_modules {
-            plugins.optimize_later(&name, bytes);
+        for (name, bytes, sha256) in baseline_modules {
+            plugins.optimize_later(&name, bytes, sha256);
         }
         Ok(plugins)
     }
@@ -225,14 +226,14 @@ impl WasmPlugins {
     /// Compiles the optimized code of a plugin that serves baseline code, on a background
     /// thread, then swaps every instance to it (same path as a reload) unless the plugin was
     /// reloaded meanwhile. A failure leaves the baseline code serving and is logged.
-    fn optimize_later(&self, name: &str, bytes: Vec<u8>) {
+    fn optimize_later(&self, name: &str, bytes: Vec<u8>, sha256: String) {
         *self.inner.optimizing.lock() += 1;
         let this = self.clone();
         let plugin = name.to_string();
         let spawned = std::thread::Builder::new()
             .name("wasm-optimize".into())
             .spawn(move || {
-                this.optimize(&plugin, &bytes);
+                this.optimize(&plugin, &bytes, &sha256);
                 let mut n = this.inner.optimizing.lock();
                 *n -= 1;
                 this.inner.optimized.notify_all();
@@ -243,19 +244,13 @@ impl WasmPlugins {
         }
     }
 
-    fn optimize(&self, name: &str, bytes: &[u8]) {
+    fn optimize(&self, name: &str, bytes: &[u8], sha256: &str) {
         let Ok(entry) = self.entry(name) else { return };
-        let src = &entry.source;
         let start = std::time::Instant::now();
-        let module = match Module::from_bytes(
-            &src.name,
-            &src.path,
-            bytes,
-            src.sha256.as_deref(),
-            &self.inner.cache,
-            &self.inner.linker,
-            Tier::Optimized,
-        ) {
+        let module = match self
+            .inner
+            .build_at(&entry.source, bytes, sha256, Tier::Optimized)
+        {
             Ok(m) => Arc::new(m),
             Err(e) => {
                 tracing::error!(plugin = name, error = %e, "optimizing compile failed; baseline code keeps serving");
@@ -435,7 +430,7 @@ impl WasmPlugins {
         if outcome.sha256 == old.sha256 {
             return Ok(outcome);
         }
-        let module = Arc::new(self.inner.build(src, &bytes)?);
+        let module = Arc::new(self.inner.build(src, &bytes, &outcome.sha256)?);
         let instances = swap_slots(entry, &module)?;
         outcome.instances = instances.len();
         outcome.version = instances.first().cloned().unwrap_or_default();
@@ -443,7 +438,7 @@ impl WasmPlugins {
         entry.module.store(module);
         outcome.swapped = true;
         if tier == Tier::Baseline {
-            self.optimize_later(&src.name, bytes);
+            self.optimize_later(&src.name, bytes, outcome.sha256.clone());
         }
         Ok(outcome)
     }
@@ -548,45 +543,56 @@ pub fn register_plugins(
 }
 
 impl Inner {
-    /// A module of `bytes` for `source`: optimized code if a cache has it or tiering is off,
-    /// else baseline code (falling back to optimized code if the baseline compiler refuses it).
-    fn build(&self, source: &PluginSource, bytes: &[u8]) -> Result<Module, WasmError> {
-        let optimized = |linker| {
-            Module::from_bytes(
-                &source.name,
-                &source.path,
-                bytes,
-                source.sha256.as_deref(),
-                &self.cache,
-                linker,
-                Tier::Optimized,
-            )
-        };
-        let Some(baseline) = &self.baseline else {
-            return optimized(&self.linker);
-        };
-        if self.cache.contains(&sha256_hex(bytes)) {
-            return optimized(&self.linker);
+    /// A module of `bytes` (hex sha256 `sha256`) for `source`: optimized code if a cache has it
+    /// or tiering is off, else baseline code (falling back to optimized code if the baseline
+    /// compiler refuses it).
+    fn build(
+        &self,
+        source: &PluginSource,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<Module, WasmError> {
+        if self.baseline.is_none() || self.cache.contains(sha256) {
+            return self.build_at(source, bytes, sha256, Tier::Optimized);
         }
-        match Module::from_bytes(
-            &source.name,
-            &source.path,
-            bytes,
-            source.sha256.as_deref(),
-            &self.cache,
-            baseline,
-            Tier::Baseline,
-        ) {
+        match self.build_at(source, bytes, sha256, Tier::Baseline) {
             Err(WasmError::Step {
                 step: "compile",
                 message,
                 ..
             }) => {
                 tracing::warn!(plugin = %source.name, error = %message, "the baseline compiler refused the module; compiling optimized code first");
-                optimized(&self.linker)
+                self.build_at(source, bytes, sha256, Tier::Optimized)
             }
             other => other,
         }
+    }
+
+    /// A module of `bytes` for `source` compiled at `tier`, linked by that tier's linker.
+    fn build_at(
+        &self,
+        source: &PluginSource,
+        bytes: &[u8],
+        sha256: &str,
+        tier: Tier,
+    ) -> Result<Module, WasmError> {
+        let linker = match tier {
+            Tier::Optimized => &self.linker,
+            Tier::Baseline => self
+                .baseline
+                .as_ref()
+                .expect("baseline code is only built with tiering on"),
+        };
+        Module::from_bytes(
+            &source.name,
+            &source.path,
+            bytes,
+            sha256,
+            source.sha256.as_deref(),
+            &self.cache,
+            linker,
+            tier,
+        )
     }
 }
 
