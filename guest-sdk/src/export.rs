@@ -1,10 +1,51 @@
-//! The guest side of the Wasm boundary: conversions between the generated WIT types and the SDK
-//! types, and one dispatch function per export, called by the code `export_plugin!` expands to.
-//! Conversions move fields (no copies of strings or lists).
+//! The guest side of the Wasm boundary (WIT 0.2.0): conversions between the generated WIT types
+//! and the SDK types, and one dispatch function per export, called by the code `export_plugin!`
+//! expands to. Conversions move fields; node indices become the names the host announced
+//! (`nodes-added`), so plugins keep seeing `&[String]`, and Filter sends back only the nodes
+//! that did not pass.
 
 use crate::__bindings::kube_scheduler::plugin::types as wit;
 use crate::Plugin;
 use crate::types::*;
+use std::cell::RefCell;
+
+/// The node names by index, as the host announced them.
+#[derive(Default)]
+struct Nodes {
+    names: Vec<String>,
+}
+
+std::thread_local! {
+    // Wasm is single-threaded and calls never re-enter, so a RefCell is enough.
+    static NODES: RefCell<Nodes> = RefCell::new(Nodes::default());
+}
+
+fn name_of(t: &Nodes, i: u32) -> String {
+    match t.names.get(i as usize) {
+        Some(n) => n.clone(),
+        // The host announces every index before passing it; anything else is a host bug.
+        None => panic!("wasm-scheduler-sdk: node index {i} was never announced"),
+    }
+}
+
+fn names(nodes: &[u32]) -> Vec<String> {
+    NODES.with_borrow(|t| nodes.iter().map(|&i| name_of(t, i)).collect())
+}
+
+fn name(node: u32) -> String {
+    NODES.with_borrow(|t| name_of(t, node))
+}
+
+pub fn nodes_added(first: u32, added: Vec<String>) {
+    NODES.with_borrow_mut(|t| {
+        assert_eq!(
+            first as usize,
+            t.names.len(),
+            "wasm-scheduler-sdk: nodes announced out of order"
+        );
+        t.names.extend(added);
+    })
+}
 
 /// Routes panic messages to the host log (plugins have no stderr), so the trap the host
 /// reports carries the message.
@@ -65,21 +106,46 @@ pub fn pre_filter<P: Plugin>(p: &mut P, pod: wit::PodRef) -> wit::PreFilterResul
     }
 }
 
-pub fn filter<P: Plugin>(p: &mut P, pod: wit::PodRef, nodes: Vec<String>) -> Vec<wit::Status> {
-    p.filter(&pod_in(pod), &nodes)
+/// Filter's statuses, sent back for the nodes that did not pass only. A plugin that returns a
+/// wrong number of statuses fails every node with an error worded as the host words a broken
+/// output, so the host fails the cycle: with only failing nodes on the wire, the host could no
+/// longer tell.
+pub fn filter<P: Plugin>(p: &mut P, pod: wit::PodRef, nodes: Vec<u32>) -> Vec<wit::NodeStatus> {
+    let statuses = p.filter(&pod_in(pod), &names(&nodes));
+    if statuses.len() != nodes.len() {
+        let wrong = Status::error(format!(
+            "plugin {}: filter: filter returned {} statuses for {} nodes",
+            p.metadata().name,
+            statuses.len(),
+            nodes.len()
+        ));
+        return nodes
+            .into_iter()
+            .map(|node| wit::NodeStatus {
+                node,
+                status: status_out(wrong.clone()),
+            })
+            .collect();
+    }
+    nodes
         .into_iter()
-        .map(status_out)
+        .zip(statuses)
+        .filter(|(_, s)| !s.is_success())
+        .map(|(node, s)| wit::NodeStatus {
+            node,
+            status: status_out(s),
+        })
         .collect()
 }
 
 pub fn post_filter<P: Plugin>(
     p: &mut P,
     pod: wit::PodRef,
-    rejected: Vec<(String, wit::Status)>,
+    rejected: Vec<wit::NodeStatus>,
 ) -> wit::PostFilterResult {
     let rejected: Vec<(String, Status)> = rejected
         .into_iter()
-        .map(|(n, s)| (n, status_in(s)))
+        .map(|ns| (name(ns.node), status_in(ns.status)))
         .collect();
     let r = p.post_filter(&pod_in(pod), &rejected);
     wit::PostFilterResult {
@@ -89,34 +155,34 @@ pub fn post_filter<P: Plugin>(
     }
 }
 
-pub fn pre_score<P: Plugin>(p: &mut P, pod: wit::PodRef, nodes: Vec<String>) -> wit::Status {
-    status_out(p.pre_score(&pod_in(pod), &nodes))
+pub fn pre_score<P: Plugin>(p: &mut P, pod: wit::PodRef, nodes: Vec<u32>) -> wit::Status {
+    status_out(p.pre_score(&pod_in(pod), &names(&nodes)))
 }
 
 pub fn score<P: Plugin>(
     p: &mut P,
     pod: wit::PodRef,
-    nodes: Vec<String>,
+    nodes: Vec<u32>,
 ) -> Result<Vec<i64>, wit::Status> {
-    p.score(&pod_in(pod), &nodes).map_err(status_out)
+    p.score(&pod_in(pod), &names(&nodes)).map_err(status_out)
 }
 
 pub fn reserve<P: Plugin>(
     p: &mut P,
     pod: wit::PodRef,
-    node: String,
+    node: u32,
 ) -> Result<Vec<wit::PatchIntent>, wit::Status> {
-    p.reserve(&pod_in(pod), &node)
+    p.reserve(&pod_in(pod), &name(node))
         .map(intents_out)
         .map_err(status_out)
 }
 
-pub fn unreserve<P: Plugin>(p: &mut P, pod: wit::PodRef, node: String) -> Vec<wit::PatchIntent> {
-    intents_out(p.unreserve(&pod_in(pod), &node))
+pub fn unreserve<P: Plugin>(p: &mut P, pod: wit::PodRef, node: u32) -> Vec<wit::PatchIntent> {
+    intents_out(p.unreserve(&pod_in(pod), &name(node)))
 }
 
-pub fn permit<P: Plugin>(p: &mut P, pod: wit::PodRef, node: String) -> wit::PermitResult {
-    let r = p.permit(&pod_in(pod), &node);
+pub fn permit<P: Plugin>(p: &mut P, pod: wit::PodRef, node: u32) -> wit::PermitResult {
+    let r = p.permit(&pod_in(pod), &name(node));
     wit::PermitResult {
         status: status_out(r.status),
         timeout_ms: r.timeout_ms,
@@ -128,15 +194,15 @@ pub fn permit<P: Plugin>(p: &mut P, pod: wit::PodRef, node: String) -> wit::Perm
 pub fn pre_bind<P: Plugin>(
     p: &mut P,
     pod: wit::PodRef,
-    node: String,
+    node: u32,
 ) -> Result<Vec<wit::PatchIntent>, wit::Status> {
-    p.pre_bind(&pod_in(pod), &node)
+    p.pre_bind(&pod_in(pod), &name(node))
         .map(intents_out)
         .map_err(status_out)
 }
 
-pub fn post_bind<P: Plugin>(p: &mut P, pod: wit::PodRef, node: String) {
-    p.post_bind(&pod_in(pod), &node)
+pub fn post_bind<P: Plugin>(p: &mut P, pod: wit::PodRef, node: u32) {
+    p.post_bind(&pod_in(pod), &name(node))
 }
 
 fn pod_in(p: wit::PodRef) -> PodRef {
@@ -240,6 +306,7 @@ fn intents_out(intents: Vec<PatchIntent>) -> Vec<wit::PatchIntent> {
                 PatchKind::Json => wit::PatchKind::Json,
                 PatchKind::Merge => wit::PatchKind::Merge,
                 PatchKind::StrategicMerge => wit::PatchKind::StrategicMerge,
+                PatchKind::Create => wit::PatchKind::Create,
             },
             body: i.body,
         })

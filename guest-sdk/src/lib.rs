@@ -152,48 +152,48 @@ macro_rules! export_plugin {
                 fn pre_filter(pod: __wit::PodRef) -> __wit::PreFilterResult {
                     __with(|p| $crate::__export::pre_filter(p, pod))
                 }
-                fn filter(pod: __wit::PodRef, nodes: Vec<String>) -> Vec<__wit::Status> {
+                fn nodes_added(first: u32, names: Vec<String>) {
+                    $crate::__export::nodes_added(first, names)
+                }
+                fn filter(pod: __wit::PodRef, nodes: Vec<u32>) -> Vec<__wit::NodeStatus> {
                     __with(|p| $crate::__export::filter(p, pod, nodes))
                 }
                 fn post_filter(
                     pod: __wit::PodRef,
-                    rejected: Vec<(String, __wit::Status)>,
+                    rejected: Vec<__wit::NodeStatus>,
                 ) -> __wit::PostFilterResult {
                     __with(|p| $crate::__export::post_filter(p, pod, rejected))
                 }
-                fn pre_score(pod: __wit::PodRef, nodes: Vec<String>) -> __wit::Status {
+                fn pre_score(pod: __wit::PodRef, nodes: Vec<u32>) -> __wit::Status {
                     __with(|p| $crate::__export::pre_score(p, pod, nodes))
                 }
-                fn score(
-                    pod: __wit::PodRef,
-                    nodes: Vec<String>,
-                ) -> Result<Vec<i64>, __wit::Status> {
+                fn score(pod: __wit::PodRef, nodes: Vec<u32>) -> Result<Vec<i64>, __wit::Status> {
                     __with(|p| $crate::__export::score(p, pod, nodes))
                 }
                 fn reserve(
                     pod: __wit::PodRef,
-                    node: String,
+                    node: u32,
                 ) -> Result<Vec<__wit::PatchIntent>, __wit::Status> {
                     __with(|p| $crate::__export::reserve(p, pod, node))
                 }
-                fn unreserve(pod: __wit::PodRef, node: String) -> Vec<__wit::PatchIntent> {
+                fn unreserve(pod: __wit::PodRef, node: u32) -> Vec<__wit::PatchIntent> {
                     __with(|p| $crate::__export::unreserve(p, pod, node))
                 }
-                fn permit(pod: __wit::PodRef, node: String) -> __wit::PermitResult {
+                fn permit(pod: __wit::PodRef, node: u32) -> __wit::PermitResult {
                     __with(|p| $crate::__export::permit(p, pod, node))
                 }
                 fn pre_bind(
                     pod: __wit::PodRef,
-                    node: String,
+                    node: u32,
                 ) -> Result<Vec<__wit::PatchIntent>, __wit::Status> {
                     __with(|p| $crate::__export::pre_bind(p, pod, node))
                 }
-                fn post_bind(pod: __wit::PodRef, node: String) {
+                fn post_bind(pod: __wit::PodRef, node: u32) {
                     __with(|p| $crate::__export::post_bind(p, pod, node))
                 }
             }
 
-    $crate::__bindings::__export_component!(__Export with_types_in $crate::__bindings);
+            $crate::__bindings::__export_component!(__Export with_types_in $crate::__bindings);
         };
     };
 }

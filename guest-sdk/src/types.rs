@@ -233,6 +233,9 @@ pub enum PatchKind {
     Merge,
     /// Kubernetes strategic merge patch.
     StrategicMerge,
+    /// Not a PATCH: `body` is the whole object to create with POST; `target.name` is its name
+    /// and `target.uid` is empty. Since WIT 0.2.0.
+    Create,
 }
 
 /// A change a plugin wants made to the cluster. The host assumes it in its cache at once and

@@ -30,10 +30,12 @@ use wasm_scheduler::simulate::{SimulateError, SimulateOptions, simulate_until};
 
 /// `--version`: the program's version and the plugin WIT versions it loads.
 fn long_version() -> String {
-    use wasm_scheduler::wasm::bindings::{PACKAGE, VERSION};
+    use wasm_scheduler::wasm::bindings::{PACKAGE, VERSIONS};
+    let versions: Vec<String> = VERSIONS.iter().map(|v| format!("{PACKAGE}@{v}")).collect();
     format!(
-        "{}\nsupported plugin WIT: {PACKAGE}@{VERSION}",
-        env!("CARGO_PKG_VERSION")
+        "{}\nsupported plugin WIT: {}",
+        env!("CARGO_PKG_VERSION"),
+        versions.join(", ")
     )
 }
 

@@ -407,7 +407,7 @@ fn errors_when_a_component_targets_another_wit_version() {
     assert!(matches!(err, WasmError::WitVersion { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "plugin Future: component exports kube-scheduler:plugin/plugin-api@0.2.0, host supports 0.1.0"
+        "plugin Future: component exports kube-scheduler:plugin/plugin-api@0.3.0, host supports 0.2.0, 0.1.0"
     );
 }
 
@@ -656,4 +656,57 @@ async fn a_wasm_plugin_from_the_configuration_places_pods_end_to_end() {
         .status("NodeLabel")
         .unwrap();
     assert_eq!(status.traps, 0);
+}
+
+#[test]
+fn a_0_1_0_component_still_loads_next_to_0_2_0_ones_and_both_decide() {
+    use wasm_scheduler::wasm::bindings::WitVersion;
+    let plugins = WasmPlugins::load(&settings(&[
+        ("LegacyZone", wasm_file("legacy_v0_1_plugin")),
+        ("NodeLabel", wasm_file("node_label_plugin")),
+    ]))
+    .unwrap();
+    let wit = |name: &str| plugins.status(name).unwrap().wit;
+    assert_eq!(wit("LegacyZone"), WitVersion::V0_1);
+    assert_eq!(wit("NodeLabel"), WitVersion::V0_2);
+
+    let state = Arc::new(TestState::default());
+    let nodes = zoned_nodes(90);
+    for n in &nodes {
+        state.apply(node_event(EventAction::Added, n));
+    }
+    let legacy = plugins
+        .create(
+            "LegacyZone",
+            &json!({"avoid": "c", "prefer": "a"}),
+            state.clone(),
+        )
+        .unwrap();
+    let current = plugins
+        .create("NodeLabel", &node_label_args(), state)
+        .unwrap();
+    let mut infos: Vec<_> = nodes.iter().map(node_info).collect();
+    // A node neither was told about: the 0.1.0 plugin names it unknown by its name.
+    infos.push(node_info(&node("node-unknown", &[("zone", "a")])));
+    let pod = pod_info("p");
+    let mut cs = CycleState::default();
+    legacy.pre_filter(&mut cs, &pod, &Snapshot::default());
+    current.pre_filter(&mut cs, &pod, &Snapshot::default());
+
+    let old = legacy.filter(&cs, &pod, &infos);
+    let new = current.filter(&cs, &pod, &infos);
+    assert_eq!(old.len(), infos.len());
+    assert_eq!(codes(&old[..90]), codes(&new[..90]));
+    assert_eq!(
+        old[2].reasons,
+        [legacy_v0_1_plugin::REASON_AVOIDED.to_string()]
+    );
+    assert_eq!(
+        old[90].reasons,
+        [legacy_v0_1_plugin::REASON_UNKNOWN.to_string()]
+    );
+    assert_eq!(
+        legacy.score(&cs, &pod, &infos[..90]).unwrap(),
+        current.score(&cs, &pod, &infos[..90]).unwrap()
+    );
 }

@@ -51,12 +51,13 @@ impl ObjectEntry {
     }
 }
 
-/// The patch type of an intent, for `kube_patch`.
-pub fn patch_type(kind: PatchKind) -> PatchType {
+/// The patch type of an intent, for `kube_patch`; `None` for a create.
+pub fn patch_type(kind: PatchKind) -> Option<PatchType> {
     match kind {
-        PatchKind::Json => PatchType::Json,
-        PatchKind::Merge => PatchType::Merge,
-        PatchKind::StrategicMerge => PatchType::StrategicMerge,
+        PatchKind::Json => Some(PatchType::Json),
+        PatchKind::Merge => Some(PatchType::Merge),
+        PatchKind::StrategicMerge => Some(PatchType::StrategicMerge),
+        PatchKind::Create => None,
     }
 }
 
@@ -209,7 +210,12 @@ impl ObjectStore {
                     key: key.to_string(),
                     message: e.to_string(),
                 })?;
-            let pt = patch_type(intent.patch_kind);
+            let Some(pt) = patch_type(intent.patch_kind) else {
+                return Err(CacheError::IntentPatch {
+                    key: key.to_string(),
+                    message: "create intents are not supported by this host".into(),
+                });
+            };
             let next =
                 kube_patch::apply_patch(pt, &self.kind, &entry.effective, &body).map_err(|e| {
                     CacheError::IntentPatch {

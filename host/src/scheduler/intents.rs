@@ -96,6 +96,12 @@ pub async fn apply_intent(
         }
         PatchKind::Merge => Patch::Merge(body),
         PatchKind::StrategicMerge => Patch::Strategic(body),
+        PatchKind::Create => {
+            return Err(IntentError::Body {
+                target: target(),
+                message: "create intents are not supported by this host".into(),
+            });
+        }
     };
     let api = dynamic_api(
         client.clone(),

@@ -1,6 +1,7 @@
 //! [`WasmPlugin`]: a Wasm component behind the framework's [`Plugin`] trait.
 //!
-//! Calls carry references only: the pod's namespace/name/uid and node names. Objects reach the
+//! Calls carry references only: the pod's namespace/name/uid and nodes (by name for WIT 0.1.0
+//! components, by index for 0.2.0). Objects reach the
 //! guest through [`Plugin::on_event`] pushes. The instance a scheduling cycle starts with is
 //! pinned in its [`CycleState`] at PreFilter, and the instance that reserved a pod is kept until
 //! its binding cycle ends, so a hot swap never splits a cycle and in-flight bindings finish on
@@ -11,9 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
-use super::bindings::wit;
-use super::convert;
-use super::instance::Instance;
+use super::instance::{CallError, Instance};
 use super::limits;
 use super::native;
 use super::slot::Slot;
@@ -22,10 +21,9 @@ use crate::framework::{
     Plugin, PodInfo, PostFilterResult, PreFilterResult, ResourceKind, Snapshot, Status,
 };
 
-/// What a scheduling cycle pinned: the instance and the pod reference in WIT form.
+/// What a scheduling cycle pinned: the instance that serves all of its calls.
 struct Pin {
     instance: Arc<Instance>,
-    pod: wit::PodRef,
 }
 
 /// A Wasm plugin as the framework sees it.
@@ -83,28 +81,14 @@ impl WasmPlugin {
         }
     }
 
-    fn pod_ref<'a>(
-        &self,
-        state: Option<&'a CycleState>,
-        pod: &PodInfo,
-    ) -> std::borrow::Cow<'a, wit::PodRef> {
-        match state.and_then(|s| s.read::<Pin>(self.pin_key)) {
-            Some(pin) if pin.pod.uid == pod.key.uid => std::borrow::Cow::Borrowed(&pin.pod),
-            _ => std::borrow::Cow::Owned(convert::pod_ref(&pod.key)),
-        }
-    }
-
     fn call<R>(
         &self,
         inst: &Instance,
         point: &'static str,
-        f: impl FnOnce(
-            &super::bindings::Guest,
-            &mut wasmtime::Store<super::sandbox::HostState>,
-        ) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Instance) -> Result<R, CallError>,
     ) -> Result<R, Status> {
         let started = std::time::Instant::now();
-        let result = inst.call(f);
+        let result = f(inst);
         self.slot
             .stats()
             .call_latency
@@ -131,9 +115,8 @@ impl WasmPlugin {
         &self,
         inst: &Instance,
         point: &'static str,
-        v: Vec<wit::PatchIntent>,
+        v: Vec<PatchIntent>,
     ) -> Result<Vec<PatchIntent>, Status> {
-        let v = convert::intents(v);
         self.check(point, limits::intents(point, &v, &inst.metadata.patches))?;
         Ok(v)
     }
@@ -145,10 +128,6 @@ fn pin_key(name: &str) -> &'static str {
     let mut keys = KEYS.get_or_init(Default::default).lock();
     keys.entry(name.to_string())
         .or_insert_with(|| Box::leak(format!("wasm-instance/{name}").into_boxed_str()))
-}
-
-fn node_names(nodes: &[Arc<NodeInfo>]) -> Vec<String> {
-    nodes.iter().map(|n| n.name.clone()).collect()
 }
 
 impl Plugin for WasmPlugin {
@@ -181,11 +160,8 @@ impl Plugin for WasmPlugin {
             return Status::success();
         }
         let inst = self.slot.current();
-        let pod = convert::pod_ref(&pod.key);
-        match self.call(&inst, "pre-enqueue", |g, s| g.call_pre_enqueue(s, &pod)) {
-            Ok(st) => convert::status(st),
-            Err(st) => st,
-        }
+        self.call(&inst, "pre-enqueue", |i| i.pre_enqueue(&pod.key))
+            .unwrap_or_else(|st| st)
     }
 
     fn pre_filter(
@@ -197,7 +173,6 @@ impl Plugin for WasmPlugin {
         let instance = self.slot.current();
         let pin = Pin {
             instance: instance.clone(),
-            pod: convert::pod_ref(&pod.key),
         };
         let result = if let Some(reason) = self.slot.quarantined_pod(&pod.key.uid) {
             // The plugin never saw this pod; its answers about it would mean nothing.
@@ -206,11 +181,8 @@ impl Plugin for WasmPlugin {
                 node_names: None,
             }
         } else if self.implements(ExtensionPoint::PreFilter) {
-            match self.call(&instance, "pre-filter", |g, s| {
-                g.call_pre_filter(s, &pin.pod)
-            }) {
+            match self.call(&instance, "pre-filter", |i| i.pre_filter(&pod.key)) {
                 Ok(r) => {
-                    let r = convert::pre_filter(r);
                     match self.check(
                         "pre-filter",
                         limits::reasons("pre-filter", std::iter::once(&r.status)),
@@ -239,12 +211,10 @@ impl Plugin for WasmPlugin {
             return vec![Status::success(); nodes.len()];
         }
         let inst = self.instance(Some(state));
-        let pod = self.pod_ref(Some(state), pod);
-        let names = node_names(nodes);
         let out = self
-            .call(&inst, "filter", |g, s| g.call_filter(s, &pod, &names))
-            .map(|v| v.into_iter().map(convert::status).collect::<Vec<_>>())
+            .call(&inst, "filter", |i| i.filter(&pod.key, nodes))
             .and_then(|v| {
+                let v = v.map_err(|m| self.slot.rejected_output(format!("filter: {m}")))?;
                 self.check("filter", limits::statuses("filter", &v, nodes.len()))
                     .map(|()| v)
             });
@@ -265,17 +235,9 @@ impl Plugin for WasmPlugin {
             };
         }
         let inst = self.instance(Some(state));
-        let pod = self.pod_ref(Some(state), pod);
-        let rejected: Vec<(String, wit::Status)> = rejected
-            .iter()
-            .map(|(n, s)| (n.clone(), convert::status_out(s)))
-            .collect();
         let r = self
-            .call(&inst, "post-filter", |g, s| {
-                g.call_post_filter(s, &pod, &rejected)
-            })
-            .and_then(|r| {
-                let mut r = convert::post_filter(r);
+            .call(&inst, "post-filter", |i| i.post_filter(&pod.key, rejected))
+            .and_then(|mut r| {
                 let intents = std::mem::take(&mut r.intents);
                 self.check(
                     "post-filter",
@@ -298,12 +260,8 @@ impl Plugin for WasmPlugin {
             return Status::skip();
         }
         let inst = self.instance(Some(state));
-        let pod = self.pod_ref(Some(state), pod);
-        let names = node_names(nodes);
-        match self.call(&inst, "pre-score", |g, s| g.call_pre_score(s, &pod, &names)) {
-            Ok(st) => convert::status(st),
-            Err(st) => st,
-        }
+        self.call(&inst, "pre-score", |i| i.pre_score(&pod.key, nodes))
+            .unwrap_or_else(|st| st)
     }
 
     fn score(
@@ -316,11 +274,7 @@ impl Plugin for WasmPlugin {
             return Ok(vec![0; nodes.len()]);
         }
         let inst = self.instance(Some(state));
-        let pod = self.pod_ref(Some(state), pod);
-        let names = node_names(nodes);
-        let scores = self
-            .call(&inst, "score", |g, s| g.call_score(s, &pod, &names))?
-            .map_err(convert::status)?;
+        let scores = self.call(&inst, "score", |i| i.score(&pod.key, nodes))??;
         self.check("score", limits::scores("score", &scores, nodes.len()))?;
         Ok(scores)
     }
@@ -335,10 +289,7 @@ impl Plugin for WasmPlugin {
             return Ok(Vec::new());
         }
         let inst = self.instance(Some(state));
-        let pod_ref = self.pod_ref(Some(state), pod);
-        let out = self
-            .call(&inst, "reserve", |g, s| g.call_reserve(s, &pod_ref, node))?
-            .map_err(convert::status)?;
+        let out = self.call(&inst, "reserve", |i| i.reserve(&pod.key, node))??;
         let intents = self.intents(&inst, "reserve", out)?;
         self.reserved.lock().insert(pod.key.uid.clone(), inst);
         Ok(intents)
@@ -353,13 +304,10 @@ impl Plugin for WasmPlugin {
             Some(i) if !i.is_poisoned() => i,
             _ => self.instance(Some(state)),
         };
-        let pod_ref = self.pod_ref(Some(state), pod);
         // Unreserve cannot fail the pod further; a bad answer is logged and yields no intents.
-        self.call(&inst, "unreserve", |g, s| {
-            g.call_unreserve(s, &pod_ref, node)
-        })
-        .and_then(|v| self.intents(&inst, "unreserve", v))
-        .unwrap_or_default()
+        self.call(&inst, "unreserve", |i| i.unreserve(&pod.key, node))
+            .and_then(|v| self.intents(&inst, "unreserve", v))
+            .unwrap_or_default()
     }
 
     fn permit(&self, state: &mut CycleState, pod: &PodInfo, node: &str) -> PermitResult {
@@ -367,11 +315,9 @@ impl Plugin for WasmPlugin {
             return PermitResult::default();
         }
         let inst = self.instance(Some(state));
-        let pod = self.pod_ref(Some(state), pod);
         let r = self
-            .call(&inst, "permit", |g, s| g.call_permit(s, &pod, node))
+            .call(&inst, "permit", |i| i.permit(&pod.key, node))
             .and_then(|r| {
-                let r = convert::permit(r);
                 self.check("permit", limits::permit_uids(r.allow.len(), r.reject.len()))?;
                 Ok(r)
             });
@@ -395,10 +341,7 @@ impl Plugin for WasmPlugin {
             return Ok(Vec::new());
         }
         let inst = self.instance(Some(state));
-        let pod = self.pod_ref(Some(state), pod);
-        let out = self
-            .call(&inst, "pre-bind", |g, s| g.call_pre_bind(s, &pod, node))?
-            .map_err(convert::status)?;
+        let out = self.call(&inst, "pre-bind", |i| i.pre_bind(&pod.key, node))??;
         self.intents(&inst, "pre-bind", out)
     }
 
@@ -411,7 +354,6 @@ impl Plugin for WasmPlugin {
             Some(i) if !i.is_poisoned() => i,
             _ => self.slot.current(),
         };
-        let pod = convert::pod_ref(&pod.key);
-        let _ = self.call(&inst, "post-bind", |g, s| g.call_post_bind(s, &pod, node));
+        let _ = self.call(&inst, "post-bind", |i| i.post_bind(&pod.key, node));
     }
 }

@@ -42,7 +42,7 @@ pub enum WasmError {
         /// The offending interface name, with its version.
         found: String,
         /// The version(s) this host serves.
-        supported: &'static str,
+        supported: String,
     },
     /// A step of loading a module or preparing an instance failed.
     #[error("plugin {plugin}: {step} failed: {message}")]

@@ -13,16 +13,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use wasm_scheduler_sdk::{Metadata, ObjectEvent};
+use wasm_scheduler_sdk::{
+    Metadata, ObjectEvent, PatchIntent, PermitResult, PodRef, PostFilterResult, PreFilterResult,
+    Status,
+};
 use wasmtime::Store;
 
-use super::bindings::{self, Guest};
+use super::bindings::{v0_1, v0_2};
 use super::convert;
 use super::engine::{self, deadline_ticks};
 use super::error::{WasmError, chain};
-use super::module::Module;
+use super::module::{Module, Pre};
+use super::node_index;
 use super::quarantine::ObjectKey;
 use super::sandbox::{HostState, LogLimiter};
+use crate::framework::NodeInfo;
 
 /// Events per `on-event` call when state is replayed into a new instance.
 const REPLAY_BATCH: usize = 256;
@@ -85,9 +90,67 @@ const UNUSABLE: &str = "instance is unusable after an earlier trap";
 /// Longest part of a plugin's last error line (its panic message) kept in a reason.
 const MAX_LOGGED_IN_REASON: usize = 300;
 
+/// The component's exports, by the WIT version it was built against.
+enum Api {
+    V0_1(v0_1::Plugin),
+    V0_2 {
+        plugin: v0_2::Plugin,
+        /// How many node indices the instance has heard through `nodes-added`.
+        announced: u32,
+    },
+}
+
 struct Live {
     store: Store<HostState>,
-    plugin: bindings::Plugin,
+    api: Api,
+}
+
+/// Tells a 0.2.0 instance the node names it has not heard yet (every index given out so far).
+fn announce(
+    plugin: &v0_2::Plugin,
+    announced: &mut u32,
+    store: &mut Store<HostState>,
+) -> wasmtime::Result<()> {
+    if *announced < node_index::len() {
+        let names = node_index::names_from(*announced);
+        plugin.kube_scheduler_plugin_plugin_api().call_nodes_added(
+            &mut *store,
+            *announced,
+            &names,
+        )?;
+        *announced += names.len() as u32;
+    }
+    Ok(())
+}
+
+/// One call into `$live`'s exports whatever its WIT version: `$args = $make` builds the
+/// arguments with that version's conversions `$c` (which may give out node indices), then
+/// the instance hears any new node names, then `$call` runs with `$g` the exports and
+/// `$store` the store, and converts its result to SDK types.
+macro_rules! by_version {
+    ($live:expr, |$g:ident, $c:ident, $store:ident| $args:ident = $make:expr => $call:expr) => {{
+        let Live { store: $store, api } = $live;
+        match api {
+            Api::V0_1(p) => {
+                #[allow(unused_imports)]
+                use convert::v0_1 as $c;
+                let $args = $make;
+                let $g = p.kube_scheduler_plugin_plugin_api();
+                $call
+            }
+            Api::V0_2 {
+                plugin: p,
+                announced,
+            } => {
+                #[allow(unused_imports)]
+                use convert::v0_2 as $c;
+                let $args = $make;
+                announce(p, announced, $store)?;
+                let $g = p.kube_scheduler_plugin_plugin_api();
+                $call
+            }
+        }
+    }};
 }
 
 /// A running instance of a module.
@@ -101,7 +164,7 @@ pub struct Instance {
     budget: Budget,
     live: Mutex<Live>,
     /// Events pushed while the instance was busy, delivered before its next call.
-    queued: Mutex<Vec<bindings::wit::ObjectEvent>>,
+    queued: Mutex<Vec<ObjectEvent>>,
     poisoned: AtomicBool,
     /// Why it is poisoned (the short message of the failed call).
     cause: Mutex<Option<String>>,
@@ -138,42 +201,46 @@ impl Instance {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(budget.setup));
-        let plugin = module.pre.instantiate(&mut store).map_err(|e| {
+        let fail = |step: &'static str, e: wasmtime::Error, store: &mut Store<HostState>| {
             WasmError::step(
                 name,
-                "instantiate",
-                describe(&e, &mut store, budget.setup, budget.memory).message,
+                step,
+                describe(&e, store, budget.setup, budget.memory).message,
             )
-        })?;
-        let api = plugin.kube_scheduler_plugin_plugin_api();
-        match api.call_init(&mut store, args) {
+        };
+        let api = match &module.pre {
+            Pre::V0_1(pre) => pre.instantiate(&mut store).map(Api::V0_1),
+            Pre::V0_2(pre) => pre.instantiate(&mut store).map(|plugin| Api::V0_2 {
+                plugin,
+                announced: 0,
+            }),
+        };
+        let mut live = match api {
+            Ok(api) => Live { store, api },
+            Err(e) => return Err(fail("instantiate", e, &mut store)),
+        };
+        let init = (|live: &mut Live| -> wasmtime::Result<Result<(), String>> {
+            by_version!(live, |g, _c, store| args = args => g.call_init(&mut *store, args))
+        })(&mut live);
+        match init {
             Ok(Ok(())) => {}
             Ok(Err(message)) => return Err(WasmError::step(name, "init", message)),
-            Err(e) => {
-                return Err(WasmError::step(
-                    name,
-                    "init",
-                    describe(&e, &mut store, budget.setup, budget.memory).message,
-                ));
-            }
+            Err(e) => return Err(fail("init", e, &mut live.store)),
         }
-        store.set_epoch_deadline(deadline_ticks(budget.setup));
-        let metadata = api
-            .call_metadata(&mut store)
-            .map(convert::metadata)
-            .map_err(|e| {
-                WasmError::step(
-                    name,
-                    "metadata",
-                    describe(&e, &mut store, budget.setup, budget.memory).message,
-                )
-            })?;
+        live.store.set_epoch_deadline(deadline_ticks(budget.setup));
+        let metadata = (|live: &mut Live| -> wasmtime::Result<Metadata> {
+            by_version!(live, |g, c, store| _args = () => g.call_metadata(&mut *store).map(c::metadata))
+        })(&mut live);
+        let metadata = match metadata {
+            Ok(m) => m,
+            Err(e) => return Err(fail("metadata", e, &mut live.store)),
+        };
         Ok(Instance {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             module: module.clone(),
             metadata,
             budget,
-            live: Mutex::new(Live { store, plugin }),
+            live: Mutex::new(live),
             queued: Mutex::new(Vec::new()),
             poisoned: AtomicBool::new(false),
             cause: Mutex::new(None),
@@ -206,17 +273,14 @@ impl Instance {
     ///
     /// # Errors
     /// A trap, a deadline, the memory cap, or an earlier trap of this instance.
-    pub fn call<R>(
-        &self,
-        f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
+    fn call<R>(&self, f: impl FnOnce(&mut Live) -> wasmtime::Result<R>) -> Result<R, CallError> {
         self.call_within(self.budget.call, f)
     }
 
     fn call_within<R>(
         &self,
         deadline: Duration,
-        f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let mut live = self.live.lock();
         if self.is_poisoned() {
@@ -233,15 +297,124 @@ impl Instance {
         &self,
         live: &mut Live,
         deadline: Duration,
-        f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let Live { store, plugin } = live;
-        store.set_epoch_deadline(deadline_ticks(deadline));
-        store.data_mut().last_error = None;
-        f(plugin.kube_scheduler_plugin_plugin_api(), store).map_err(|e| {
-            let err = describe(&e, store, deadline, self.budget.memory);
+        live.store.set_epoch_deadline(deadline_ticks(deadline));
+        live.store.data_mut().last_error = None;
+        f(live).map_err(|e| {
+            let err = describe(&e, &mut live.store, deadline, self.budget.memory);
             self.poison(&err.message);
             err
+        })
+    }
+
+    /// PreEnqueue.
+    pub fn pre_enqueue(&self, pod: &PodRef) -> Result<Status, CallError> {
+        self.call(|live| {
+            by_version!(live, |g, c, store| pod = c::pod_ref(pod)
+                => g.call_pre_enqueue(&mut *store, &pod).map(c::status))
+        })
+    }
+
+    /// PreFilter.
+    pub fn pre_filter(&self, pod: &PodRef) -> Result<PreFilterResult, CallError> {
+        self.call(|live| {
+            by_version!(live, |g, c, store| pod = c::pod_ref(pod)
+                => g.call_pre_filter(&mut *store, &pod).map(c::pre_filter))
+        })
+    }
+
+    /// Filter over `nodes`: a status per node in order, or why the answer is broken.
+    pub fn filter(
+        &self,
+        pod: &PodRef,
+        nodes: &[Arc<NodeInfo>],
+    ) -> Result<Result<Vec<Status>, String>, CallError> {
+        self.call(|live| {
+            by_version!(live, |g, c, store| args = (c::pod_ref(pod), c::nodes(nodes))
+                => g.call_filter(&mut *store, &args.0, &args.1).map(|v| c::filtered(v, &args.1)))
+        })
+    }
+
+    /// PostFilter with the rejected nodes and their statuses.
+    pub fn post_filter(
+        &self,
+        pod: &PodRef,
+        rejected: &[(String, Status)],
+    ) -> Result<PostFilterResult, CallError> {
+        self.call(|live| {
+            by_version!(live, |g, c, store| args = (c::pod_ref(pod), c::rejected(rejected))
+                => g.call_post_filter(&mut *store, &args.0, &args.1).map(c::post_filter))
+        })
+    }
+
+    /// PreScore.
+    pub fn pre_score(&self, pod: &PodRef, nodes: &[Arc<NodeInfo>]) -> Result<Status, CallError> {
+        self.call(|live| {
+            by_version!(live, |g, c, store| args = (c::pod_ref(pod), c::nodes(nodes))
+                => g.call_pre_score(&mut *store, &args.0, &args.1).map(c::status))
+        })
+    }
+
+    /// Score: a score per node, or the plugin's error status.
+    pub fn score(
+        &self,
+        pod: &PodRef,
+        nodes: &[Arc<NodeInfo>],
+    ) -> Result<Result<Vec<i64>, Status>, CallError> {
+        self.call(|live| {
+            by_version!(live, |g, c, store| args = (c::pod_ref(pod), c::nodes(nodes))
+                => g.call_score(&mut *store, &args.0, &args.1).map(|r| r.map_err(c::status)))
+        })
+    }
+
+    /// Reserve: intents, or the plugin's error status.
+    pub fn reserve(
+        &self,
+        pod: &PodRef,
+        node: &str,
+    ) -> Result<Result<Vec<PatchIntent>, Status>, CallError> {
+        self.call(|live| {
+            by_version!(live, |g, c, store| args = (c::pod_ref(pod), c::node(node))
+                => g.call_reserve(&mut *store, &args.0, args.1)
+                    .map(|r| r.map(c::intents).map_err(c::status)))
+        })
+    }
+
+    /// Unreserve: compensating intents.
+    pub fn unreserve(&self, pod: &PodRef, node: &str) -> Result<Vec<PatchIntent>, CallError> {
+        self.call(|live| {
+            by_version!(live, |g, c, store| args = (c::pod_ref(pod), c::node(node))
+                => g.call_unreserve(&mut *store, &args.0, args.1).map(c::intents))
+        })
+    }
+
+    /// Permit.
+    pub fn permit(&self, pod: &PodRef, node: &str) -> Result<PermitResult, CallError> {
+        self.call(|live| {
+            by_version!(live, |g, c, store| args = (c::pod_ref(pod), c::node(node))
+                => g.call_permit(&mut *store, &args.0, args.1).map(c::permit))
+        })
+    }
+
+    /// PreBind: intents, or the plugin's error status.
+    pub fn pre_bind(
+        &self,
+        pod: &PodRef,
+        node: &str,
+    ) -> Result<Result<Vec<PatchIntent>, Status>, CallError> {
+        self.call(|live| {
+            by_version!(live, |g, c, store| args = (c::pod_ref(pod), c::node(node))
+                => g.call_pre_bind(&mut *store, &args.0, args.1)
+                    .map(|r| r.map(c::intents).map_err(c::status)))
+        })
+    }
+
+    /// PostBind.
+    pub fn post_bind(&self, pod: &PodRef, node: &str) -> Result<(), CallError> {
+        self.call(|live| {
+            by_version!(live, |g, c, store| args = (c::pod_ref(pod), c::node(node))
+                => g.call_post_bind(&mut *store, &args.0, args.1))
         })
     }
 
@@ -256,11 +429,15 @@ impl Instance {
         &self,
         live: &mut Live,
         deadline: Duration,
-        batch: &[bindings::wit::ObjectEvent],
+        batch: &[ObjectEvent],
     ) -> Result<(), CallError> {
-        self.run(live, deadline, |g, s| g.call_on_event(s, batch))
+        self.run(live, deadline, |live| {
+            by_version!(live, |g, c, store| events = batch.iter().map(c::event_out).collect::<Vec<_>>()
+                => g.call_on_event(&mut *store, &events))
+        })
             .map_err(|mut e| {
-                let keys: Vec<ObjectKey> = batch.iter().map(ObjectKey::of_wit).collect();
+                let keys: Vec<ObjectKey> =
+                    batch.iter().map(|e| ObjectKey::of(&e.resource, &e.object)).collect();
                 e.message = match keys.as_slice() {
                     [one] => format!("{} for {one}", e.message),
                     many => format!("{} for a batch of {} object events", e.message, many.len()),
@@ -276,7 +453,7 @@ impl Instance {
     ///
     /// # Errors
     /// The delivery trapped (the instance is poisoned).
-    pub fn push_event(&self, event: bindings::wit::ObjectEvent) -> Result<(), CallError> {
+    pub fn push_event(&self, event: ObjectEvent) -> Result<(), CallError> {
         if self.is_poisoned() {
             return Ok(()); // its replacement is fed the whole state
         }
@@ -312,8 +489,7 @@ impl Instance {
     /// The first failed batch; [`Instance::take_failed_objects`] then names its objects.
     pub fn replay(&self, events: &[ObjectEvent]) -> Result<(), CallError> {
         for chunk in events.chunks(REPLAY_BATCH) {
-            let batch: Vec<_> = chunk.iter().map(convert::event_out).collect();
-            self.replay_batch(self.budget.setup, &batch)?;
+            self.replay_batch(self.budget.setup, chunk)?;
         }
         Ok(())
     }
@@ -324,14 +500,10 @@ impl Instance {
     /// # Errors
     /// The event trapped or ran past the call deadline.
     pub fn replay_one(&self, event: &ObjectEvent) -> Result<(), CallError> {
-        self.replay_batch(self.budget.call, &[convert::event_out(event)])
+        self.replay_batch(self.budget.call, std::slice::from_ref(event))
     }
 
-    fn replay_batch(
-        &self,
-        deadline: Duration,
-        batch: &[bindings::wit::ObjectEvent],
-    ) -> Result<(), CallError> {
+    fn replay_batch(&self, deadline: Duration, batch: &[ObjectEvent]) -> Result<(), CallError> {
         let mut live = self.live.lock();
         if self.is_poisoned() {
             return Err(CallError::new(UNUSABLE));
@@ -345,9 +517,9 @@ impl Instance {
     /// # Errors
     /// A trap, or a status other than success (as its message).
     pub fn health(&self) -> Result<(), CallError> {
-        let st = self
-            .call_within(self.budget.setup, |g, s| g.call_health(s))
-            .map(convert::status)?;
+        let st = self.call_within(self.budget.setup, |live| {
+            by_version!(live, |g, c, store| _args = () => g.call_health(&mut *store).map(c::status))
+        })?;
         if st.is_success() {
             Ok(())
         } else {

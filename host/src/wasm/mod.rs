@@ -1,7 +1,8 @@
 //! # The Wasm plugin runtime
 //!
 //! Runs scheduler plugins built as WebAssembly components against the WIT world
-//! `kube-scheduler:plugin/plugin@0.1.0` (`wit/plugin.wit`). Three types matter:
+//! `kube-scheduler:plugin/plugin@0.2.0` (`wit/plugin.wit`) and its frozen predecessor 0.1.0,
+//! side by side. Three types matter:
 //!
 //! - [`WasmPlugins`]: the configured modules, loaded once ([`WasmPlugins::load`]); gives the
 //!   registry a factory per plugin and hot-swaps a plugin with [`WasmPlugins::reload`].
@@ -49,6 +50,7 @@ pub mod limits;
 mod metrics;
 mod module;
 mod native;
+mod node_index;
 mod quarantine;
 mod reload;
 mod runtime;

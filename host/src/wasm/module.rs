@@ -1,4 +1,4 @@
-//! A loaded module: a component file read, hashed, compiled, checked against the WIT version
+//! A loaded module: a component file read, hashed, compiled, checked against the WIT versions
 //! this host serves, linked and pre-instantiated. No guest code has run when a [`Module`]
 //! exists; instances are created from it cheaply ([`super::instance::Instance::start`]).
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 
-use super::bindings::{self, PACKAGE, VERSION};
+use super::bindings::{PACKAGE, VERSIONS, WitVersion, v0_1, v0_2};
 use super::engine::{self, Tier};
 use super::error::{WasmError, chain};
 use super::sandbox::{self, HostState};
@@ -23,7 +23,15 @@ pub struct Module {
     pub sha256: String,
     /// Which compiler made its code (and so which engine runs it).
     pub tier: Tier,
-    pub(crate) pre: bindings::PluginPre<HostState>,
+    /// The WIT version it was built against.
+    pub wit: WitVersion,
+    pub(crate) pre: Pre,
+}
+
+/// A pre-instantiated component of one of the served WIT versions.
+pub(crate) enum Pre {
+    V0_1(v0_1::PluginPre<HostState>),
+    V0_2(v0_2::PluginPre<HostState>),
 }
 
 impl std::fmt::Debug for Module {
@@ -33,6 +41,7 @@ impl std::fmt::Debug for Module {
             .field("path", &self.path)
             .field("sha256", &self.sha256)
             .field("tier", &self.tier)
+            .field("wit", &self.wit)
             .finish()
     }
 }
@@ -75,24 +84,29 @@ impl Module {
         let component = cache
             .compile(bytes, &sha256, tier)
             .map_err(|e| WasmError::step(plugin, "compile", chain(&e)))?;
-        check_wit_version(plugin, &component)?;
+        let wit = check_wit_version(plugin, &component)?;
         let pre = sandbox::module_linker(linker, &component)
             .and_then(|l| l.instantiate_pre(&component))
-            .and_then(bindings::PluginPre::new)
+            .and_then(|pre| match wit {
+                WitVersion::V0_1 => v0_1::PluginPre::new(pre).map(Pre::V0_1),
+                WitVersion::V0_2 => v0_2::PluginPre::new(pre).map(Pre::V0_2),
+            })
             .map_err(|e| WasmError::step(plugin, "link", chain(&e)))?;
         Ok(Module {
             plugin: plugin.into(),
             path: path.to_path_buf(),
             sha256,
             tier,
+            wit,
             pre,
         })
     }
 }
 
-/// Rejects, by name, a component whose `kube-scheduler:plugin` interfaces carry another version
-/// than the one this host serves, before any linking or guest code.
-fn check_wit_version(plugin: &str, component: &Component) -> Result<(), WasmError> {
+/// The WIT version of a component's `kube-scheduler:plugin` interfaces: all of them must carry
+/// the same version, one this host serves; anything else is rejected by name, before any
+/// linking or guest code.
+fn check_wit_version(plugin: &str, component: &Component) -> Result<WitVersion, WasmError> {
     let engine = component.engine();
     let ty = component.component_type();
     let prefix = format!("{PACKAGE}/");
@@ -100,32 +114,33 @@ fn check_wit_version(plugin: &str, component: &Component) -> Result<(), WasmErro
         plugin: plugin.to_string(),
         direction,
         found: name.to_string(),
-        supported: VERSION,
+        supported: VERSIONS.join(", "),
     };
+    let mut version: Option<WitVersion> = None;
     let mut exports_api = false;
-    for (name, _) in ty.exports(engine) {
-        if let Some(rest) = name.strip_prefix(&prefix) {
-            if rest.split_once('@').map(|(_, v)| v) != Some(VERSION) {
-                return Err(wrong("exports", name));
-            }
-            exports_api |= rest.starts_with("plugin-api@");
-        }
+    let exports = ty.exports(engine).map(|(n, _)| ("exports", n.to_string()));
+    let imports = ty.imports(engine).map(|(n, _)| ("imports", n.to_string()));
+    for (direction, name) in exports.collect::<Vec<_>>().into_iter().chain(imports) {
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let v = rest
+            .split_once('@')
+            .and_then(|(_, v)| WitVersion::parse(v))
+            .filter(|v| version.is_none_or(|seen| seen == *v))
+            .ok_or_else(|| wrong(direction, &name))?;
+        version = Some(v);
+        exports_api |= direction == "exports" && rest.starts_with("plugin-api@");
     }
-    for (name, _) in ty.imports(engine) {
-        if let Some(rest) = name.strip_prefix(&prefix)
-            && rest.split_once('@').map(|(_, v)| v) != Some(VERSION)
-        {
-            return Err(wrong("imports", name));
-        }
-    }
-    if !exports_api {
-        return Err(WasmError::step(
+    match version {
+        Some(v) if exports_api => Ok(v),
+        _ => Err(WasmError::step(
             plugin,
             "wit-version",
             format!(
-                "component does not export {PACKAGE}/plugin-api@{VERSION}; build it with wasm-scheduler-sdk's export_plugin!"
+                "component does not export {PACKAGE}/plugin-api@{}; build it with wasm-scheduler-sdk's export_plugin!",
+                VERSIONS[0]
             ),
-        ));
+        )),
     }
-    Ok(())
 }

@@ -11,8 +11,6 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use wasm_scheduler_sdk::ResourceKind;
 
-use super::bindings::wit;
-
 /// One object as the host feeds it: kind, namespace/name and uid (so a re-created object with
 /// the same name is a different one).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,15 +47,6 @@ impl ObjectKey {
     /// The key of an object given as JSON (only `metadata` is read).
     pub fn of(resource: &ResourceKind, object: &str) -> ObjectKey {
         Self::from_parts(&resource.api_version, &resource.kind, object)
-    }
-
-    /// The key of an event in WIT form.
-    pub(crate) fn of_wit(event: &wit::ObjectEvent) -> ObjectKey {
-        Self::from_parts(
-            &event.resource.api_version,
-            &event.resource.kind,
-            &event.object,
-        )
     }
 
     fn from_parts(api_version: &str, kind: &str, object: &str) -> ObjectKey {

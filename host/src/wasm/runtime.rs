@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use wasmtime::component::Linker;
 
 use super::adapter::WasmPlugin;
+use super::bindings::WitVersion;
 use super::engine::{CacheStats, CompileCache, Tier};
 use super::error::{WasmError, chain};
 use super::instance::Budget;
@@ -98,6 +99,8 @@ pub struct PluginStatus {
     pub sha256: String,
     /// Which compiler made the serving code.
     pub tier: Tier,
+    /// The WIT version the serving module was built against.
+    pub wit: WitVersion,
     /// Calls that trapped, hit the deadline or the memory cap.
     pub traps: u64,
     /// Calls stopped by the call deadline (counted in `traps` too).
@@ -463,6 +466,7 @@ impl WasmPlugins {
             path: e.source.path.clone(),
             sha256: e.module.load().sha256.clone(),
             tier: e.module.load().tier,
+            wit: e.module.load().wit,
             traps: s.traps.load(Ordering::Relaxed),
             deadline_hits: s.deadline_hits.load(Ordering::Relaxed),
             consecutive_traps: s.consecutive_traps.load(Ordering::Relaxed),

@@ -26,7 +26,9 @@ use parking_lot::Mutex;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
-use super::bindings::{self, wit};
+use wasm_scheduler_sdk::LogLevel;
+
+use super::bindings::{v0_1, v0_2};
 
 /// Longest log line kept from a plugin, in bytes; longer lines are cut (on a character
 /// boundary) and marked.
@@ -164,10 +166,10 @@ impl HostState {
     }
 }
 
-impl wit::Host for HostState {}
-
-impl bindings::kube_scheduler::plugin::host::Host for HostState {
-    fn log(&mut self, level: wit::LogLevel, mut message: String) {
+impl HostState {
+    /// The `host.log` import of every WIT version: rate limit, line cap, and the last error
+    /// line kept for the reason of a trap that follows.
+    fn log(&mut self, level: LogLevel, mut message: String) {
         cap_line(&mut message);
         let plugin = &*self.plugin;
         match self.logs.admit(Instant::now()) {
@@ -186,7 +188,7 @@ impl bindings::kube_scheduler::plugin::host::Host for HostState {
                         "plugin {plugin} exceeded its log rate limit ({LOG_BURST} lines, then {LOG_LINES_PER_SEC} a second); dropping its lines"
                     );
                 }
-                if matches!(level, wit::LogLevel::Error) {
+                if matches!(level, LogLevel::Error) {
                     // Kept (not written) so that a trap right after still names the panic.
                     self.last_error = Some(message);
                 }
@@ -194,11 +196,11 @@ impl bindings::kube_scheduler::plugin::host::Host for HostState {
             }
         }
         match level {
-            wit::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            wit::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            wit::LogLevel::Info => tracing::info!(plugin, "{message}"),
-            wit::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            wit::LogLevel::Error => {
+            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => {
                 tracing::error!(plugin, "{message}");
                 self.last_error = Some(message);
             }
@@ -206,11 +208,35 @@ impl bindings::kube_scheduler::plugin::host::Host for HostState {
     }
 }
 
+/// `host` and `types` of one WIT version, forwarding to [`HostState::log`].
+macro_rules! host_imports {
+    ($v:ident) => {
+        impl $v::wit::Host for HostState {}
+
+        impl $v::kube_scheduler::plugin::host::Host for HostState {
+            fn log(&mut self, level: $v::wit::LogLevel, message: String) {
+                let level = match level {
+                    $v::wit::LogLevel::Trace => LogLevel::Trace,
+                    $v::wit::LogLevel::Debug => LogLevel::Debug,
+                    $v::wit::LogLevel::Info => LogLevel::Info,
+                    $v::wit::LogLevel::Warn => LogLevel::Warn,
+                    $v::wit::LogLevel::Error => LogLevel::Error,
+                };
+                HostState::log(self, level, message)
+            }
+        }
+    };
+}
+
+host_imports!(v0_1);
+host_imports!(v0_2);
+
 /// The linker shared by all modules of one engine: the `host` interface and the harmless WASI
 /// functions. Per module, [`module_linker`] adds trapping stubs for whatever else it imports.
 pub fn base_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
-    bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    v0_1::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    v0_2::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
     let mut env = linker.instance("wasi:cli/environment@0.2.6")?;
     env.func_wrap("get-environment", |_, (): ()| {

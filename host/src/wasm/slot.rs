@@ -394,7 +394,7 @@ impl Slot {
         // from the log; one committed before it is the instance loaded here.
         let inst = self.current.load_full();
         let started = std::time::Instant::now();
-        let result = inst.push_event(super::convert::event_out(event));
+        let result = inst.push_event(event.clone());
         self.cfg
             .stats
             .call_latency
