@@ -18,6 +18,9 @@ struct Nodes {
 std::thread_local! {
     // Wasm is single-threaded and calls never re-enter, so a RefCell is enough.
     static NODES: RefCell<Nodes> = RefCell::new(Nodes::default());
+    /// The last batch and its names: a cycle passes the same nodes to Filter, PreScore and
+    /// Score, and consecutive cycles mostly the same ones, so the names are made once.
+    static BATCH: RefCell<(Vec<u32>, Vec<String>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 fn name_of(t: &Nodes, i: u32) -> String {
@@ -28,8 +31,15 @@ fn name_of(t: &Nodes, i: u32) -> String {
     }
 }
 
-fn names(nodes: &[u32]) -> Vec<String> {
-    NODES.with_borrow(|t| nodes.iter().map(|&i| name_of(t, i)).collect())
+/// Runs `f` with the batch `nodes` and their names.
+fn with_batch<R>(nodes: Vec<u32>, f: impl FnOnce(&[u32], &[String]) -> R) -> R {
+    BATCH.with_borrow_mut(|(ids, names)| {
+        if *ids != nodes {
+            *names = NODES.with_borrow(|t| nodes.iter().map(|&i| name_of(t, i)).collect());
+            *ids = nodes;
+        }
+        f(ids, names)
+    })
 }
 
 fn name(node: u32) -> String {
@@ -111,7 +121,16 @@ pub fn pre_filter<P: Plugin>(p: &mut P, pod: wit::PodRef) -> wit::PreFilterResul
 /// output, so the host fails the cycle: with only failing nodes on the wire, the host could no
 /// longer tell.
 pub fn filter<P: Plugin>(p: &mut P, pod: wit::PodRef, nodes: Vec<u32>) -> Vec<wit::NodeStatus> {
-    let statuses = p.filter(&pod_in(pod), &names(&nodes));
+    with_batch(nodes, |nodes, names| filtered(p, pod, nodes, names))
+}
+
+fn filtered<P: Plugin>(
+    p: &mut P,
+    pod: wit::PodRef,
+    nodes: &[u32],
+    names: &[String],
+) -> Vec<wit::NodeStatus> {
+    let statuses = p.filter(&pod_in(pod), names);
     if statuses.len() != nodes.len() {
         let wrong = Status::error(format!(
             "plugin {}: filter: filter returned {} statuses for {} nodes",
@@ -120,15 +139,16 @@ pub fn filter<P: Plugin>(p: &mut P, pod: wit::PodRef, nodes: Vec<u32>) -> Vec<wi
             nodes.len()
         ));
         return nodes
-            .into_iter()
-            .map(|node| wit::NodeStatus {
+            .iter()
+            .map(|&node| wit::NodeStatus {
                 node,
                 status: status_out(wrong.clone()),
             })
             .collect();
     }
     nodes
-        .into_iter()
+        .iter()
+        .copied()
         .zip(statuses)
         .filter(|(_, s)| !s.is_success())
         .map(|(node, s)| wit::NodeStatus {
@@ -156,7 +176,9 @@ pub fn post_filter<P: Plugin>(
 }
 
 pub fn pre_score<P: Plugin>(p: &mut P, pod: wit::PodRef, nodes: Vec<u32>) -> wit::Status {
-    status_out(p.pre_score(&pod_in(pod), &names(&nodes)))
+    with_batch(nodes, |_, names| {
+        status_out(p.pre_score(&pod_in(pod), names))
+    })
 }
 
 pub fn score<P: Plugin>(
@@ -164,7 +186,9 @@ pub fn score<P: Plugin>(
     pod: wit::PodRef,
     nodes: Vec<u32>,
 ) -> Result<Vec<i64>, wit::Status> {
-    p.score(&pod_in(pod), &names(&nodes)).map_err(status_out)
+    with_batch(nodes, |_, names| {
+        p.score(&pod_in(pod), names).map_err(status_out)
+    })
 }
 
 pub fn reserve<P: Plugin>(

@@ -193,7 +193,7 @@ macro_rules! export_plugin {
                 }
             }
 
-            $crate::__bindings::__export_component!(__Export with_types_in $crate::__bindings);
+    $crate::__bindings::__export_component!(__Export with_types_in $crate::__bindings);
         };
     };
 }

@@ -137,6 +137,7 @@ fn describe(e: &Expectation) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_places_pods_as_expected() {
+    integration_tests::init_tracing();
     let mut files: Vec<PathBuf> = std::fs::read_dir(scenario_dir())
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -90,6 +90,9 @@ pub struct NodeInfo {
     /// `status.images`: each name with the image's size in bytes (upstream `ImageStates`),
     /// shared until the node object's image list changes.
     pub images: Arc<Vec<(String, i64)>>,
+    /// The node's index on the WIT 0.2.0 boundary, looked up once per NodeInfo, so batches
+    /// to Wasm plugins do not hash every name per call.
+    pub(crate) wasm_index: std::sync::OnceLock<u32>,
 }
 
 /// A consistent view of all nodes for one scheduling cycle. Cheap to clone.
@@ -243,6 +246,7 @@ impl NodeInfo {
             pods_with_affinity: Vec::new(),
             pods_with_required_anti_affinity: Vec::new(),
             images,
+            wasm_index: std::sync::OnceLock::new(),
         }
     }
 

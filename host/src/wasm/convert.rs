@@ -217,7 +217,10 @@ pub mod v0_2 {
     }
 
     pub fn nodes(nodes: &[Arc<NodeInfo>]) -> Vec<u32> {
-        node_index::indices(nodes.iter().map(|n| n.name.as_str()))
+        nodes
+            .iter()
+            .map(|n| *n.wasm_index.get_or_init(|| node_index::index(&n.name)))
+            .collect()
     }
 
     pub fn node(name: &str) -> u32 {

@@ -27,6 +27,7 @@ pub mod select;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -147,8 +148,12 @@ pub struct DefaultPreemption {
     args: DefaultPreemptionArgs,
     /// PodDisruptionBudgets by `namespace/name`, fed by `on_event`.
     budgets: RwLock<HashMap<String, Budget>>,
-    /// Preemptors whose eviction task is running.
+    /// Preemptors whose eviction task is running (PreEnqueue holds them back meanwhile).
     preempting: Arc<Mutex<HashSet<String>>>,
+    /// Eviction tasks not finished, counted until *after* they re-activate their preemptor:
+    /// between leaving `preempting` and the activation nothing else shows that the preemptor
+    /// is about to retry, and `simulate` would call the run settled there.
+    tasks: Arc<AtomicUsize>,
     api: Option<Api_>,
 }
 
@@ -176,6 +181,7 @@ impl DefaultPreemption {
             args,
             budgets: RwLock::new(HashMap::new()),
             preempting: Arc::new(Mutex::new(HashSet::new())),
+            tasks: Arc::new(AtomicUsize::new(0)),
             api,
         })
     }
@@ -269,7 +275,9 @@ impl DefaultPreemption {
         }
         let uid = pod.key.uid.clone();
         self.preempting.lock().insert(uid.clone());
+        self.tasks.fetch_add(1, Ordering::AcqRel);
         let preempting = self.preempting.clone();
+        let tasks = self.tasks.clone();
         let activator = ctx.activator.clone();
         let node = candidate.node.clone();
         let scheduler = pod.scheduler_name().to_string();
@@ -304,6 +312,7 @@ impl DefaultPreemption {
             preempting.lock().remove(&uid);
             // The preemptor may have been gated meanwhile; let it try again.
             activator.activate(&uid);
+            tasks.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }
@@ -432,7 +441,7 @@ impl Plugin for DefaultPreemption {
     }
 
     fn background_work(&self) -> usize {
-        self.preempting.lock().len()
+        self.tasks.load(Ordering::Acquire)
     }
 
     fn pre_enqueue(&self, pod: &PodInfo) -> Status {
