@@ -82,10 +82,17 @@ pub fn post_filter<P: Plugin>(
         .map(|(n, s)| (n, status_in(s)))
         .collect();
     let r = p.post_filter(&pod_in(pod), &rejected);
-    wit::PostFilterResult {
-        status: status_out(r.status),
-        nominated_node: r.nominated_node,
-        intents: intents_out(r.intents),
+    match intents_out(r.intents) {
+        Ok(intents) => wit::PostFilterResult {
+            status: status_out(r.status),
+            nominated_node: r.nominated_node,
+            intents,
+        },
+        Err(status) => wit::PostFilterResult {
+            status,
+            nominated_node: None,
+            intents: Vec::new(),
+        },
     }
 }
 
@@ -107,12 +114,17 @@ pub fn reserve<P: Plugin>(
     node: String,
 ) -> Result<Vec<wit::PatchIntent>, wit::Status> {
     p.reserve(&pod_in(pod), &node)
-        .map(intents_out)
         .map_err(status_out)
+        .and_then(intents_out)
 }
 
 pub fn unreserve<P: Plugin>(p: &mut P, pod: wit::PodRef, node: String) -> Vec<wit::PatchIntent> {
-    intents_out(p.unreserve(&pod_in(pod), &node))
+    // Unreserve has no status to fail with: creates are dropped (they cannot be compensations).
+    let intents = p.unreserve(&pod_in(pod), &node);
+    let patches = intents
+        .into_iter()
+        .filter(|i| i.patch_kind != PatchKind::Create);
+    intents_out(patches.collect()).unwrap_or_default()
 }
 
 pub fn permit<P: Plugin>(p: &mut P, pod: wit::PodRef, node: String) -> wit::PermitResult {
@@ -131,8 +143,8 @@ pub fn pre_bind<P: Plugin>(
     node: String,
 ) -> Result<Vec<wit::PatchIntent>, wit::Status> {
     p.pre_bind(&pod_in(pod), &node)
-        .map(intents_out)
         .map_err(status_out)
+        .and_then(intents_out)
 }
 
 pub fn post_bind<P: Plugin>(p: &mut P, pod: wit::PodRef, node: String) {
@@ -225,23 +237,30 @@ fn point_out(p: ExtensionPoint) -> wit::ExtensionPoint {
     }
 }
 
-fn intents_out(intents: Vec<PatchIntent>) -> Vec<wit::PatchIntent> {
+/// WIT 0.1.0 has no create intent: a plugin that returns one through it gets this error.
+const CREATE_NEEDS_WIT_0_2: &str = "create intents need WIT 0.2.0";
+
+fn intents_out(intents: Vec<PatchIntent>) -> Result<Vec<wit::PatchIntent>, wit::Status> {
     intents
         .into_iter()
-        .map(|i| wit::PatchIntent {
-            target: wit::ObjectRef {
-                resource: kind_out(i.target.resource),
-                namespace: i.target.namespace,
-                name: i.target.name,
-                uid: i.target.uid,
-            },
-            subresource: i.subresource,
-            patch_kind: match i.patch_kind {
+        .map(|i| {
+            let patch_kind = match i.patch_kind {
                 PatchKind::Json => wit::PatchKind::Json,
                 PatchKind::Merge => wit::PatchKind::Merge,
                 PatchKind::StrategicMerge => wit::PatchKind::StrategicMerge,
-            },
-            body: i.body,
+                PatchKind::Create => return Err(status_out(Status::error(CREATE_NEEDS_WIT_0_2))),
+            };
+            Ok(wit::PatchIntent {
+                target: wit::ObjectRef {
+                    resource: kind_out(i.target.resource),
+                    namespace: i.target.namespace,
+                    name: i.target.name,
+                    uid: i.target.uid,
+                },
+                subresource: i.subresource,
+                patch_kind,
+                body: i.body,
+            })
         })
         .collect()
 }

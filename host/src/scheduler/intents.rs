@@ -1,11 +1,11 @@
 //! The PreBind executor's unit of work: checking a plugin's patch intents against the kinds it
-//! declared, and applying one intent to the API server as a PATCH.
+//! declared, and applying one intent to the API server as a PATCH (or, for a create, a POST).
 
 use kube::Client;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::Value;
 
-use crate::cache::dynamic_api;
+use crate::cache::{controller_uid, dynamic_api};
 use crate::framework::{PatchIntent, PatchKind, Plugin, Status};
 use crate::retry::RetryPolicy;
 
@@ -87,6 +87,9 @@ pub async fn apply_intent(
         target: target(),
         message: e.to_string(),
     })?;
+    if intent.patch_kind == PatchKind::Create {
+        return create(client, intent, body).await;
+    }
     let patch: Patch<Value> = match intent.patch_kind {
         PatchKind::Json => {
             Patch::Json(serde_json::from_value(body).map_err(|e| IntentError::Body {
@@ -96,6 +99,7 @@ pub async fn apply_intent(
         }
         PatchKind::Merge => Patch::Merge(body),
         PatchKind::StrategicMerge => Patch::Strategic(body),
+        PatchKind::Create => unreachable!("handled above"),
     };
     let api = dynamic_api(
         client.clone(),
@@ -128,6 +132,68 @@ pub async fn apply_intent(
             target: target(),
             source,
         })
+}
+
+/// Applies a create intent with POST. A 409 AlreadyExists for an object with the same controller
+/// (ownerReference uid) as the body counts as done: it is this write from an earlier try (a
+/// retried binding cycle, or a response lost after the server stored it), so creates retry
+/// idempotently. An object with another controller, or a body without one, is a conflict.
+async fn create(
+    client: &Client,
+    intent: &PatchIntent,
+    body: Value,
+) -> Result<Option<String>, IntentError> {
+    let target = || describe(intent);
+    let want = controller_uid(&body).map(str::to_owned);
+    let obj: DynamicObject = serde_json::from_value(body).map_err(|e| IntentError::Body {
+        target: target(),
+        message: e.to_string(),
+    })?;
+    let api = dynamic_api(
+        client.clone(),
+        &intent.target.resource,
+        intent.target.namespace.as_deref(),
+    );
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    let policy = RetryPolicy::default();
+    let result = policy
+        .run(
+            || api.create(&params, &obj),
+            |n, e| tracing::debug!("creating {} (try {n}) failed, retrying: {e}", target()),
+        )
+        .await;
+    let err = match result {
+        Ok(created) => return Ok(created.metadata.resource_version),
+        Err(e) => e,
+    };
+    let exists =
+        matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists");
+    if exists && want.is_some() {
+        let existing = policy
+            .run(|| api.get(&intent.target.name), |_, _| {})
+            .await
+            .map_err(|source| IntentError::Api {
+                target: target(),
+                source,
+            })?;
+        let owner = existing
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+            .map(|r| r.uid.as_str());
+        if owner == want.as_deref() {
+            return Ok(existing.metadata.resource_version);
+        }
+    }
+    Err(IntentError::Api {
+        target: target(),
+        source: err,
+    })
 }
 
 #[cfg(test)]
