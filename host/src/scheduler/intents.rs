@@ -238,4 +238,48 @@ mod tests {
             "plugin ClaimPatcher returned a patch intent for Node d/x/status (v1/Node), but it may only patch [resource.k8s.io/v1/ResourceClaim]"
         );
     }
+
+    fn create_claim(owner_uid: &str) -> PatchIntent {
+        PatchIntent {
+            target: ObjectRef {
+                resource: ResourceKind::resource_claim(),
+                namespace: Some("d".into()),
+                name: "c".into(),
+                uid: String::new(),
+            },
+            subresource: None,
+            patch_kind: PatchKind::Create,
+            body: serde_json::json!({
+                "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                "metadata": {"name": "c", "namespace": "d", "ownerReferences": [{
+                    "apiVersion": "v1", "kind": "Pod", "name": "p", "uid": owner_uid,
+                    "controller": true}]},
+                "spec": {"devices": {"requests": [
+                    {"name": "r", "exactly": {"deviceClassName": "gpu"}}]}}})
+            .to_string(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_create_retried_by_the_same_controller_is_done_and_another_is_refused() {
+        let server = embedded_apiserver::ApiServer::new();
+        server
+            .load_manifest_str("ns", "apiVersion: v1\nkind: Namespace\nmetadata: {name: d}")
+            .await
+            .unwrap();
+        let client = server.client();
+        let first = apply_intent(&client, &create_claim("pod-1")).await.unwrap();
+        assert!(first.is_some());
+        // The same write again (a retried binding cycle): 409, same controller, done.
+        let again = apply_intent(&client, &create_claim("pod-1")).await.unwrap();
+        assert_eq!(again, first);
+        // Someone else's object of that name is a conflict.
+        let err = apply_intent(&client, &create_claim("pod-2"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, IntentError::Api { source: kube::Error::Api(s), .. } if s.code == 409),
+            "{err}"
+        );
+    }
 }
