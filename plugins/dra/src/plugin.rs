@@ -6,11 +6,11 @@
 //! |---|---|
 //! | PreEnqueue | waits until every claim of the pod exists and is not being deleted |
 //! | PreFilter | sorts the pod's claims into allocated / to allocate, compiles requests; waits on claims in use by 256 consumers or being allocated for another pod; `Skip` for pods without claims |
-//! | Filter | allocated claims: their node selector must match; unallocated: the allocator must find devices on the node |
+//! | Filter | allocated claims: their node selector must match; unallocated (and the special claim for the extended resources the node does not offer as allocatable): the allocator must find devices on the node |
 //! | PostFilter | deallocates one allocated claim of the pod that nobody uses |
 //! | PreScore | `Skip` unless a claim to allocate has a `firstAvailable` request (Score would give 0 everywhere) |
 //! | Score | prefers nodes where earlier `firstAvailable` subrequests fit |
-//! | Reserve | picks the devices, records them as in flight, returns the claim patches |
+//! | Reserve | picks the devices, records them as in flight, returns the claim patches; for extended resources backed by DRA (KEP-5004, see [`crate::extended`]) the intents that create the special claim, allocate it and name it in the pod's status |
 //! | Unreserve | compensating patches; forgets what Reserve recorded (idempotent) |
 //! | PreBind | `Pending` until the binding conditions of allocated devices are `True` (KEP-5007), an error when a failure condition is |
 //!
