@@ -968,14 +968,28 @@ impl Plugin for DraPlugin {
                 self.remove_in_flight(&uid);
             }
             Ok(Changed::Claim { uid, gone: false }) => {
+                // A special claim assumed from its create intent has no uid yet: its in-flight
+                // allocation is found by the claim's name instead.
+                let uid = if uid.is_empty() {
+                    let by_key = self.in_flight.iter().find(|(_, f)| {
+                        self.state
+                            .claims
+                            .get(&f.key)
+                            .is_some_and(|c| c.uid.is_empty())
+                    });
+                    match by_key {
+                        Some((id, _)) => id.clone(),
+                        None => return,
+                    }
+                } else {
+                    uid
+                };
                 // The claim shows its allocation (assumed or written): its shares count there.
                 let seen = self.in_flight.get(&uid).is_some_and(|f| {
                     f.shared_counted
-                        && self
-                            .state
-                            .claims
-                            .get(&f.key)
-                            .is_some_and(|c| c.uid == uid && c.allocation.is_some())
+                        && self.state.claims.get(&f.key).is_some_and(|c| {
+                            (c.uid == uid || c.uid.is_empty()) && c.allocation.is_some()
+                        })
                 });
                 if seen && let Some(f) = self.in_flight.get_mut(&uid) {
                     f.shared_counted = false;
@@ -2487,5 +2501,57 @@ mod tests {
             pod_status["status"]["extendedResourceClaimStatus"]["resourceClaimName"],
             name
         );
+    }
+
+    #[test]
+    fn an_assumed_special_claim_counts_its_shares_once() {
+        let mut p = DraPlugin::new("{}").unwrap();
+        add(
+            &mut p,
+            ResourceKind::device_class(),
+            json!({"metadata": {"name": "nic"},
+            "spec": {"extendedResourceName": "example.com/nic",
+                     "selectors": [{"cel": {"expression": "device.driver == \"nic.example.com\""}}]}}),
+        );
+        add(
+            &mut p,
+            ResourceKind::node(),
+            json!({"metadata": {"name": "node-a"}}),
+        );
+        add(
+            &mut p,
+            ResourceKind::resource_slice(),
+            json!({"metadata": {"name": "nics"},
+            "spec": {"driver": "nic.example.com", "nodeName": "node-a",
+                     "pool": {"name": "nics", "generation": 1, "resourceSliceCount": 1},
+                     "devices": [{"name": "nic-0", "allowMultipleAllocations": true,
+                                  "capacity": {"bandwidth": {"value": "10G",
+                                      "requestPolicy": {"default": "4G"}}}}]}}),
+        );
+        let nodes = ["node-a".to_string()];
+        add(
+            &mut p,
+            ResourceKind::pod(),
+            extended_pod("x", "example.com/nic", 1),
+        );
+        assert!(p.filter(&pod_ref("x"), &nodes)[0].is_success());
+        let intents = p.reserve(&pod_ref("x"), "node-a").unwrap();
+        // The host assumes the created claim with its status: it has no uid yet.
+        let mut created: Value = serde_json::from_str(&intents[0].body).unwrap();
+        let status: Value = serde_json::from_str(&intents[1].body).unwrap();
+        created["status"] = status["status"].clone();
+        assert_eq!(
+            created["status"]["allocation"]["devices"]["results"][0]["consumedCapacity"],
+            json!({"bandwidth": "4G"})
+        );
+        add(&mut p, ResourceKind::resource_claim(), created);
+        // 4G of 10G taken once, not twice: another 4G share fits.
+        add(
+            &mut p,
+            ResourceKind::pod(),
+            extended_pod("y", "example.com/nic", 1),
+        );
+        let st = p.filter(&pod_ref("y"), &nodes);
+        assert!(st[0].is_success(), "{st:?}");
     }
 }
