@@ -32,6 +32,16 @@ pub enum IntentError {
         #[source]
         source: kube::Error,
     },
+    /// The API server refused a create (a 409 means an object of another controller has the
+    /// name).
+    #[error("creating {target} failed: {source}")]
+    Create {
+        /// `kind namespace/name`.
+        target: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// `Kind namespace/name[/subresource]`, for messages.
@@ -175,7 +185,7 @@ async fn create(
         let existing = policy
             .run(|| api.get(&intent.target.name), |_, _| {})
             .await
-            .map_err(|source| IntentError::Api {
+            .map_err(|source| IntentError::Create {
                 target: target(),
                 source,
             })?;
@@ -190,7 +200,7 @@ async fn create(
             return Ok(existing.metadata.resource_version);
         }
     }
-    Err(IntentError::Api {
+    Err(IntentError::Create {
         target: target(),
         source: err,
     })
@@ -278,7 +288,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, IntentError::Api { source: kube::Error::Api(s), .. } if s.code == 409),
+            matches!(&err, IntentError::Create { source: kube::Error::Api(s), .. } if s.code == 409),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("creating ResourceClaim d/c failed"),
             "{err}"
         );
     }
