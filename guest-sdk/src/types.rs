@@ -234,15 +234,16 @@ pub enum PatchKind {
     /// Kubernetes strategic merge patch.
     StrategicMerge,
     /// Not a PATCH: `body` is the whole object to create with POST; `target.name` is its name
-    /// and `target.uid` is empty. Since WIT 0.2.0.
+    /// and `target.uid` is empty (the server assigns the uid). Since WIT 0.2.0.
     Create,
 }
 
-/// A change a plugin wants made to the cluster. The host assumes it in its cache at once and
-/// applies it to the API server in the binding cycle (PreBind), in order per pod.
+/// A change a plugin wants made to the cluster: a patch of an existing object, or (with
+/// [`PatchKind::Create`]) a new object. The host assumes it in its cache at once and applies it
+/// to the API server in the binding cycle (PreBind), in order per pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatchIntent {
-    /// The object to patch.
+    /// The object to patch (or to create).
     pub target: ObjectRef,
     /// `Some("status")` to patch the status subresource.
     pub subresource: Option<String>,

@@ -43,7 +43,14 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// 7. binding conditions (KEP-5007): a bound pod's claims have every binding condition `True`
 ///    and no failure condition `True`; a claim whose binding never completed (conditions not
 ///    met) is not left allocated without a consumer — a failed or timed-out binding leaks
-///    nothing.
+///    nothing;
+/// 8. extended resources backed by DRA (KEP-5004): every special claim (annotation
+///    `resource.kubernetes.io/extended-resource-claim`) is controlled by a pod that exists (none
+///    leaks after its pod is deleted); an allocated one is reserved for that pod, and a bound
+///    owner's `status.extendedResourceClaimStatus` names it (checked like any claim of the pod
+///    by 2.); nothing is counted twice: a resource a pod gets from its special claim is not
+///    one its node lists as allocatable, and on each node the pods' requests of a resource the
+///    node lists (device plugin) stay within its allocatable.
 ///
 /// # Errors
 /// A message listing every violation.
@@ -210,11 +217,127 @@ pub async fn check_dra_invariants(
             }
         }
     }
+    problems.extend(extended_problems(client, &claims, &pods, &pod_by_uid, in_flight).await?);
     if problems.is_empty() {
         Ok(())
     } else {
         Err(problems.join("\n"))
     }
+}
+
+/// Invariant 8 of [`check_dra_invariants`].
+async fn extended_problems(
+    client: &kube::Client,
+    claims: &[ResourceClaim],
+    pods: &[Pod],
+    pod_by_uid: &HashMap<&str, &Pod>,
+    in_flight: &HashSet<String>,
+) -> Result<Vec<String>, String> {
+    let mut problems = Vec::new();
+    for c in claims {
+        let special = c
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("resource.kubernetes.io/extended-resource-claim"))
+            .is_some_and(|v| v == "true");
+        if !special {
+            continue;
+        }
+        let name = c.metadata.name.as_deref().unwrap_or("");
+        let owner = c
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true) && r.kind == "Pod");
+        let Some(pod) = owner.and_then(|o| pod_by_uid.get(o.uid.as_str())) else {
+            problems.push(format!(
+                "claim for extended resources {name} has no owner pod: leaked"
+            ));
+            continue;
+        };
+        let uid = pod.metadata.uid.as_deref().unwrap_or("");
+        let status = c.status.as_ref();
+        let reserved = status
+            .iter()
+            .flat_map(|s| s.reserved_for.iter().flatten())
+            .any(|r| r.uid == uid);
+        if status.is_some_and(|s| s.allocation.is_some()) && !reserved && !in_flight.contains(uid) {
+            problems.push(format!(
+                "claim for extended resources {name} is allocated but not reserved for its pod"
+            ));
+        }
+        let named = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.extended_resource_claim_status.as_ref())
+            .is_some_and(|s| s.resource_claim_name == name);
+        let bound = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some();
+        if bound && !named {
+            problems.push(format!(
+                "bound pod {} does not name its claim for extended resources {name}",
+                pod.metadata.name.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items;
+    let allocatable = |node: &str, resource: &str| -> i64 {
+        nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(node))
+            .and_then(|n| n.status.as_ref()?.allocatable.as_ref()?.get(resource))
+            .and_then(|q| q.0.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut used: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for p in pods {
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            continue;
+        };
+        let mapped: HashSet<&str> = p
+            .status
+            .iter()
+            .flat_map(|s| s.extended_resource_claim_status.iter())
+            .flat_map(|s| s.request_mappings.iter())
+            .map(|m| m.resource_name.as_str())
+            .collect();
+        for r in &mapped {
+            if allocatable(&node, r) > 0 {
+                problems.push(format!(
+                    "pod {} gets {r} from DRA on node {node}, which offers it as allocatable: counted twice",
+                    p.metadata.name.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        let containers = p.spec.iter().flat_map(|s| s.containers.iter());
+        for c in containers {
+            let requests = c.resources.iter().flat_map(|r| r.requests.iter().flatten());
+            for (r, q) in requests {
+                if r.contains('/') && !mapped.contains(r.as_str()) {
+                    *used.entry((node.clone(), r.clone())).or_default() +=
+                        q.0.parse::<i64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    for ((node, r), n) in used {
+        let have = allocatable(&node, &r);
+        if have > 0 && n > have {
+            problems.push(format!(
+                "node {node} has {have} {r} allocatable, its pods request {n}"
+            ));
+        }
+    }
+    Ok(problems)
 }
 
 /// A device: (driver, pool, device).
@@ -368,6 +491,11 @@ fn pod_claim_names(p: &Pod) -> Vec<String> {
         .flat_map(|s| s.resource_claim_statuses.iter().flatten())
         .map(|s| (s.name.as_str(), s.resource_claim_name.as_deref()))
         .collect();
+    let extended = p
+        .status
+        .iter()
+        .flat_map(|s| s.extended_resource_claim_status.iter())
+        .map(|s| s.resource_claim_name.clone());
     p.spec
         .iter()
         .flat_map(|s| s.resource_claims.iter().flatten())
@@ -382,6 +510,7 @@ fn pod_claim_names(p: &Pod) -> Vec<String> {
                 _ => None,
             },
         )
+        .chain(extended)
         .collect()
 }
 
@@ -2057,4 +2186,180 @@ async fn device_taint_rules_keep_pods_off_tainted_devices_unless_tolerated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_taint_rules_keep_pods_off_tainted_devices_unless_tolerated_as_wasm_component() {
     taint_rules_keep_pods_off_tainted_devices(Mode::Wasm).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extended resources backed by DRA (KEP-5004)
+
+fn gpu_class_for(resource: &str) -> Value {
+    let mut c = gpu_class();
+    c["spec"]["extendedResourceName"] = json!(resource);
+    c
+}
+
+/// A pod whose container asks for `resources` (name → count), as requests and limits.
+fn pod_requesting(name: &str, resources: &[(&str, i64)]) -> Value {
+    let list: serde_json::Map<String, Value> = resources
+        .iter()
+        .map(|(r, n)| (r.to_string(), json!(n.to_string())))
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
+           "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                    "resources": {"requests": list, "limits": list}}]}})
+}
+
+/// A node whose device plugin offers `n` of `resource`.
+fn device_plugin_node(name: &str, resource: &str, n: i64) -> Value {
+    let mut v = node(name);
+    v["status"]["capacity"][resource] = json!(n.to_string());
+    v["status"]["allocatable"][resource] = json!(n.to_string());
+    v
+}
+
+async fn pod(c: &Cluster, name: &str) -> Pod {
+    Api::<Pod>::namespaced(c.client.clone(), NS)
+        .get(name)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_resource_request_gets_a_special_claim_that_goes_with_its_pod() {
+    special_claim_goes_with_its_pod(Mode::Native).await;
+}
+
+/// The same through the Wasm component: the create intent crosses WIT 0.2.0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_wasm_an_extended_resource_request_gets_a_special_claim_too() {
+    special_claim_goes_with_its_pod(Mode::Wasm).await;
+}
+
+async fn special_claim_goes_with_its_pod(mode: Mode) {
+    let c = Cluster::start(mode, "").await;
+    c.load(&[
+        namespace(),
+        node("node-a"),
+        gpu_class_for("example.com/gpu"),
+        gpus("node-a", 3),
+        pod_requesting("trainer", &[("example.com/gpu", 2)]),
+        // The implicit name of the class works too.
+        pod_requesting(
+            "notebook",
+            &[("deviceclass.resource.kubernetes.io/gpu.example.com", 1)],
+        ),
+    ])
+    .await;
+    c.wait_bound(2).await;
+    c.invariants().await;
+    let p = pod(&c, "trainer").await;
+    let status = p.status.unwrap().extended_resource_claim_status.unwrap();
+    let uid = p.metadata.uid.unwrap();
+    let claim = c.claim(&status.resource_claim_name).await;
+    assert!(
+        status
+            .resource_claim_name
+            .starts_with("trainer-extended-resources-")
+    );
+    assert_eq!(
+        claim.metadata.annotations.as_ref().unwrap()["resource.kubernetes.io/extended-resource-claim"],
+        "true"
+    );
+    let owner = &claim.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("Pod", uid.as_str(), Some(true))
+    );
+    let requests = claim
+        .spec
+        .devices
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].name, "container-0-request-0");
+    let exactly = requests[0].exactly.as_ref().unwrap();
+    assert_eq!(
+        (exactly.device_class_name.as_str(), exactly.count),
+        (GPU, Some(2))
+    );
+    let r = results(&claim);
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert!(r.iter().all(|(req, _)| req == "container-0-request-0"));
+    assert_eq!(reserved_uids(&claim), HashSet::from([uid.clone()]));
+    let mapping = &status.request_mappings[0];
+    assert_eq!(
+        (
+            mapping.container_name.as_str(),
+            mapping.resource_name.as_str(),
+            mapping.request_name.as_str()
+        ),
+        ("c", "example.com/gpu", "container-0-request-0")
+    );
+    // Three GPUs, three taken: the two pods' claims share none.
+    let notebook = c.claim_of("notebook").await;
+    assert_eq!(results(&notebook).len(), 1);
+    // The pod goes, and its claim with it (the resourceclaim controller's work).
+    Api::<Pod>::namespaced(c.client.clone(), NS)
+        .delete("trainer", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    let claims = Api::<ResourceClaim>::namespaced(c.client.clone(), NS);
+    let name = status.resource_claim_name.clone();
+    wait_for(|| {
+        let (claims, name) = (claims.clone(), name.clone());
+        async move { claims.get_opt(&name).await.unwrap().is_none() }
+    })
+    .await;
+    c.invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_plugin_node_is_used_through_fit_and_too_big_requests_stay_pending() {
+    let c = Cluster::start(Mode::Native, "").await;
+    c.load(&[
+        namespace(),
+        // DRA offers one GPU here; the device plugin node offers four.
+        node("node-dra"),
+        gpus("node-dra", 1),
+        device_plugin_node("node-dp", "example.com/gpu", 4),
+        gpu_class_for("example.com/gpu"),
+        pod_requesting("needs-two", &[("example.com/gpu", 2)]),
+    ])
+    .await;
+    c.wait_bound(1).await;
+    c.idle().await;
+    assert_eq!(c.bound().await["needs-two"], "node-dp");
+    let p = pod(&c, "needs-two").await;
+    assert!(p.status.unwrap().extended_resource_claim_status.is_none());
+    let claims = Api::<ResourceClaim>::namespaced(c.client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        claims.is_empty(),
+        "no special claim on a device plugin node"
+    );
+    // Two more fill the device plugin node; then one more only DRA can serve, and one too big
+    // for either.
+    c.load(&[pod_requesting("two-more", &[("example.com/gpu", 2)])])
+        .await;
+    c.wait_bound(2).await;
+    c.load(&[pod_requesting("one-dra", &[("example.com/gpu", 1)])])
+        .await;
+    c.wait_bound(3).await;
+    c.idle().await;
+    let bound = c.bound().await;
+    assert_eq!(bound["two-more"], "node-dp");
+    assert_eq!(bound["one-dra"], "node-dra");
+    c.load(&[pod_requesting("too-big", &[("example.com/gpu", 5)])])
+        .await;
+    wait_for(|| async { !c.message("too-big").is_empty() }).await;
+    assert!(!c.bound().await.contains_key("too-big"));
+    let msg = c.message("too-big");
+    assert!(msg.contains("cannot allocate all claims"), "{msg}");
+    assert!(msg.contains("Insufficient example.com/gpu"), "{msg}");
+    c.invariants().await;
 }

@@ -54,6 +54,7 @@ pub(crate) fn validate_update(
         Subresource::Status => match res.kind_enum {
             Kind::ResourceClaim => causes.extend(resourceclaim::validate_status_update(new, old)),
             Kind::DeviceTaintRule => causes.extend(devicetaintrule::validate_status_update(new)),
+            Kind::Pod => causes.extend(pod::validate_status_update(new)),
             _ => {}
         },
         Subresource::Main if res.kind_enum == Kind::DeviceTaintRule => {

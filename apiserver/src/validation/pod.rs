@@ -123,3 +123,147 @@ pub(crate) fn validate_spec_update(new: &Value, old: &Value) -> Vec<Cause> {
         Vec::new()
     }
 }
+
+/// A status update (pods/status): `status.extendedResourceClaimStatus`, which kube-scheduler
+/// writes for extended resources backed by DRA (KEP-5004), as upstream
+/// `validatePodExtendedResourceClaimStatus` checks it.
+pub(crate) fn validate_status_update(new: &Value) -> Vec<Cause> {
+    let Some(status) = new
+        .pointer("/status/extendedResourceClaimStatus")
+        .filter(|s| !s.is_null())
+    else {
+        return Vec::new();
+    };
+    let base = "status.extendedResourceClaimStatus";
+    let spec = &new["spec"];
+    let containers: Vec<&Value> = arr(spec.get("initContainers"))
+        .iter()
+        .chain(arr(spec.get("containers")))
+        .collect();
+    let mut causes = Vec::new();
+    let mappings = arr(status.get("requestMappings"));
+    if mappings.is_empty() {
+        causes.push(Cause::required(
+            format!("{base}.requestMappings"),
+            "at least one request mapping is required",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, m) in mappings.iter().enumerate() {
+        let p = format!("{base}.requestMappings[{i}]");
+        let field = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or_default();
+        let (container, resource, request) = (
+            field("containerName"),
+            field("resourceName"),
+            field("requestName"),
+        );
+        match containers
+            .iter()
+            .find(|c| c.get("name").and_then(Value::as_str) == Some(container))
+        {
+            Some(c) => {
+                if c.pointer("/resources/requests")
+                    .and_then(|r| r.get(resource))
+                    .is_none()
+                {
+                    causes.push(Cause::invalid(
+                        format!("{p}.resourceName"),
+                        &Value::from(resource),
+                        "must match the extended resource name of an entry in spec.initContainers.resources.requests or spec.containers.resources.requests",
+                    ));
+                }
+            }
+            None => causes.push(Cause::invalid(
+                format!("{p}.containerName"),
+                &Value::from(container),
+                "must match the name of an entry in spec.initContainers.name or spec.containers.name",
+            )),
+        }
+        if !is_dns_label(request) {
+            causes.push(Cause::invalid(
+                format!("{p}.requestName"),
+                &Value::from(request),
+                DNS_LABEL_MSG,
+            ));
+        }
+        if !seen.insert((container, resource, request)) {
+            causes.push(Cause::duplicate(
+                format!("{p}.containerName"),
+                &Value::from(container),
+            ));
+            causes.push(Cause::duplicate(
+                format!("{p}.resourceName"),
+                &Value::from(resource),
+            ));
+            causes.push(Cause::duplicate(
+                format!("{p}.requestName"),
+                &Value::from(request),
+            ));
+        }
+    }
+    let name = status
+        .get("resourceClaimName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if name.is_empty() {
+        causes.push(Cause::required(format!("{base}.resourceClaimName"), ""));
+    } else if !is_dns_subdomain(name) {
+        causes.push(Cause::invalid(
+            format!("{base}.resourceClaimName"),
+            &Value::from(name),
+            DNS_SUBDOMAIN_MSG,
+        ));
+    }
+    causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(status: Value) -> Value {
+        json!({"spec": {
+            "initContainers": [{"name": "init", "resources": {"requests": {"example.com/gpu": "1"}}}],
+            "containers": [{"name": "c", "resources": {"requests": {"example.com/gpu": "2", "cpu": "1"}}}]},
+            "status": {"extendedResourceClaimStatus": status}})
+    }
+
+    fn messages(causes: &[Cause]) -> Vec<String> {
+        causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect()
+    }
+
+    #[test]
+    fn extended_resource_claim_status_is_validated_as_upstream() {
+        let ok = json!({"resourceClaimName": "p-extended-resources-abcde", "requestMappings": [
+            {"containerName": "c", "resourceName": "example.com/gpu", "requestName": "container-1-request-1"},
+            {"containerName": "init", "resourceName": "example.com/gpu", "requestName": "container-0-request-0"}]});
+        assert!(validate_status_update(&pod(ok)).is_empty());
+        assert!(validate_status_update(&json!({"status": {}})).is_empty());
+        let bad = json!({"resourceClaimName": "", "requestMappings": [
+            {"containerName": "x", "resourceName": "example.com/gpu", "requestName": "r"},
+            {"containerName": "c", "resourceName": "example.com/tpu", "requestName": "Bad_Name"}]});
+        let m = messages(&validate_status_update(&pod(bad)));
+        assert_eq!(
+            m,
+            vec![
+                "status.extendedResourceClaimStatus.requestMappings[0].containerName: Invalid value: \"x\": must match the name of an entry in spec.initContainers.name or spec.containers.name".to_string(),
+                "status.extendedResourceClaimStatus.requestMappings[1].resourceName: Invalid value: \"example.com/tpu\": must match the extended resource name of an entry in spec.initContainers.resources.requests or spec.containers.resources.requests".to_string(),
+                format!("status.extendedResourceClaimStatus.requestMappings[1].requestName: Invalid value: \"Bad_Name\": {DNS_LABEL_MSG}"),
+                "status.extendedResourceClaimStatus.resourceClaimName: Required value".to_string(),
+            ]
+        );
+        let empty = messages(&validate_status_update(&pod(
+            json!({"resourceClaimName": "x"}),
+        )));
+        assert_eq!(
+            empty,
+            vec![
+                "status.extendedResourceClaimStatus.requestMappings: Required value: at least one request mapping is required"
+            ]
+        );
+    }
+}

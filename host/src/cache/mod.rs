@@ -33,7 +33,7 @@ use crate::framework::{
 };
 
 pub use kinds::{api_resource, dra_kinds, dynamic_api, object_key};
-pub use objects::{IntentId, patch_type};
+pub use objects::{IntentId, controller_uid, patch_type};
 pub use watch::WatchError;
 
 use objects::ObjectStore;
@@ -425,7 +425,14 @@ impl Cache {
                 .map(|(k, i, id)| (k.as_str(), *i, *id))
                 .collect();
             match stores[i].1.assume(owner, &refs) {
-                Ok(changed) => changes.extend(changed.into_iter().map(|(_, v)| (kind.clone(), v))),
+                Ok(changed) => changes.extend(changed.into_iter().map(|(_, v, new)| {
+                    let action = if new {
+                        EventAction::Added
+                    } else {
+                        EventAction::Modified
+                    };
+                    (kind.clone(), v, action)
+                })),
                 Err(e) => {
                     // The pod's cycle fails: drop what this pod assumed so far.
                     for (_, store) in stores.iter_mut().take(i) {
@@ -436,9 +443,9 @@ impl Cache {
             }
         }
         drop(stores);
-        for (kind, obj) in changes {
+        for (kind, obj, action) in changes {
             if self.has_subscribers(&kind) {
-                self.deliver(&kind, EventAction::Modified, obj.to_string());
+                self.deliver(&kind, action, obj.to_string());
             }
         }
         drop(_order);
@@ -474,8 +481,8 @@ impl Cache {
         let key = object_key(intent.target.namespace.as_deref(), &intent.target.name);
         let changed = store.lock().failed(&key, id);
         drop(objects);
-        if let Some(obj) = changed.filter(|_| self.has_subscribers(kind)) {
-            self.deliver(kind, EventAction::Modified, obj.to_string());
+        if let Some((obj, gone)) = changed.filter(|_| self.has_subscribers(kind)) {
+            self.deliver(kind, gone_or_modified(gone), obj.to_string());
         }
         drop(_order);
         self.settled_one(true);
@@ -487,14 +494,14 @@ impl Cache {
         let objects = self.objects.read();
         let mut changes = Vec::new();
         for (kind, store) in objects.iter() {
-            for (_, obj) in store.lock().forget(owner) {
-                changes.push((kind.clone(), obj));
+            for (_, obj, gone) in store.lock().forget(owner) {
+                changes.push((kind.clone(), obj, gone));
             }
         }
         drop(objects);
-        for (kind, obj) in changes {
+        for (kind, obj, gone) in changes {
             if self.has_subscribers(&kind) {
-                self.deliver(&kind, EventAction::Modified, obj.to_string());
+                self.deliver(&kind, gone_or_modified(gone), obj.to_string());
             }
         }
         drop(_order);
@@ -692,12 +699,14 @@ impl Cache {
             let keys: Vec<String> = {
                 let objects = self.objects.read();
                 match objects.get(kind) {
-                    Some(s) => s
-                        .lock()
-                        .keys()
-                        .filter(|k| !seen.contains(*k))
-                        .cloned()
-                        .collect(),
+                    Some(s) => {
+                        let s = s.lock();
+                        // Objects only assumed (created by an intent) are not on the server yet.
+                        s.keys()
+                            .filter(|k| !seen.contains(*k) && !s.assumed_only(k))
+                            .cloned()
+                            .collect()
+                    }
                     None => return,
                 }
             };
@@ -705,6 +714,16 @@ impl Cache {
                 self.delete_object(kind, &key);
             }
         }
+    }
+}
+
+/// The event for an object an assumption was dropped from: `Deleted` if it existed only as
+/// assumed.
+fn gone_or_modified(gone: bool) -> EventAction {
+    if gone {
+        EventAction::Deleted
+    } else {
+        EventAction::Modified
     }
 }
 

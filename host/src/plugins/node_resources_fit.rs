@@ -7,14 +7,21 @@
 //! `scoringStrategy` with `type` `LeastAllocated` (default), `MostAllocated` or
 //! `RequestedToCapacityRatio`, `resources` (default cpu and memory, weight 1) and
 //! `requestedToCapacityRatio.shape`.
+//!
+//! Extended resources backed by DRA (KEP-5004, feature `DRAExtendedResource`, beta and on by
+//! default in v1.36): a resource some DeviceClass maps (`spec.extendedResourceName`, or the
+//! implicit `deviceclass.resource.kubernetes.io/<class>`) is not checked on a node that does not
+//! list it as allocatable: DynamicResources allocates devices for it there, so counting it here
+//! too would reject every such node.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use parking_lot::RwLock;
 use serde::Deserialize;
 
 use crate::framework::{
-    ClusterEvent, CycleState, EventAction, ExtensionPoint, NodeInfo, Plugin, PodInfo,
+    ClusterEvent, CycleState, EventAction, ExtensionPoint, NodeInfo, ObjectEvent, Plugin, PodInfo,
     PreFilterResult, Resource, ResourceKind, Snapshot, Status,
 };
 
@@ -153,13 +160,15 @@ pub struct NodeResourcesFit {
     ignored_groups: HashSet<String>,
     scorer: Scorer,
     resources: Vec<Scored>,
+    /// DeviceClasses by name: `spec.extendedResourceName`, if set.
+    classes: RwLock<HashMap<String, Option<String>>>,
 }
 
 /// The pod's requests and the scalar resources Filter checks, with their failure reasons.
 struct PreFilterState {
     requests: Resource,
-    /// `(name, amount, reason)` of every non-zero, non-ignored scalar request.
-    scalars: Vec<(String, i64, String)>,
+    /// `(name, amount, reason, backed by DRA)` of every non-zero, non-ignored scalar request.
+    scalars: Vec<(String, i64, String, bool)>,
 }
 
 struct PreScoreState {
@@ -267,7 +276,17 @@ impl NodeResourcesFit {
             ignored_groups: args.ignored_resource_groups.into_iter().collect(),
             scorer,
             resources,
+            classes: RwLock::default(),
         })
+    }
+
+    /// Whether a DeviceClass maps extended resource `name` (upstream `DeviceClassResolver`).
+    fn backed_by_dra(&self, name: &str) -> bool {
+        let classes = self.classes.read();
+        match name.strip_prefix(DEVICE_CLASS_PREFIX) {
+            Some(class) => classes.contains_key(class),
+            None => classes.values().any(|e| e.as_deref() == Some(name)),
+        }
     }
 
     fn is_ignored(&self, name: &str) -> bool {
@@ -285,7 +304,10 @@ impl NodeResourcesFit {
             .scalar
             .iter()
             .filter(|(name, amount)| **amount != 0 && !self.is_ignored(name))
-            .map(|(name, amount)| (name.clone(), *amount, err_reason_insufficient(name)))
+            .map(|(name, amount)| {
+                let backed = self.backed_by_dra(name);
+                (name.clone(), *amount, err_reason_insufficient(name), backed)
+            })
             .collect();
         PreFilterState { requests, scalars }
     }
@@ -416,6 +438,25 @@ impl Plugin for NodeResourcesFit {
         NAME
     }
 
+    fn subscriptions(&self) -> Vec<ResourceKind> {
+        vec![ResourceKind::device_class()]
+    }
+
+    fn on_event(&self, event: &ObjectEvent) {
+        if event.resource != ResourceKind::device_class() {
+            return;
+        }
+        let Ok(class) = serde_json::from_str::<DeviceClassJson>(&event.object) else {
+            return;
+        };
+        let mut classes = self.classes.write();
+        if event.action == EventAction::Deleted {
+            classes.remove(&class.metadata.name);
+        } else {
+            classes.insert(class.metadata.name, class.spec.extended_resource_name);
+        }
+    }
+
     fn extension_points(&self) -> Vec<ExtensionPoint> {
         vec![
             ExtensionPoint::PreFilter,
@@ -493,6 +534,29 @@ impl Plugin for NodeResourcesFit {
     }
 }
 
+/// The prefix of a DeviceClass's implicit extended resource name.
+const DEVICE_CLASS_PREFIX: &str = "deviceclass.resource.kubernetes.io/";
+
+/// What Fit reads of a DeviceClass.
+#[derive(Deserialize)]
+struct DeviceClassJson {
+    metadata: ClassMetaJson,
+    #[serde(default)]
+    spec: ClassSpecJson,
+}
+
+#[derive(Deserialize)]
+struct ClassMetaJson {
+    name: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ClassSpecJson {
+    #[serde(default)]
+    extended_resource_name: Option<String>,
+}
+
 /// Filter for one node (upstream `fitsRequest`); allocates only to report failures.
 fn fits(s: &PreFilterState, node: &NodeInfo) -> Status {
     let mut reasons = Vec::new();
@@ -512,9 +576,12 @@ fn fits(s: &PreFilterState, node: &NodeInfo) -> Status {
     {
         reasons.push(ERR_REASON_INSUFFICIENT_EPHEMERAL_STORAGE.to_string());
     }
-    for (name, amount, reason) in &s.scalars {
-        let available = alloc.scalar.get(name).copied().unwrap_or(0)
-            - used.scalar.get(name).copied().unwrap_or(0);
+    for (name, amount, reason, backed) in &s.scalars {
+        let allocatable = alloc.scalar.get(name).copied().unwrap_or(0);
+        if *backed && allocatable == 0 {
+            continue; // DynamicResources allocates it on this node
+        }
+        let available = allocatable - used.scalar.get(name).copied().unwrap_or(0);
         if *amount > available {
             reasons.push(reason.clone());
         }
@@ -606,6 +673,39 @@ mod tests {
             node_info(NODE, &[]),
         );
         assert_eq!(s.reasons, ["Insufficient example.com/fpga"]);
+    }
+
+    #[test]
+    fn extended_resources_backed_by_dra_are_left_to_dynamic_resources() {
+        let pl = plugin();
+        let class = |name: &str, ext: Option<&str>| ObjectEvent {
+            action: EventAction::Added,
+            resource: ResourceKind::device_class(),
+            object: serde_json::json!({"metadata": {"name": name},
+                "spec": {"extendedResourceName": ext}})
+            .to_string(),
+        };
+        const BARE: &str =
+            "metadata: {name: b}\nstatus: {allocatable: {cpu: '4', memory: 8Gi, pods: '3'}}";
+        let p = requesting("{example.com/gpu: '2', deviceclass.resource.kubernetes.io/fpga: '1'}");
+        // No class maps them yet: both are insufficient on a node without them.
+        let s = filter_one(&pl, &p, node_info(BARE, &[]));
+        assert_eq!(s.reasons.len(), 2, "{s:?}");
+        pl.on_event(&class("gpu", Some("example.com/gpu")));
+        pl.on_event(&class("fpga", None));
+        // A node that does not list them: DRA's to allocate, not counted here.
+        let s = filter_one(&pl, &p, node_info(BARE, &[]));
+        assert!(s.is_success(), "{s:?}");
+        // A node with a device plugin for the GPU (2 allocatable) is checked as before.
+        let used = requesting("{example.com/gpu: '1'}");
+        let s = filter_one(&pl, &p, node_info(NODE, &[used]));
+        assert_eq!(s.reasons, ["Insufficient example.com/gpu"]);
+        // The class is deleted: the GPU is a plain extended resource again.
+        let mut gone = class("gpu", Some("example.com/gpu"));
+        gone.action = EventAction::Deleted;
+        pl.on_event(&gone);
+        let s = filter_one(&pl, &p, node_info(BARE, &[]));
+        assert_eq!(s.reasons, ["Insufficient example.com/gpu"]);
     }
 
     #[test]

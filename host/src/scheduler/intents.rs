@@ -1,11 +1,11 @@
 //! The PreBind executor's unit of work: checking a plugin's patch intents against the kinds it
-//! declared, and applying one intent to the API server as a PATCH.
+//! declared, and applying one intent to the API server as a PATCH (or, for a create, a POST).
 
 use kube::Client;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::Value;
 
-use crate::cache::dynamic_api;
+use crate::cache::{controller_uid, dynamic_api};
 use crate::framework::{PatchIntent, PatchKind, Plugin, Status};
 use crate::retry::RetryPolicy;
 
@@ -29,6 +29,16 @@ pub enum IntentError {
         /// `kind namespace/name`.
         target: String,
         /// The client error (a 422 names the invalid field).
+        #[source]
+        source: kube::Error,
+    },
+    /// The API server refused a create (a 409 means an object of another controller has the
+    /// name).
+    #[error("creating {target} failed: {source}")]
+    Create {
+        /// `kind namespace/name`.
+        target: String,
+        /// The client error.
         #[source]
         source: kube::Error,
     },
@@ -87,6 +97,9 @@ pub async fn apply_intent(
         target: target(),
         message: e.to_string(),
     })?;
+    if intent.patch_kind == PatchKind::Create {
+        return create(client, intent, body).await;
+    }
     let patch: Patch<Value> = match intent.patch_kind {
         PatchKind::Json => {
             Patch::Json(serde_json::from_value(body).map_err(|e| IntentError::Body {
@@ -96,12 +109,7 @@ pub async fn apply_intent(
         }
         PatchKind::Merge => Patch::Merge(body),
         PatchKind::StrategicMerge => Patch::Strategic(body),
-        PatchKind::Create => {
-            return Err(IntentError::Body {
-                target: target(),
-                message: "create intents are not supported by this host".into(),
-            });
-        }
+        PatchKind::Create => unreachable!("handled above"),
     };
     let api = dynamic_api(
         client.clone(),
@@ -134,6 +142,68 @@ pub async fn apply_intent(
             target: target(),
             source,
         })
+}
+
+/// Applies a create intent with POST. A 409 AlreadyExists for an object with the same controller
+/// (ownerReference uid) as the body counts as done: it is this write from an earlier try (a
+/// retried binding cycle, or a response lost after the server stored it), so creates retry
+/// idempotently. An object with another controller, or a body without one, is a conflict.
+async fn create(
+    client: &Client,
+    intent: &PatchIntent,
+    body: Value,
+) -> Result<Option<String>, IntentError> {
+    let target = || describe(intent);
+    let want = controller_uid(&body).map(str::to_owned);
+    let obj: DynamicObject = serde_json::from_value(body).map_err(|e| IntentError::Body {
+        target: target(),
+        message: e.to_string(),
+    })?;
+    let api = dynamic_api(
+        client.clone(),
+        &intent.target.resource,
+        intent.target.namespace.as_deref(),
+    );
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    let policy = RetryPolicy::default();
+    let result = policy
+        .run(
+            || api.create(&params, &obj),
+            |n, e| tracing::debug!("creating {} (try {n}) failed, retrying: {e}", target()),
+        )
+        .await;
+    let err = match result {
+        Ok(created) => return Ok(created.metadata.resource_version),
+        Err(e) => e,
+    };
+    let exists =
+        matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists");
+    if exists && want.is_some() {
+        let existing = policy
+            .run(|| api.get(&intent.target.name), |_, _| {})
+            .await
+            .map_err(|source| IntentError::Create {
+                target: target(),
+                source,
+            })?;
+        let owner = existing
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+            .map(|r| r.uid.as_str());
+        if owner == want.as_deref() {
+            return Ok(existing.metadata.resource_version);
+        }
+    }
+    Err(IntentError::Create {
+        target: target(),
+        source: err,
+    })
 }
 
 #[cfg(test)]
@@ -176,6 +246,55 @@ mod tests {
         assert_eq!(
             err.message(),
             "plugin ClaimPatcher returned a patch intent for Node d/x/status (v1/Node), but it may only patch [resource.k8s.io/v1/ResourceClaim]"
+        );
+    }
+
+    fn create_claim(owner_uid: &str) -> PatchIntent {
+        PatchIntent {
+            target: ObjectRef {
+                resource: ResourceKind::resource_claim(),
+                namespace: Some("d".into()),
+                name: "c".into(),
+                uid: String::new(),
+            },
+            subresource: None,
+            patch_kind: PatchKind::Create,
+            body: serde_json::json!({
+                "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                "metadata": {"name": "c", "namespace": "d", "ownerReferences": [{
+                    "apiVersion": "v1", "kind": "Pod", "name": "p", "uid": owner_uid,
+                    "controller": true}]},
+                "spec": {"devices": {"requests": [
+                    {"name": "r", "exactly": {"deviceClassName": "gpu"}}]}}})
+            .to_string(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_create_retried_by_the_same_controller_is_done_and_another_is_refused() {
+        let server = embedded_apiserver::ApiServer::new();
+        server
+            .load_manifest_str("ns", "apiVersion: v1\nkind: Namespace\nmetadata: {name: d}")
+            .await
+            .unwrap();
+        let client = server.client();
+        let first = apply_intent(&client, &create_claim("pod-1")).await.unwrap();
+        assert!(first.is_some());
+        // The same write again (a retried binding cycle): 409, same controller, done.
+        let again = apply_intent(&client, &create_claim("pod-1")).await.unwrap();
+        assert_eq!(again, first);
+        // Someone else's object of that name is a conflict.
+        let err = apply_intent(&client, &create_claim("pod-2"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, IntentError::Create { source: kube::Error::Api(s), .. } if s.code == 409),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("creating ResourceClaim d/c failed"),
+            "{err}"
         );
     }
 }

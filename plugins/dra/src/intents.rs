@@ -34,8 +34,14 @@ fn intent(
     target: ClaimTarget<'_>,
     subresource: Option<&str>,
     kind: PatchKind,
-    body: Value,
+    mut body: Value,
 ) -> PatchIntent {
+    // A claim created in the same binding cycle has no uid yet: no precondition then.
+    if target.uid.is_empty()
+        && let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        m.remove("uid");
+    }
     PatchIntent {
         target: ObjectRef {
             resource: ResourceKind::resource_claim(),
@@ -46,6 +52,28 @@ fn intent(
         subresource: subresource.map(str::to_owned),
         patch_kind: kind,
         body: body.to_string(),
+    }
+}
+
+/// Creates a claim (POST of the whole object; the uid is the server's).
+pub fn create(target: ClaimTarget<'_>, object: Value) -> PatchIntent {
+    intent(target, None, PatchKind::Create, object)
+}
+
+/// Sets `status.extendedResourceClaimStatus` of a pod (pods/status, strategic merge, guarded by
+/// the pod's uid).
+pub fn pod_extended_status(namespace: &str, name: &str, uid: &str, status: Value) -> PatchIntent {
+    PatchIntent {
+        target: ObjectRef {
+            resource: ResourceKind::pod(),
+            namespace: Some(namespace.to_owned()),
+            name: name.to_owned(),
+            uid: uid.to_owned(),
+        },
+        subresource: Some("status".to_owned()),
+        patch_kind: PatchKind::StrategicMerge,
+        body: json!({"metadata": {"uid": uid}, "status": {"extendedResourceClaimStatus": status}})
+            .to_string(),
     }
 }
 

@@ -9,6 +9,7 @@
 //!   `matchAttribute`, the 32-device cap);
 //! - [`cel_env`]: device selectors in CEL, with the Kubernetes quantity and semver libraries;
 //! - [`inventory`]: devices of complete ResourceSlice pools, indexed by node;
+//! - [`extended`]: the special claim for extended resources backed by DRA (KEP-5004);
 //! - [`intents`]: the claim patches of Kubernetes PR #121876;
 //! - [`placement`]: device ranks that keep scarce devices free (device choice and Score);
 //! - [`state`]: the cluster as rebuilt from pushed events.
@@ -16,6 +17,7 @@
 pub mod allocator;
 pub mod cel_env;
 pub mod cel_quantity;
+pub mod extended;
 pub mod intents;
 pub mod inventory;
 pub mod node_selector;

@@ -6,11 +6,11 @@
 //! |---|---|
 //! | PreEnqueue | waits until every claim of the pod exists and is not being deleted |
 //! | PreFilter | sorts the pod's claims into allocated / to allocate, compiles requests; waits on claims in use by 256 consumers or being allocated for another pod; `Skip` for pods without claims |
-//! | Filter | allocated claims: their node selector must match; unallocated: the allocator must find devices on the node |
+//! | Filter | allocated claims: their node selector must match; unallocated (and the special claim for the extended resources the node does not offer as allocatable): the allocator must find devices on the node |
 //! | PostFilter | deallocates one allocated claim of the pod that nobody uses |
 //! | PreScore | `Skip` unless a claim to allocate has a `firstAvailable` request (Score would give 0 everywhere) |
 //! | Score | prefers nodes where earlier `firstAvailable` subrequests fit |
-//! | Reserve | picks the devices, records them as in flight, returns the claim patches |
+//! | Reserve | picks the devices, records them as in flight, returns the claim patches; for extended resources backed by DRA (KEP-5004, see [`crate::extended`]) the intents that create the special claim, allocate it and name it in the pod's status |
 //! | Unreserve | compensating patches; forgets what Reserve recorded (idempotent) |
 //! | PreBind | `Pending` until the binding conditions of allocated devices are `True` (KEP-5007), an error when a failure condition is |
 //!
@@ -28,6 +28,7 @@ use wasm_scheduler_sdk::{
 
 use crate::allocator::{self, ClaimAllocation, PlannedClaim, Scratch, Usage};
 use crate::cel_env::Selectors;
+use crate::extended::{self, Mapping};
 use crate::intents::{self, ClaimTarget};
 use crate::node_selector;
 use crate::placement::Placement;
@@ -158,6 +159,25 @@ struct Reservation {
     claim_uid: String,
     /// The pod's patch wrote the allocation: deallocate on Unreserve if nobody else uses it.
     carried_allocation: bool,
+    /// The special claim for the pod's extended resources, created by these intents: it has
+    /// no uid yet (`claim_uid` is the in-flight id).
+    created: bool,
+}
+
+/// The in-flight id of a special claim not created yet (it has no uid before the server's).
+fn special_id(pod_uid: &str) -> String {
+    format!("extended-resources/{pod_uid}")
+}
+
+/// One variant of the special claim: the requests for the extended resources a set of nodes
+/// must serve through DRA (those they do not list as allocatable).
+struct ExtVariant {
+    /// Bit `i`: resource `i` of [`Cycle::extended`] is allocated through DRA.
+    mask: u64,
+    requests: Vec<extended::Request>,
+    mappings: Vec<Mapping>,
+    /// `None` while it is lent to the allocator in [`Cycle::plans`].
+    plan: Option<PlannedClaim>,
 }
 
 /// What PreFilter worked out for the pod being scheduled, reused by Filter, Score and Reserve.
@@ -179,6 +199,44 @@ struct Cycle {
     /// The specs of the claims to allocate, as JSON: pods with equal signatures get equal
     /// Filter verdicts on equal cluster state.
     signature: String,
+    /// Extended resources the pod requests that a DeviceClass backs (resource, class), sorted
+    /// by resource; empty when the pod has none or its special claim exists already.
+    extended: Vec<(String, String)>,
+    /// Special-claim variants built so far (one per set of resources nodes lack).
+    variants: Vec<ExtVariant>,
+}
+
+impl Cycle {
+    /// Which of the pod's extended resources `node` must serve through DRA: those it does not
+    /// offer as allocatable (upstream `filterExtendedResources`).
+    fn extended_mask(&self, state: &ClusterState, node: &str) -> u64 {
+        let offered = state.node_extended.get(node);
+        let mut mask = 0;
+        for (i, (resource, _)) in self.extended.iter().enumerate().take(64) {
+            if !offered.is_some_and(|o| o.contains(resource)) {
+                mask |= 1 << i;
+            }
+        }
+        mask
+    }
+}
+
+/// The extended resources `pod` requests (a non-zero integer in some container) that a
+/// DeviceClass backs, with that class, sorted by resource.
+fn mapped_resources(state: &ClusterState, pod: &crate::state::Pod) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for c in &pod.containers {
+        for (name, q) in &c.requests {
+            if q.is_none_or(|q| q == 0) || out.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            if let Some(class) = state.class_for_resource(name) {
+                out.push((name.clone(), class.to_owned()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Filter verdicts per node for one shape of claims to allocate, reused by later pods whose
@@ -374,7 +432,13 @@ impl DraPlugin {
             ))
         })?;
         let names = self.state.claim_names(p).map_err(|c| not_created(p, c))?;
-        if names.is_empty() {
+        // A pod whose special claim exists uses it like any other claim.
+        let extended = if self.state.extended_claim(p).is_none() {
+            mapped_resources(&self.state, p)
+        } else {
+            Vec::new()
+        };
+        if names.is_empty() && extended.is_empty() {
             return Ok(None);
         }
         let mut seen = HashSet::new();
@@ -387,6 +451,8 @@ impl DraPlugin {
             prioritized: false,
             per_node: FxHashMap::default(),
             signature: String::new(),
+            extended,
+            variants: Vec::new(),
         };
         for name in names {
             let key = (p.namespace.clone(), name.to_owned());
@@ -472,8 +538,59 @@ impl DraPlugin {
                 return Status::unresolvable(REASON_NOT_AVAILABLE);
             }
         }
-        if cycle.to_allocate.is_empty() {
+        let mask = cycle.extended_mask(&self.state, node);
+        if cycle.to_allocate.is_empty() && mask == 0 {
             return Status::success();
+        }
+        // The special claim for the extended resources this node serves through DRA is
+        // allocated with the pod's other claims, as the last one.
+        let variant = if mask == 0 {
+            None
+        } else {
+            match cycle.variants.iter().position(|v| v.mask == mask) {
+                Some(i) => Some(i),
+                None => {
+                    let containers = self
+                        .state
+                        .pods
+                        .get(&cycle.pod_uid)
+                        .map(|p| p.containers.as_slice())
+                        .unwrap_or_default();
+                    let resources: Vec<(String, String)> = cycle
+                        .extended
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| mask & (1 << i) != 0)
+                        .map(|(_, r)| r.clone())
+                        .collect();
+                    let (requests, mappings) =
+                        extended::requests_and_mappings(containers, &resources);
+                    let spec = serde_json::from_value(extended::devices_spec(&requests))
+                        .map_err(|e| e.to_string())
+                        .and_then(|spec| {
+                            allocator::plan_claim(&spec, &self.state.classes, &mut self.selectors)
+                        });
+                    match spec {
+                        Ok(plan) => {
+                            cycle.variants.push(ExtVariant {
+                                mask,
+                                requests,
+                                mappings,
+                                plan: Some(plan),
+                            });
+                            Some(cycle.variants.len() - 1)
+                        }
+                        Err(e) => {
+                            return Status::unresolvable(format!(
+                                "claim for extended resources: {e}"
+                            ));
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(plan) = variant.and_then(|i| cycle.variants[i].plan.take()) {
+            cycle.plans.push(plan);
         }
         let state = &self.state;
         let in_use = InUse {
@@ -482,7 +599,8 @@ impl DraPlugin {
             in_flight_consumed: &self.in_flight_consumed,
         };
         let inv = state.inventory();
-        let cached = !(keep || cycle.prioritized);
+        // Verdicts for the special claim depend on the node's allocatable too: not cached.
+        let cached = !(keep || cycle.prioritized || variant.is_some());
         if cached
             && let Some(e) = self.fit_cache.nodes.get(node)
             && e.generation == state.fit_generation(e.node)
@@ -516,6 +634,9 @@ impl DraPlugin {
                 &in_use,
             )
         };
+        if let Some(i) = variant {
+            cycle.variants[i].plan = cycle.plans.pop();
+        }
         let status = match result {
             Ok(()) => Status::success(),
             Err(e) => {
@@ -645,6 +766,124 @@ impl DraPlugin {
             .and_then(|c| c.per_node.remove(node))
             .unwrap_or_default())
     }
+
+    /// Reserve for extended resources backed by DRA (KEP-5004), after the pod's other claims:
+    /// - a special claim allocated on `node`: create it, write its allocation and reservation,
+    ///   then name it in the pod's `status.extendedResourceClaimStatus` (upstream does the same
+    ///   writes in PreBind; here they are intents the host applies in order in PreBind);
+    /// - a special claim that exists from an earlier attempt but is not in the pod's status
+    ///   yet: the pod status write that attempt did not make.
+    fn reserve_extended(
+        &mut self,
+        pod: &PodRef,
+        node: &str,
+        cycle: &Cycle,
+        allocs: &[ClaimAllocation],
+        out: &mut Vec<PatchIntent>,
+        records: &mut Vec<Reservation>,
+    ) {
+        let Some(p) = self.state.pods.get(&pod.uid) else {
+            return;
+        };
+        let mask = cycle.extended_mask(&self.state, node);
+        let variant = cycle.variants.iter().find(|v| v.mask == mask);
+        if let (true, Some(v), Some(a)) = (mask != 0, variant, allocs.get(cycle.to_allocate.len()))
+        {
+            let name = extended::claim_name(&p.name, &p.uid);
+            let id = special_id(&p.uid);
+            let target = ClaimTarget {
+                namespace: &p.namespace,
+                name: &name,
+                uid: "",
+            };
+            let allocation = self.allocation_json(a, &id, node);
+            out.push(intents::create(
+                target,
+                extended::claim_object(p, &name, &v.requests),
+            ));
+            out.push(intents::reserve(
+                target,
+                Some(allocation.clone()),
+                &p.name,
+                &p.uid,
+            ));
+            out.push(intents::pod_extended_status(
+                &p.namespace,
+                &p.name,
+                &p.uid,
+                extended::pod_status(&name, &v.mappings),
+            ));
+            let inv = self.state.inventory();
+            let devices = a
+                .results
+                .iter()
+                .filter(|r| r.consumed.is_none())
+                .map(|r| inv.devices[r.device as usize].key.clone())
+                .collect();
+            let shared = a
+                .results
+                .iter()
+                .filter_map(|r| {
+                    let d = &inv.devices[r.device as usize];
+                    let names = d.capacity.iter().map(|(n, _)| n.clone());
+                    Some((d.key.clone(), names.zip(r.consumed.clone()?).collect()))
+                })
+                .collect();
+            let key = (p.namespace.clone(), name);
+            records.push(Reservation {
+                key: key.clone(),
+                claim_uid: id.clone(),
+                carried_allocation: true,
+                created: true,
+            });
+            let f = InFlight {
+                key,
+                carriers: vec![pod.uid.clone()],
+                devices,
+                shared,
+                shared_counted: true,
+                allocation,
+                finalizer_by: None,
+            };
+            self.add_in_flight(id, f);
+            return;
+        }
+        // An existing special claim the pod's status does not name yet.
+        if p.extended_claim.is_some() {
+            return;
+        }
+        let Some(name) = self.state.extended_claim(p) else {
+            return;
+        };
+        let Some(claim) = self
+            .state
+            .claims
+            .get(&(p.namespace.clone(), name.to_owned()))
+        else {
+            return;
+        };
+        let in_spec: HashSet<&str> = claim
+            .spec
+            .requests
+            .iter()
+            .flatten()
+            .map(|r| r.name.as_str())
+            .collect();
+        let (_, mappings) =
+            extended::requests_and_mappings(&p.containers, &mapped_resources(&self.state, p));
+        let mappings: Vec<Mapping> = mappings
+            .into_iter()
+            .filter(|m| in_spec.contains(m.request.as_str()))
+            .collect();
+        if !mappings.is_empty() {
+            out.push(intents::pod_extended_status(
+                &p.namespace,
+                &p.name,
+                &p.uid,
+                extended::pod_status(name, &mappings),
+            ));
+        }
+    }
 }
 
 impl Plugin for DraPlugin {
@@ -695,7 +934,8 @@ impl Plugin for DraPlugin {
                 ResourceKind::device_class(),
                 ResourceKind::device_taint_rule(),
             ],
-            patches: vec![ResourceKind::resource_claim()],
+            // Pods: `status.extendedResourceClaimStatus` (KEP-5004).
+            patches: vec![ResourceKind::resource_claim(), ResourceKind::pod()],
             requeue_on: vec![
                 ev(ResourceKind::resource_claim(), &add_update),
                 ev(ResourceKind::resource_slice(), &add_update),
@@ -728,14 +968,28 @@ impl Plugin for DraPlugin {
                 self.remove_in_flight(&uid);
             }
             Ok(Changed::Claim { uid, gone: false }) => {
+                // A special claim assumed from its create intent has no uid yet: its in-flight
+                // allocation is found by the claim's name instead.
+                let uid = if uid.is_empty() {
+                    let by_key = self.in_flight.iter().find(|(_, f)| {
+                        self.state
+                            .claims
+                            .get(&f.key)
+                            .is_some_and(|c| c.uid.is_empty())
+                    });
+                    match by_key {
+                        Some((id, _)) => id.clone(),
+                        None => return,
+                    }
+                } else {
+                    uid
+                };
                 // The claim shows its allocation (assumed or written): its shares count there.
                 let seen = self.in_flight.get(&uid).is_some_and(|f| {
                     f.shared_counted
-                        && self
-                            .state
-                            .claims
-                            .get(&f.key)
-                            .is_some_and(|c| c.uid == uid && c.allocation.is_some())
+                        && self.state.claims.get(&f.key).is_some_and(|c| {
+                            (c.uid == uid || c.uid.is_empty()) && c.allocation.is_some()
+                        })
                 });
                 if seen && let Some(f) = self.in_flight.get_mut(&uid) {
                     f.shared_counted = false;
@@ -1056,12 +1310,14 @@ impl Plugin for DraPlugin {
                 key: key.clone(),
                 claim_uid: claim.uid.clone(),
                 carried_allocation: allocation.is_some(),
+                created: false,
             });
             out.push(intents::reserve(target, allocation, &pod.name, &pod.uid));
         }
         for (uid, f) in added {
             self.add_in_flight(uid, f);
         }
+        self.reserve_extended(pod, node, &cycle, &allocs, &mut out, &mut records);
         self.reservations
             .entry(pod.uid.clone())
             .or_default()
@@ -1127,6 +1383,28 @@ impl Plugin for DraPlugin {
         };
         let mut out = Vec::new();
         for r in records {
+            if r.created {
+                self.remove_in_flight(&r.claim_uid);
+                // Writes not applied yet are dropped by the host. A special claim the watch
+                // shows (it has a uid) was created: give its devices back. One not seen yet is
+                // found again by its name and owner on the pod's next attempt.
+                let Some(c) = self
+                    .state
+                    .claims
+                    .get(&r.key)
+                    .filter(|c| !c.uid.is_empty() && c.is_reserved_for(&pod.uid))
+                else {
+                    continue;
+                };
+                let target = ClaimTarget {
+                    namespace: &c.namespace,
+                    name: &c.name,
+                    uid: &c.uid,
+                };
+                out.push(intents::unreserve(target, &pod.uid));
+                out.push(intents::deallocate(target));
+                continue;
+            }
             let target = ClaimTarget {
                 namespace: &r.key.0,
                 name: &r.key.1,
@@ -2054,5 +2332,226 @@ mod tests {
             s.message().contains("in the process of being allocated"),
             "{s:?}"
         );
+    }
+
+    /// A pod whose container asks for `resource: n` (requests and limits).
+    fn extended_pod(name: &str, resource: &str, n: i64) -> Value {
+        json!({"metadata": {"name": name, "namespace": "demo", "uid": format!("{name}-uid")},
+               "spec": {"containers": [{"name": "c", "resources": {
+                   "requests": {"cpu": "1", resource: n.to_string()},
+                   "limits": {resource: n.to_string()}}}]}})
+    }
+
+    fn map_gpu_class(p: &mut DraPlugin) {
+        add(
+            p,
+            ResourceKind::device_class(),
+            json!({"metadata": {"name": "gpu.example.com", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"extendedResourceName": "example.com/gpu",
+                     "selectors": [{"cel": {"expression": "device.driver == \"gpu.example.com\""}}]}}),
+        );
+    }
+
+    #[test]
+    fn an_extended_resource_gets_a_created_claim_its_allocation_and_the_pod_status() {
+        let mut p = cluster();
+        map_gpu_class(&mut p);
+        add(
+            &mut p,
+            ResourceKind::pod(),
+            extended_pod("x", "example.com/gpu", 2),
+        );
+        let pr = pod_ref("x");
+        assert!(p.pre_filter(&pr).status.is_success());
+        let nodes = ["node-a".to_string(), "node-b".to_string()];
+        assert!(p.filter(&pr, &nodes).iter().all(Status::is_success));
+        let intents = p.reserve(&pr, "node-a").unwrap();
+        assert_eq!(intents.len(), 3, "{intents:#?}");
+        let name = extended::claim_name("x", "x-uid");
+        assert_eq!(intents[0].patch_kind, PatchKind::Create);
+        assert_eq!(intents[0].target.name, name);
+        assert_eq!(intents[0].target.uid, "");
+        let created: Value = serde_json::from_str(&intents[0].body).unwrap();
+        assert_eq!(
+            created["metadata"]["annotations"]["resource.kubernetes.io/extended-resource-claim"],
+            "true"
+        );
+        assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], "x-uid");
+        assert_eq!(
+            created["metadata"]["ownerReferences"][0]["controller"],
+            true
+        );
+        // The request is named by container 0 and the resource's place among its sorted
+        // requests (cpu, example.com/gpu).
+        assert_eq!(
+            created["spec"]["devices"]["requests"],
+            json!([{"name": "container-0-request-1", "exactly": {
+                "deviceClassName": "gpu.example.com", "allocationMode": "ExactCount", "count": 2}}])
+        );
+        let status: Value = serde_json::from_str(&intents[1].body).unwrap();
+        assert_eq!(intents[1].subresource.as_deref(), Some("status"));
+        assert!(
+            status["metadata"].get("uid").is_none(),
+            "no uid before the create"
+        );
+        assert_eq!(
+            status["status"]["allocation"]["devices"]["results"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(status["status"]["reservedFor"][0]["uid"], "x-uid");
+        assert_eq!(intents[2].target.resource, ResourceKind::pod());
+        let pod_status: Value = serde_json::from_str(&intents[2].body).unwrap();
+        assert_eq!(
+            pod_status["status"]["extendedResourceClaimStatus"],
+            json!({"resourceClaimName": name, "requestMappings": [
+                {"containerName": "c", "resourceName": "example.com/gpu", "requestName": "container-0-request-1"}]})
+        );
+        // The devices are in flight: the next pod that needs two GPUs must use node-b.
+        add(
+            &mut p,
+            ResourceKind::pod(),
+            extended_pod("y", "example.com/gpu", 2),
+        );
+        let st = p.filter(&pod_ref("y"), &nodes);
+        assert!(!st[0].is_success() && st[1].is_success(), "{st:?}");
+        // Unreserve before anything was written gives the devices back and writes nothing.
+        assert!(p.unreserve(&pr, "node-a").is_empty());
+        let st = p.filter(&pod_ref("y"), &nodes);
+        assert!(st.iter().all(Status::is_success), "{st:?}");
+    }
+
+    #[test]
+    fn a_node_with_the_resource_as_allocatable_is_left_to_fit() {
+        let mut p = cluster();
+        map_gpu_class(&mut p);
+        add(
+            &mut p,
+            ResourceKind::node(),
+            json!({"metadata": {"name": "node-a", "labels": {"kubernetes.io/hostname": "node-a"}},
+                   "status": {"allocatable": {"example.com/gpu": "8"}}}),
+        );
+        // More than node-a's DRA devices: only the device plugin can serve it there.
+        add(
+            &mut p,
+            ResourceKind::pod(),
+            extended_pod("x", "example.com/gpu", 3),
+        );
+        let pr = pod_ref("x");
+        let nodes = ["node-a".to_string(), "node-b".to_string()];
+        let st = p.filter(&pr, &nodes);
+        assert!(st[0].is_success(), "{st:?}");
+        assert_eq!(st[1].reasons[0], REASON_CANNOT_ALLOCATE);
+        assert!(p.reserve(&pr, "node-a").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_newest_class_backs_a_shared_extended_resource_name() {
+        let mut p = cluster();
+        for (name, created) in [
+            ("a-old", "2026-01-01T00:00:00Z"),
+            ("b-new", "2026-02-01T00:00:00Z"),
+            ("c-new", "2026-02-01T00:00:00Z"),
+        ] {
+            add(
+                &mut p,
+                ResourceKind::device_class(),
+                json!({"metadata": {"name": name, "creationTimestamp": created},
+                       "spec": {"extendedResourceName": "example.com/gpu"}}),
+            );
+        }
+        // Newest first, then the first name.
+        assert_eq!(p.state.class_for_resource("example.com/gpu"), Some("b-new"));
+        assert_eq!(
+            p.state
+                .class_for_resource("deviceclass.resource.kubernetes.io/a-old"),
+            Some("a-old")
+        );
+        assert_eq!(p.state.class_for_resource("example.com/tpu"), None);
+    }
+
+    #[test]
+    fn an_existing_special_claim_is_used_like_any_claim_and_the_pod_status_is_written() {
+        let mut p = cluster();
+        map_gpu_class(&mut p);
+        add(
+            &mut p,
+            ResourceKind::pod(),
+            extended_pod("x", "example.com/gpu", 1),
+        );
+        // An earlier attempt created the claim, and its later writes did not land.
+        let name = extended::claim_name("x", "x-uid");
+        let mut c = claim(&name, 1);
+        c["metadata"]["annotations"] =
+            json!({"resource.kubernetes.io/extended-resource-claim": "true"});
+        c["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Pod", "name": "x", "uid": "x-uid", "controller": true}]);
+        c["metadata"]["finalizers"] = json!([crate::state::FINALIZER]);
+        c["spec"]["devices"]["requests"][0]["name"] = json!("container-0-request-1");
+        add(&mut p, ResourceKind::resource_claim(), c);
+        let pr = pod_ref("x");
+        assert!(p.pre_filter(&pr).status.is_success());
+        let intents = p.reserve(&pr, "node-a").unwrap();
+        assert!(intents.iter().all(|i| i.patch_kind != PatchKind::Create));
+        assert_eq!(intents.len(), 2, "{intents:#?}");
+        assert_eq!(intents[0].target.uid, format!("{name}-uid"));
+        let pod_status: Value = serde_json::from_str(&intents[1].body).unwrap();
+        assert_eq!(
+            pod_status["status"]["extendedResourceClaimStatus"]["resourceClaimName"],
+            name
+        );
+    }
+
+    #[test]
+    fn an_assumed_special_claim_counts_its_shares_once() {
+        let mut p = DraPlugin::new("{}").unwrap();
+        add(
+            &mut p,
+            ResourceKind::device_class(),
+            json!({"metadata": {"name": "nic"},
+            "spec": {"extendedResourceName": "example.com/nic",
+                     "selectors": [{"cel": {"expression": "device.driver == \"nic.example.com\""}}]}}),
+        );
+        add(
+            &mut p,
+            ResourceKind::node(),
+            json!({"metadata": {"name": "node-a"}}),
+        );
+        add(
+            &mut p,
+            ResourceKind::resource_slice(),
+            json!({"metadata": {"name": "nics"},
+            "spec": {"driver": "nic.example.com", "nodeName": "node-a",
+                     "pool": {"name": "nics", "generation": 1, "resourceSliceCount": 1},
+                     "devices": [{"name": "nic-0", "allowMultipleAllocations": true,
+                                  "capacity": {"bandwidth": {"value": "10G",
+                                      "requestPolicy": {"default": "4G"}}}}]}}),
+        );
+        let nodes = ["node-a".to_string()];
+        add(
+            &mut p,
+            ResourceKind::pod(),
+            extended_pod("x", "example.com/nic", 1),
+        );
+        assert!(p.filter(&pod_ref("x"), &nodes)[0].is_success());
+        let intents = p.reserve(&pod_ref("x"), "node-a").unwrap();
+        // The host assumes the created claim with its status: it has no uid yet.
+        let mut created: Value = serde_json::from_str(&intents[0].body).unwrap();
+        let status: Value = serde_json::from_str(&intents[1].body).unwrap();
+        created["status"] = status["status"].clone();
+        assert_eq!(
+            created["status"]["allocation"]["devices"]["results"][0]["consumedCapacity"],
+            json!({"bandwidth": "4G"})
+        );
+        add(&mut p, ResourceKind::resource_claim(), created);
+        // 4G of 10G taken once, not twice: another 4G share fits.
+        add(
+            &mut p,
+            ResourceKind::pod(),
+            extended_pod("y", "example.com/nic", 1),
+        );
+        let st = p.filter(&pod_ref("y"), &nodes);
+        assert!(st[0].is_success(), "{st:?}");
     }
 }

@@ -6,7 +6,7 @@
 //! own (a full `Pod` is large and most of it is irrelevant here); claims, slices and classes use
 //! the k8s-openapi resource.k8s.io/v1 types.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::NodeSelector;
 use k8s_openapi::api::resource::v1::{
@@ -27,6 +27,28 @@ pub const FINALIZER: &str = "resource.kubernetes.io/delete-protection";
 
 /// The annotation the resourceclaim controller puts on generated claims, naming the pod claim.
 pub const POD_CLAIM_NAME_ANNOTATION: &str = "resource.kubernetes.io/pod-claim-name";
+
+/// The annotation kube-scheduler puts on the claim it creates for a pod's extended resources
+/// backed by DRA (KEP-5004, upstream `resourceapi.ExtendedResourceClaimAnnotation`).
+pub const EXTENDED_RESOURCE_CLAIM_ANNOTATION: &str =
+    "resource.kubernetes.io/extended-resource-claim";
+
+/// The prefix of a DeviceClass's implicit extended resource name
+/// (upstream `resourceapi.ResourceDeviceClassPrefix`).
+pub const DEVICE_CLASS_PREFIX: &str = "deviceclass.resource.kubernetes.io/";
+
+/// A container's resource requests, as far as extended resources backed by DRA need them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRequests {
+    /// The container's name.
+    pub name: String,
+    /// An init container that is not a sidecar (`restartPolicy: Always`): it runs before the
+    /// others and may reuse their devices.
+    pub short_lived: bool,
+    /// Every requested resource name, sorted, with the quantity as an integer (`None` if it is
+    /// not one): request names index into this list, as upstream.
+    pub requests: Vec<(String, Option<i64>)>,
+}
 
 /// A pod's entry in `spec.resourceClaims`.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +80,11 @@ pub struct Pod {
     /// `status.resourceClaimStatuses`: pod claim name → generated claim name (`None`: no claim
     /// is needed).
     pub claim_statuses: HashMap<String, Option<String>>,
+    /// Init containers then containers, only for pods that request a resource outside the
+    /// default namespace (a candidate extended resource); empty otherwise.
+    pub containers: Vec<ContainerRequests>,
+    /// `status.extendedResourceClaimStatus.resourceClaimName`.
+    pub extended_claim: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +115,27 @@ struct PodSpecJson {
     node_name: Option<String>,
     #[serde(default)]
     resource_claims: Vec<PodClaim>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    init_containers: Vec<ContainerJson>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    containers: Vec<ContainerJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerJson {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    restart_policy: Option<String>,
+    #[serde(default)]
+    resources: ContainerResourcesJson,
+}
+
+#[derive(Deserialize, Default)]
+struct ContainerResourcesJson {
+    #[serde(default, deserialize_with = "null_as_default")]
+    requests: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 }
 
 #[derive(Deserialize, Default)]
@@ -95,6 +143,52 @@ struct PodSpecJson {
 struct PodStatusJson {
     #[serde(default)]
     resource_claim_statuses: Vec<ClaimStatusJson>,
+    #[serde(default)]
+    extended_resource_claim_status: Option<ExtendedStatusJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExtendedStatusJson {
+    #[serde(default)]
+    resource_claim_name: String,
+}
+
+/// The containers of a pod that requests a possible extended resource (a name with a domain
+/// outside `kubernetes.io`); none otherwise, so ordinary pods keep nothing.
+fn container_requests(spec: &mut PodSpecJson) -> Vec<ContainerRequests> {
+    let extended = |n: &str| {
+        n.contains('/') && !n.starts_with("kubernetes.io/") && !n.contains(".kubernetes.io/")
+            || n.starts_with(DEVICE_CLASS_PREFIX)
+    };
+    let any = spec
+        .init_containers
+        .iter()
+        .chain(&spec.containers)
+        .any(|c| c.resources.requests.keys().any(|k| extended(k)));
+    if !any {
+        return Vec::new();
+    }
+    let convert = |c: &mut ContainerJson, init: bool| ContainerRequests {
+        name: std::mem::take(&mut c.name),
+        short_lived: init && c.restart_policy.as_deref() != Some("Always"),
+        requests: std::mem::take(&mut c.resources.requests)
+            .into_iter()
+            .map(|(k, q)| {
+                let n = kube_quantity::Quantity::parse_json(&q.0)
+                    .ok()
+                    .and_then(|q| q.as_integer());
+                (k, n)
+            })
+            .collect(),
+    };
+    let mut out: Vec<ContainerRequests> = spec
+        .init_containers
+        .iter_mut()
+        .map(|c| convert(c, true))
+        .collect();
+    out.extend(spec.containers.iter_mut().map(|c| convert(c, false)));
+    out
 }
 
 #[derive(Deserialize)]
@@ -108,6 +202,14 @@ struct ClaimStatusJson {
 #[derive(Deserialize)]
 struct NodeJson {
     metadata: MetaJson,
+    #[serde(default)]
+    status: NodeStatusJson,
+}
+
+#[derive(Deserialize, Default)]
+struct NodeStatusJson {
+    #[serde(default, deserialize_with = "null_as_default")]
+    allocatable: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 }
 
 /// A ResourceClaimTemplate: its name and the requests of the claims it makes.
@@ -341,6 +443,9 @@ pub struct Claim {
     pub uid: String,
     /// `metadata.deletionTimestamp` is set.
     pub deleting: bool,
+    /// For the claim of a pod's extended resources (annotation
+    /// `resource.kubernetes.io/extended-resource-claim: "true"`): the controlling pod's uid.
+    pub extended_for: Option<String>,
     /// It carries [`FINALIZER`].
     pub has_finalizer: bool,
     /// UIDs of its owners (a generated claim is owned by its pod).
@@ -397,7 +502,16 @@ impl Claim {
     fn from_json(c: ClaimJson) -> Claim {
         let meta = c.metadata;
         let status = c.status;
+        let extended = meta
+            .annotations
+            .get(EXTENDED_RESOURCE_CLAIM_ANNOTATION)
+            .is_some_and(|v| v == "true");
         Claim {
+            extended_for: meta
+                .owner_references
+                .iter()
+                .find(|o| extended && o.controller == Some(true) && o.kind == "Pod")
+                .map(|o| o.uid.clone()),
             deleting: meta.deletion_timestamp.is_some(),
             has_finalizer: meta.finalizers.iter().any(|f| f == FINALIZER),
             generated_for: meta
@@ -507,6 +621,13 @@ pub struct ClusterState {
     pub shared_consumed: FxHashMap<String, Vec<(String, i128)>>,
     /// Generated claims by (pod uid, pod claim name).
     generated: HashMap<(String, String), String>,
+    /// Claims for extended resources (KEP-5004) by the uid of the pod that controls them.
+    extended_claims: HashMap<String, String>,
+    /// Per DeviceClass: `spec.extendedResourceName` and the creation time (Unix seconds),
+    /// which decides between classes that name the same resource.
+    pub class_extended: HashMap<String, (Option<String>, i64)>,
+    /// Extended resources each node lists as allocatable (non-zero), by node name.
+    pub node_extended: FxHashMap<String, BTreeSet<String>>,
     inventory: Inventory,
     inventory_dirty: bool,
     /// `allocated` by inventory device index, kept in step with it while the inventory is
@@ -585,15 +706,22 @@ impl ClusterState {
             event.resource.kind.as_str(),
         ) {
             ("v1", "Pod") => {
-                let p: PodJson = serde_json::from_str(&event.object).map_err(err)?;
+                let mut p: PodJson = serde_json::from_str(&event.object).map_err(err)?;
                 if deleted {
                     self.pods.remove(&p.metadata.uid);
                 } else {
+                    let containers = container_requests(&mut p.spec);
                     let pod = Pod {
                         namespace: p.metadata.namespace,
                         name: p.metadata.name,
                         uid: p.metadata.uid.clone(),
                         node_name: p.spec.node_name.filter(|n| !n.is_empty()),
+                        containers,
+                        extended_claim: p
+                            .status
+                            .extended_resource_claim_status
+                            .map(|s| s.resource_claim_name)
+                            .filter(|n| !n.is_empty()),
                         claims: p.spec.resource_claims,
                         claim_statuses: p
                             .status
@@ -608,6 +736,23 @@ impl ClusterState {
             }
             ("v1", "Node") => {
                 let n: NodeJson = serde_json::from_str(&event.object).map_err(err)?;
+                // Extended resources the node offers itself (device plugins): those are not
+                // DRA's to allocate there.
+                let offered: BTreeSet<String> = n
+                    .status
+                    .allocatable
+                    .iter()
+                    .filter(|(k, q)| {
+                        k.contains('/')
+                            && kube_quantity::Quantity::parse_json(&q.0).is_ok_and(|q| !q.is_zero())
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if deleted || offered.is_empty() {
+                    self.node_extended.remove(&n.metadata.name);
+                } else {
+                    self.node_extended.insert(n.metadata.name.clone(), offered);
+                }
                 if deleted {
                     self.nodes.remove(&n.metadata.name);
                 } else if self.nodes.get(&n.metadata.name) != Some(&n.metadata.labels) {
@@ -627,6 +772,9 @@ impl ClusterState {
                     if let Some(g) = &old.generated_for {
                         self.generated.remove(g);
                     }
+                    if let Some(pod) = &old.extended_for {
+                        self.extended_claims.remove(pod);
+                    }
                     if old.uid != c.uid {
                         replaced = Some(old.uid);
                     }
@@ -639,6 +787,9 @@ impl ClusterState {
                     self.count_devices(&c, 1);
                     if let Some(g) = &c.generated_for {
                         self.generated.insert(g.clone(), c.name.clone());
+                    }
+                    if let Some(pod) = &c.extended_for {
+                        self.extended_claims.insert(pod.clone(), c.name.clone());
                     }
                     self.claims.insert(key, c);
                 }
@@ -672,7 +823,17 @@ impl ClusterState {
                 self.note_shape(&name, None);
                 if deleted {
                     self.classes.remove(&name);
+                    self.class_extended.remove(&name);
                 } else {
+                    let created = c
+                        .metadata
+                        .creation_timestamp
+                        .map(|t| t.0.as_second())
+                        .unwrap_or_default();
+                    self.class_extended.insert(
+                        name.clone(),
+                        (c.spec.extended_resource_name.clone(), created),
+                    );
                     let exprs = c
                         .spec
                         .selectors
@@ -750,7 +911,37 @@ impl ClusterState {
                 }
             }
         }
+        if let Some(n) = self.extended_claim(pod) {
+            out.push(n);
+        }
         Ok(out)
+    }
+
+    /// The claim for the pod's extended resources (KEP-5004) that exists already: the one its
+    /// status names, else one it controls (created by an earlier attempt whose pod status
+    /// update did not land, or assumed).
+    pub fn extended_claim<'a>(&'a self, pod: &'a Pod) -> Option<&'a str> {
+        pod.extended_claim
+            .as_deref()
+            .or_else(|| self.extended_claims.get(&pod.uid).map(String::as_str))
+    }
+
+    /// The DeviceClass that backs extended resource `name`, as upstream's
+    /// `DeviceClassResolver`: `deviceclass.resource.kubernetes.io/<class>` names its class;
+    /// otherwise the class whose `spec.extendedResourceName` it is, and if several are, the
+    /// newest (by creation time), then the first by name.
+    pub fn class_for_resource(&self, name: &str) -> Option<&str> {
+        if let Some(class) = name.strip_prefix(DEVICE_CLASS_PREFIX) {
+            return self
+                .class_extended
+                .get_key_value(class)
+                .map(|(k, _)| k.as_str());
+        }
+        self.class_extended
+            .iter()
+            .filter(|(_, (ext, _))| ext.as_deref() == Some(name))
+            .max_by(|(a, (_, ta)), (b, (_, tb))| ta.cmp(tb).then_with(|| b.cmp(a)))
+            .map(|(k, _)| k.as_str())
     }
 
     /// Records the shapes of a claim's request alternatives (see [`crate::placement`]).
