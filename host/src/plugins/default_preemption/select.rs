@@ -3,7 +3,8 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -157,9 +158,10 @@ pub struct DryRun {
     pub statuses: Vec<(String, Status)>,
 }
 
-/// Below this many nodes in a window the dry run stays on the calling thread: starting a
-/// scoped thread costs about as much as a few dozen nodes' dry runs.
-const MIN_NODES_PER_THREAD: usize = 16;
+/// Below this many nodes per extra thread a window stays on the calling thread: starting a
+/// scoped thread, and waiting for it to get a core on a busy machine, costs more than the
+/// dry runs it would take over.
+const MIN_NODES_PER_THREAD: usize = 64;
 
 impl Selection<'_> {
     /// Filter on `info`, first with the nominated pods held against the pod added (`with`),
@@ -265,37 +267,45 @@ impl Selection<'_> {
     }
 
     /// [`Selection::victims`] on each node, on up to `threads` threads; the results are in
-    /// the nodes' order whatever the threads' timing.
+    /// the nodes' order whatever the threads' timing. The calling thread works too and the
+    /// others take nodes one at a time as they get a core, so on a loaded machine a helper
+    /// that starts late costs little.
     fn victims_on(
         &self,
         pod: &PodInfo,
         nodes: &[&Arc<NodeInfo>],
         threads: usize,
     ) -> Vec<Result<Victims, Status>> {
-        let threads = threads.min(nodes.len() / MIN_NODES_PER_THREAD).max(1);
-        if threads == 1 {
+        let helpers = threads
+            .saturating_sub(1)
+            .min(nodes.len() / MIN_NODES_PER_THREAD);
+        if helpers == 0 {
             return nodes.iter().map(|n| self.victims(pod, n)).collect();
         }
-        let chunk = nodes.len().div_ceil(threads);
+        let next = AtomicUsize::new(0);
+        let slots: Vec<OnceLock<Result<Victims, Status>>> =
+            nodes.iter().map(|_| OnceLock::new()).collect();
+        let work = || loop {
+            let i = next.fetch_add(1, AtomicOrdering::Relaxed);
+            let Some(node) = nodes.get(i) else { break };
+            let _ = slots[i].set(self.victims(pod, node));
+        };
         std::thread::scope(|s| {
-            let mut chunks = nodes.chunks(chunk);
-            // The calling thread takes the first chunk itself.
-            let first = chunks.next().unwrap_or_default();
-            let handles: Vec<_> = chunks
-                .map(|c| s.spawn(move || c.iter().map(|n| self.victims(pod, n)).collect()))
-                .collect();
-            let mut out: Vec<Result<Victims, Status>> =
-                first.iter().map(|n| self.victims(pod, n)).collect();
+            let handles: Vec<_> = (0..helpers).map(|_| s.spawn(work)).collect();
+            work();
             for h in handles {
-                let part: Vec<_> = h.join().unwrap_or_else(|_| {
-                    vec![Err(Status::error(
-                        "a Filter plugin panicked in the dry run",
-                    ))]
-                });
-                out.extend(part);
+                // A panicking Filter plugin leaves its node's slot empty (an error below).
+                let _ = h.join();
             }
-            out
-        })
+        });
+        slots
+            .into_iter()
+            .map(|slot| {
+                slot.into_inner().unwrap_or_else(|| {
+                    Err(Status::error("a Filter plugin panicked in the dry run"))
+                })
+            })
+            .collect()
     }
 
     /// Tries `nodes` in order until `wanted` candidates are found, at least one of them without

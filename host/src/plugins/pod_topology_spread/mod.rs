@@ -7,7 +7,9 @@
 //! scheduler assumed but has not bound yet, so a burst of replicas spreads as it is placed.
 //! Filter also sees nodes changed for one cycle (preemption's dry runs remove victims,
 //! nominated pods are added): such a node is counted again and its domain's count adjusted,
-//! which is what upstream's `AddPod`/`RemovePod` extensions do.
+//! which is what upstream's `AddPod`/`RemovePod` extensions do. PreFilter keeps its counts for
+//! the next pod with the same constraints and then recounts only the nodes changed since
+//! (`SpreadMemo`), so a burst of replicas does not rescan every pod on every node.
 //!
 //! Args (`PodTopologySpreadArgs`): `defaultingType` (`System`, the default, or `List`) and
 //! `defaultConstraints`. Default constraints apply to pods without constraints of their own,
@@ -432,6 +434,9 @@ struct Counted {
     /// Per node: the address of the `NodeInfo` counted, to tell a node changed within the
     /// cycle (preemption's dry runs, nominated pods) from the counted one.
     ptrs: Vec<usize>,
+    /// The same addresses as a set, so Filter's check reads neither the node's name nor a
+    /// second cache line per node.
+    counted: rustc_hash::FxHashSet<usize>,
     /// Per node and constraint: its matching pods.
     matches: Vec<i64>,
     /// Per node and constraint: whether the node counts for the constraint.
@@ -452,10 +457,12 @@ impl Counted {
             ptrs: vec![0; nodes.len()],
             matches: vec![0; nodes.len() * stride],
             eligible: vec![false; nodes.len() * stride],
+            counted: rustc_hash::FxHashSet::default(),
             counts: vec![HashMap::new(); stride],
             domain_nodes: vec![HashMap::new(); stride],
             min: Vec::new(),
         };
+        c.counted.reserve(nodes.len());
         for (i, n) in nodes.iter().enumerate() {
             c.add(i, n, s);
         }
@@ -466,6 +473,7 @@ impl Counted {
     /// Counts node `i` as `node`.
     fn add(&mut self, i: usize, node: &Arc<NodeInfo>, s: &Inputs<'_>) {
         self.ptrs[i] = Arc::as_ptr(node) as usize;
+        self.counted.insert(self.ptrs[i]);
         let all_keys = has_all_keys(node, s.constraints);
         for (k, c) in s.constraints.iter().enumerate() {
             let at = i * self.stride + k;
@@ -488,6 +496,7 @@ impl Counted {
 
     /// Takes back what node `i`, counted as `node`, contributed.
     fn remove(&mut self, i: usize, node: &NodeInfo, s: &Inputs<'_>) {
+        self.counted.remove(&self.ptrs[i]);
         for (k, c) in s.constraints.iter().enumerate() {
             let at = i * self.stride + k;
             if !self.eligible[at] {
@@ -593,10 +602,10 @@ impl PreFilterState {
     /// How many more matching pods the node has now than when it was counted, per constraint
     /// (`None` for a node Filter gets as it was counted).
     fn deltas(&self, node: &Arc<NodeInfo>) -> Option<Vec<i64>> {
-        let &i = self.index.get(&node.name)?;
-        if self.counted.ptrs.get(i) == Some(&(Arc::as_ptr(node) as usize)) {
+        if self.counted.counted.contains(&(Arc::as_ptr(node) as usize)) {
             return None;
         }
+        let &i = self.index.get(&node.name)?;
         let stride = self.counted.stride;
         Some(
             self.constraints
