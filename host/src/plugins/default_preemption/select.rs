@@ -518,7 +518,10 @@ mod tests {
             .collect()
     }
 
-    fn summary(d: &DryRun) -> (Vec<(String, Vec<String>, usize)>, Vec<(String, String)>) {
+    /// Candidates (node, victims, violations) and statuses (node, message) of a dry run.
+    type Summary = (Vec<(String, Vec<String>, usize)>, Vec<(String, String)>);
+
+    fn summary(d: &DryRun) -> Summary {
         (
             d.candidates
                 .iter()
