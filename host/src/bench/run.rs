@@ -196,6 +196,16 @@ fn deadline(pods: usize) -> Duration {
     Duration::from_secs(120).max(Duration::from_millis(pods as u64 * 20))
 }
 
+/// The measured phase's deadline: preemptors take two cycles each and a dry run over a tenth
+/// of the nodes, so at 5000 nodes on 2 cores they need more than 20 ms a pod.
+fn measure_deadline(spec: &RunSpec, pods: usize) -> Duration {
+    if spec.workload.preempts() {
+        deadline(pods).max(Duration::from_millis(pods as u64 * 100))
+    } else {
+        deadline(pods)
+    }
+}
+
 /// The pods of one phase and, for shared claims, the claims they use.
 fn pods(spec: &RunSpec, namespace: &str, prefix: &str, count: usize) -> (Vec<Value>, Vec<Value>) {
     let s = spec.sizes;
@@ -475,7 +485,7 @@ async fn measure_batch(
         scheduler,
         metrics,
         base + count as u64,
-        deadline(count),
+        measure_deadline(spec, count),
         "measured pods",
         Some(depth),
     )

@@ -100,8 +100,9 @@ pub struct NodeInfo {
 pub struct Snapshot {
     /// All nodes, in a stable order.
     pub nodes: Vec<Arc<NodeInfo>>,
-    /// Index into `nodes` by node name.
-    pub index: std::collections::HashMap<String, usize>,
+    /// Index into `nodes` by node name; shared, so plugins can keep it for the cycle (a new
+    /// one is built only when nodes come or go).
+    pub index: Arc<std::collections::HashMap<String, usize>>,
     /// Indexes of the nodes with pods that have pod affinity or anti-affinity (upstream
     /// `HavePodsWithAffinityList`), kept by [`Snapshot::set_node`].
     pub with_affinity: std::collections::BTreeSet<usize>,
@@ -333,11 +334,13 @@ fn affinity_kinds(pod: &Pod) -> (bool, bool) {
 impl Snapshot {
     /// A snapshot of these nodes, indexed by name.
     pub fn from_nodes(nodes: Vec<Arc<NodeInfo>>) -> Self {
-        let index = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
-            .collect();
+        let index = Arc::new(
+            nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.name.clone(), i))
+                .collect(),
+        );
         let mut s = Snapshot {
             nodes,
             index,

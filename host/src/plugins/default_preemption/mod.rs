@@ -45,7 +45,7 @@ use crate::scheduler::{Diagnosis, FIELD_MANAGER};
 
 use super::helpers::decode_args;
 use super::registry::RegistryError;
-use select::{Budget, Candidate, Selection};
+use select::{Budget, Candidate, DryRun, Selection};
 
 /// The plugin's name in the configuration.
 pub const NAME: &str = "DefaultPreemption";
@@ -155,6 +155,8 @@ pub struct DefaultPreemption {
     /// is about to retry, and `simulate` would call the run settled there.
     tasks: Arc<AtomicUsize>,
     api: Option<Api_>,
+    /// Threads the dry run uses: the CPUs available (upstream runs it on 16 goroutines).
+    threads: usize,
 }
 
 impl DefaultPreemption {
@@ -183,6 +185,7 @@ impl DefaultPreemption {
             preempting: Arc::new(Mutex::new(HashSet::new())),
             tasks: Arc::new(AtomicUsize::new(0)),
             api,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(16)),
         })
     }
 
@@ -488,40 +491,17 @@ impl Plugin for DefaultPreemption {
         };
         let wanted = self.args.num_candidates(potential.len());
         let offset = rand::rng().random_range(0..potential.len());
-        let (mut fine, mut violating) = (Vec::new(), Vec::new());
-        let mut statuses = Vec::new();
-        for i in 0..potential.len() {
-            let node = potential[(offset + i) % potential.len()];
-            match selection.victims(pod, node) {
-                Ok(v) if v.pods.is_empty() => statuses.push((
-                    node.name.clone(),
-                    Status::error(format!(
-                        "expected at least one victim pod on node {:?}",
-                        node.name
-                    )),
-                )),
-                Ok(victims) => {
-                    let c = Candidate {
-                        node: node.name.clone(),
-                        victims,
-                    };
-                    if c.victims.num_pdb_violations == 0 {
-                        fine.push(c);
-                    } else {
-                        violating.push(c);
-                    }
-                    if !fine.is_empty() && fine.len() + violating.len() >= wanted {
-                        break;
-                    }
-                }
-                Err(st) if st.code == Code::Error => {
-                    return fail(Code::Error, st.message(), None);
-                }
-                Err(st) => statuses.push((node.name.clone(), st)),
-            }
-        }
-        fine.extend(violating);
-        let Some(best) = select::pick_one(&fine) else {
+        let rotated: Vec<&Arc<crate::framework::NodeInfo>> = (0..potential.len())
+            .map(|i| potential[(offset + i) % potential.len()])
+            .collect();
+        let DryRun {
+            candidates,
+            statuses,
+        } = match selection.dry_run(pod, &rotated, wanted, self.threads) {
+            Ok(d) => d,
+            Err(st) => return fail(Code::Error, st.message(), None),
+        };
+        let Some(best) = select::pick_one(&candidates) else {
             let msg = Self::fit_error(snapshot.len(), statuses, all_names());
             return fail(Code::Unschedulable, msg, clear);
         };

@@ -11,6 +11,8 @@
 //!
 //! Counts come from the cycle's snapshot, so assumed pods count. A node changed within the
 //! cycle (preemption's dry runs) is counted again, as upstream's `AddPod`/`RemovePod` do.
+//! PreFilter keeps its counts for the next pod with the same terms, namespace and labels and
+//! then recounts only the nodes changed since (`AffinityMemo`).
 //!
 //! `namespaceSelector` needs the namespaces' labels: the plugin subscribes to Namespaces and
 //! keeps their labels (the cache then lists and watches them).
@@ -19,10 +21,10 @@
 //! `ignorePreferredTermsOfExistingPods` (default false).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodAffinityTerm, WeightedPodAffinityTerm};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::Deserialize;
 
 use crate::framework::{
@@ -66,7 +68,7 @@ pub struct InterPodAffinityArgs {
 }
 
 /// One pod (anti-)affinity term, compiled (upstream `framework.AffinityTerm`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AffinityTerm {
     /// Namespaces the term selects by name (the pod's own when neither names nor a selector
     /// are given).
@@ -197,27 +199,59 @@ impl PodAffinityTerms {
     }
 }
 
-/// A topology domain: a node label key and value.
-type Pair = (String, String);
-/// Pods per domain.
-type Counts = HashMap<Pair, i64>;
+/// Pods per topology domain: node label key → value → count. Only non-zero counts are kept,
+/// as upstream deletes pairs that drop to 0: "no pod matches anywhere" is an empty map. Nested
+/// so lookups by borrowed label strings need no allocation.
+#[derive(Debug, Clone, Default)]
+struct Counts(HashMap<String, HashMap<String, i64>>);
+
+impl Counts {
+    fn get(&self, key: &str, value: &str) -> i64 {
+        self.0
+            .get(key)
+            .and_then(|m| m.get(value))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str, i64)> {
+        self.0
+            .iter()
+            .flat_map(|(k, m)| m.iter().map(move |(v, n)| (k.as_str(), v.as_str(), *n)))
+    }
+}
 
 fn node_label<'a>(node: &'a NodeInfo, key: &str) -> Option<&'a String> {
     node.node.metadata.labels.as_ref().and_then(|l| l.get(key))
 }
 
 fn add(counts: &mut Counts, key: &str, value: &str, by: i64) {
-    let pair = (key.to_string(), value.to_string());
-    let e = counts.entry(pair.clone()).or_default();
-    *e += by;
-    // Upstream deletes pairs that drop to 0: "no pod matches anywhere" is an empty map.
-    if *e == 0 {
-        counts.remove(&pair);
+    if by == 0 {
+        return;
+    }
+    let values = match counts.0.get_mut(key) {
+        Some(m) => m,
+        None => counts.0.entry(key.to_string()).or_default(),
+    };
+    let n = match values.get_mut(value) {
+        Some(n) => n,
+        None => values.entry(value.to_string()).or_default(),
+    };
+    *n += by;
+    if *n == 0 {
+        values.remove(value);
+        if values.is_empty() {
+            counts.0.remove(key);
+        }
     }
 }
 
 /// Filter's counts (upstream `preFilterState`).
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 struct FilterCounts {
     /// Domains with existing pods whose required anti-affinity selects the incoming pod.
     existing_anti: Counts,
@@ -230,6 +264,12 @@ struct FilterCounts {
 impl FilterCounts {
     /// Adds (`by` = 1) or removes (-1) what one node's pods contribute.
     fn count_node(&mut self, node: &NodeInfo, s: &FilterInputs, by: i64) {
+        // Most nodes hold nothing that counts: decide that without reading the node object.
+        if node.pods_with_required_anti_affinity.is_empty()
+            && (node.pods.is_empty() || !s.terms.has_required())
+        {
+            return;
+        }
         let Some(labels) = node.node.metadata.labels.as_ref() else {
             return;
         };
@@ -276,6 +316,32 @@ impl FilterCounts {
     }
 }
 
+impl FilterCounts {
+    /// Adds (`by` = 1) or takes back (-1) the counts of one node.
+    fn merge(&mut self, other: &FilterCounts, by: i64) {
+        for (mine, theirs) in [
+            (&mut self.existing_anti, &other.existing_anti),
+            (&mut self.affinity, &other.affinity),
+            (&mut self.anti, &other.anti),
+        ] {
+            for (k, v, n) in theirs.iter() {
+                add(mine, k, v, n * by);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.existing_anti.is_empty() && self.affinity.is_empty() && self.anti.is_empty()
+    }
+
+    /// What one node's pods contribute (`None`: nothing).
+    fn of_node(node: &NodeInfo, s: &FilterInputs) -> Option<Arc<FilterCounts>> {
+        let mut c = FilterCounts::default();
+        c.count_node(node, s, 1);
+        (!c.is_empty()).then(|| Arc::new(c))
+    }
+}
+
 /// What Filter counts against: the incoming pod, its merged terms and its namespace's labels.
 struct FilterInputs {
     pod: PodInfo,
@@ -283,32 +349,111 @@ struct FilterInputs {
     namespace_labels: Option<BTreeMap<String, String>>,
 }
 
+/// What Filter's counts depend on besides the nodes: pods with equal keys get equal counts.
+#[derive(Debug, PartialEq)]
+struct CountKey {
+    namespace: String,
+    labels: Option<BTreeMap<String, String>>,
+    namespace_labels: Option<BTreeMap<String, String>>,
+    required_affinity: Vec<AffinityTerm>,
+    required_anti_affinity: Vec<AffinityTerm>,
+}
+
+impl CountKey {
+    fn of(s: &FilterInputs) -> Self {
+        CountKey {
+            namespace: s.pod.key.namespace.clone(),
+            labels: s.pod.pod.metadata.labels.clone(),
+            namespace_labels: s.namespace_labels.clone(),
+            required_affinity: s.terms.required_affinity.clone(),
+            required_anti_affinity: s.terms.required_anti_affinity.clone(),
+        }
+    }
+}
+
+/// The counts of one [`CountKey`] and what each node contributed to them.
+#[derive(Debug, Clone, Default)]
+struct Counted {
+    counts: FilterCounts,
+    /// Per node: the address of the `NodeInfo` counted, to tell a node changed within the
+    /// cycle (preemption's dry runs) from the counted one.
+    ptrs: Vec<usize>,
+    /// The same addresses as a set, so Filter's check reads neither the node's name nor a
+    /// second cache line per node.
+    counted: rustc_hash::FxHashSet<usize>,
+    /// Per node: what it contributed (`None`: nothing).
+    contributions: Vec<Option<Arc<FilterCounts>>>,
+}
+
+impl Counted {
+    fn new(nodes: &[Arc<NodeInfo>], s: &FilterInputs) -> Self {
+        let mut counts = FilterCounts::default();
+        let contributions: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let c = FilterCounts::of_node(n, s);
+                if let Some(c) = &c {
+                    counts.merge(c, 1);
+                }
+                c
+            })
+            .collect();
+        let ptrs: Vec<usize> = nodes.iter().map(|n| Arc::as_ptr(n) as usize).collect();
+        Counted {
+            counts,
+            counted: ptrs.iter().copied().collect(),
+            ptrs,
+            contributions,
+        }
+    }
+
+    /// Counts node `i` again, as `node`.
+    fn recount(&mut self, i: usize, node: &Arc<NodeInfo>, s: &FilterInputs) {
+        if let Some(old) = self.contributions[i].take() {
+            self.counts.merge(&old, -1);
+        }
+        let new = FilterCounts::of_node(node, s);
+        if let Some(c) = &new {
+            self.counts.merge(c, 1);
+        }
+        self.contributions[i] = new;
+        self.counted.remove(&self.ptrs[i]);
+        self.ptrs[i] = Arc::as_ptr(node) as usize;
+        self.counted.insert(self.ptrs[i]);
+    }
+}
+
+/// The counts of the last PreFilter with the node versions they were counted from, so the
+/// next pod with the same [`CountKey`] (replicas of one workload) recounts only the nodes that
+/// changed since, instead of every pod on every node.
+#[derive(Debug)]
+struct AffinityMemo {
+    key: CountKey,
+    /// The snapshot's name index when counted: a new one means nodes came or went.
+    index: Arc<HashMap<String, usize>>,
+    /// The nodes as counted (held, so their addresses in `counted.ptrs` stay theirs).
+    nodes: Vec<Arc<NodeInfo>>,
+    counted: Arc<Counted>,
+}
+
 /// PreFilter's state.
 struct PreFilterState {
     inputs: FilterInputs,
-    counts: FilterCounts,
-    /// The nodes as counted, to tell a node changed within the cycle from the counted one.
-    nodes: Arc<Vec<Arc<NodeInfo>>>,
-    counted: HashSet<usize>,
-    by_name: OnceLock<HashMap<String, usize>>,
+    /// The snapshot's node index, to find a node's counted contribution by name.
+    index: Arc<HashMap<String, usize>>,
+    counted: Arc<Counted>,
 }
 
 impl PreFilterState {
     /// The counts with a node changed within the cycle counted again (None: as counted).
     fn adjusted(&self, node: &Arc<NodeInfo>) -> Option<FilterCounts> {
-        if self.counted.contains(&(Arc::as_ptr(node) as usize)) {
+        if self.counted.counted.contains(&(Arc::as_ptr(node) as usize)) {
             return None;
         }
-        let by_name = self.by_name.get_or_init(|| {
-            self.nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.name.clone(), i))
-                .collect()
-        });
-        let mut counts = self.counts.clone();
-        if let Some(&i) = by_name.get(&node.name) {
-            counts.count_node(&self.nodes[i], &self.inputs, -1);
+        let i = self.index.get(&node.name).copied();
+        let mut counts = self.counted.counts.clone();
+        if let Some(old) = i.and_then(|i| self.counted.contributions.get(i)?.as_ref()) {
+            counts.merge(old, -1);
         }
         counts.count_node(node, &self.inputs, 1);
         Some(counts)
@@ -322,13 +467,7 @@ fn satisfies_affinity(s: &FilterInputs, counts: &FilterCounts, node: &NodeInfo) 
         let Some(v) = node_label(node, &t.topology_key) else {
             return false;
         };
-        if counts
-            .affinity
-            .get(&(t.topology_key.clone(), v.clone()))
-            .copied()
-            .unwrap_or(0)
-            <= 0
-        {
+        if counts.affinity.get(&t.topology_key, v) <= 0 {
             pods_exist = false;
         }
     }
@@ -350,14 +489,7 @@ fn satisfies_anti_affinity(s: &FilterInputs, counts: &FilterCounts, node: &NodeI
         return true;
     }
     s.terms.required_anti_affinity.iter().all(|t| {
-        node_label(node, &t.topology_key).is_none_or(|v| {
-            counts
-                .anti
-                .get(&(t.topology_key.clone(), v.clone()))
-                .copied()
-                .unwrap_or(0)
-                <= 0
-        })
+        node_label(node, &t.topology_key).is_none_or(|v| counts.anti.get(&t.topology_key, v) <= 0)
     })
 }
 
@@ -366,14 +498,12 @@ fn satisfies_existing_anti_affinity(counts: &FilterCounts, node: &NodeInfo) -> b
     if counts.existing_anti.is_empty() {
         return true;
     }
-    node.node.metadata.labels.iter().flatten().all(|(k, v)| {
-        counts
-            .existing_anti
-            .get(&(k.clone(), v.clone()))
-            .copied()
-            .unwrap_or(0)
-            <= 0
-    })
+    node.node
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| counts.existing_anti.get(k, v) <= 0)
 }
 
 /// The nodes PreScore looks at: all of them when the pod has preferred terms, else those
@@ -395,6 +525,8 @@ pub struct InterPodAffinity {
     ignore_preferred_terms_of_existing_pods: bool,
     /// Namespace name → labels, from the watch.
     namespaces: RwLock<HashMap<String, BTreeMap<String, String>>>,
+    /// The last PreFilter's counts, updated for the nodes changed since (see [`AffinityMemo`]).
+    memo: Mutex<Option<AffinityMemo>>,
 }
 
 impl std::fmt::Debug for InterPodAffinity {
@@ -431,12 +563,41 @@ impl InterPodAffinity {
                 .ignore_preferred_terms_of_existing_pods
                 .unwrap_or(false),
             namespaces: RwLock::new(HashMap::new()),
+            memo: Mutex::new(None),
         })
     }
 
     /// The Namespace kind the plugin watches.
     pub fn namespace_kind() -> ResourceKind {
         ResourceKind::new("v1", "Namespace")
+    }
+
+    /// Filter's counts for `key` over the snapshot's nodes: the memo's, brought up to date
+    /// node by node, or counted afresh.
+    fn count(&self, key: CountKey, snapshot: &Snapshot, s: &FilterInputs) -> Arc<Counted> {
+        let mut memo = self.memo.lock();
+        if let Some(m) = memo.as_mut()
+            && m.key == key
+            && Arc::ptr_eq(&m.index, &snapshot.index)
+            && m.nodes.len() == snapshot.nodes.len()
+        {
+            for (i, (old, new)) in m.nodes.iter_mut().zip(&snapshot.nodes).enumerate() {
+                if !Arc::ptr_eq(old, new) {
+                    // Copies the counts only when an earlier cycle's state still holds them.
+                    Arc::make_mut(&mut m.counted).recount(i, new, s);
+                    *old = new.clone();
+                }
+            }
+            return m.counted.clone();
+        }
+        let counted = Arc::new(Counted::new(&snapshot.nodes, s));
+        *memo = Some(AffinityMemo {
+            key,
+            index: snapshot.index.clone(),
+            nodes: snapshot.nodes.clone(),
+            counted: counted.clone(),
+        });
+        counted
     }
 
     fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
@@ -644,30 +805,13 @@ impl Plugin for InterPodAffinity {
             terms: self.merged(&terms, true),
             namespace_labels: self.namespace_labels(&pod.key.namespace),
         };
-        let mut counts = FilterCounts::default();
-        let nodes = Arc::new(snapshot.nodes.clone());
-        let mut counted = HashSet::with_capacity(nodes.len());
-        for n in nodes.iter() {
-            counted.insert(Arc::as_ptr(n) as usize);
-        }
-        if inputs.terms.has_required() {
-            for n in nodes.iter() {
-                counts.count_node(n, &inputs, 1);
-            }
-        } else {
-            // Only existing pods' anti-affinity matters: visit just their nodes.
-            for &i in &snapshot.with_required_anti_affinity {
-                counts.count_node(&nodes[i], &inputs, 1);
-            }
-        }
+        let counted = self.count(CountKey::of(&inputs), snapshot, &inputs);
         state.write(
             PRE_FILTER_STATE_KEY,
             PreFilterState {
                 inputs,
-                counts,
-                nodes,
+                index: snapshot.index.clone(),
                 counted,
-                by_name: OnceLock::new(),
             },
         );
         PreFilterResult::default()
@@ -681,7 +825,7 @@ impl Plugin for InterPodAffinity {
             .iter()
             .map(|node| {
                 let adjusted = s.adjusted(node);
-                let counts = adjusted.as_ref().unwrap_or(&s.counts);
+                let counts = adjusted.as_ref().unwrap_or(&s.counted.counts);
                 if !satisfies_affinity(&s.inputs, counts, node) {
                     return Status::unresolvable(ERR_REASON_AFFINITY_RULES_NOT_MATCH);
                 }

@@ -382,3 +382,86 @@ fn pods_matching_nothing_skip_score() {
     let nodes = score_nodes(a_pod("e", "d", "security: S2", ""));
     assert_eq!(run_score(&plugin(), &p, &nodes), None);
 }
+
+/// Filter's counts after PreFilter, sorted.
+fn counted(
+    pl: &InterPodAffinity,
+    p: &PodInfo,
+    snapshot: &Snapshot,
+) -> Vec<Vec<(String, String, i64)>> {
+    let mut state = CycleState::default();
+    assert!(pl.pre_filter(&mut state, p, snapshot).status.is_success());
+    let s = state.read::<PreFilterState>(PRE_FILTER_STATE_KEY).unwrap();
+    let c = &s.counted.counts;
+    [&c.existing_anti, &c.affinity, &c.anti]
+        .into_iter()
+        .map(|m| {
+            let mut v: Vec<_> = m
+                .iter()
+                .map(|(k, v, n)| (k.to_string(), v.to_string(), n))
+                .collect();
+            v.sort();
+            v
+        })
+        .collect()
+}
+
+/// The memo recounts only nodes whose `NodeInfo` changed since the last PreFilter; the counts
+/// must stay those of a fresh count as pods with and without anti-affinity come and go.
+#[test]
+fn counts_kept_across_cycles_equal_a_fresh_count() {
+    let anti = required(
+        "podAntiAffinity",
+        "{labelSelector: {matchLabels: {app: web}}, topologyKey: kubernetes.io/hostname}",
+    );
+    let replica = |name: &str| a_pod(name, "d", "app: web", &anti);
+    let host = |name: &str, pods: &[PodInfo]| {
+        node(
+            name,
+            &format!("kubernetes.io/hostname: {name}, zone: z1"),
+            pods,
+        )
+    };
+    let p = replica("new");
+    let mut snapshot = Snapshot::from_nodes(vec![
+        host("a", &[replica("r1")]),
+        host("b", &[]),
+        host("c", &[a_pod("plain", "d", "app: web", "")]),
+    ]);
+    let kept = plugin();
+    assert_eq!(
+        counted(&kept, &p, &snapshot),
+        counted(&plugin(), &p, &snapshot)
+    );
+    let changes = [
+        (1, host("b", &[replica("r2")])),
+        (0, host("a", &[])),
+        (2, host("c", &[])),
+        (
+            1,
+            host("b", &[replica("r2"), a_pod("other", "e", "app: web", "")]),
+        ),
+    ];
+    for (i, n) in changes {
+        snapshot.set_node(i, n);
+        assert_eq!(
+            counted(&kept, &p, &snapshot),
+            counted(&plugin(), &p, &snapshot),
+            "after changing node {i}"
+        );
+        let memo = kept.memo.lock();
+        assert!(Arc::ptr_eq(
+            &memo.as_ref().unwrap().nodes[i],
+            &snapshot.nodes[i]
+        ));
+    }
+    let hostname = "kubernetes.io/hostname".to_string();
+    assert_eq!(
+        counted(&kept, &p, &snapshot),
+        [
+            vec![(hostname.clone(), "b".to_string(), 1)],
+            vec![],
+            vec![(hostname, "b".to_string(), 1)]
+        ]
+    );
+}

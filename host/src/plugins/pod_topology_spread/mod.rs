@@ -7,7 +7,9 @@
 //! scheduler assumed but has not bound yet, so a burst of replicas spreads as it is placed.
 //! Filter also sees nodes changed for one cycle (preemption's dry runs remove victims,
 //! nominated pods are added): such a node is counted again and its domain's count adjusted,
-//! which is what upstream's `AddPod`/`RemovePod` extensions do.
+//! which is what upstream's `AddPod`/`RemovePod` extensions do. PreFilter keeps its counts for
+//! the next pod with the same constraints and then recounts only the nodes changed since
+//! (`SpreadMemo`), so a burst of replicas does not rescan every pod on every node.
 //!
 //! Args (`PodTopologySpreadArgs`): `defaultingType` (`System`, the default, or `List`) and
 //! `defaultConstraints`. Default constraints apply to pods without constraints of their own,
@@ -20,10 +22,10 @@
 pub mod default_selector;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Toleration, TopologySpreadConstraint};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::Deserialize;
 
 use crate::framework::{
@@ -99,6 +101,8 @@ pub struct PodTopologySpread {
     system_defaulted: bool,
     /// What default selectors are built from, fed by `on_event`.
     sources: RwLock<SelectorSources>,
+    /// The last PreFilter's counts, updated for the nodes changed since (see [`SpreadMemo`]).
+    memo: Mutex<Option<SpreadMemo>>,
 }
 
 impl PodTopologySpread {
@@ -166,6 +170,7 @@ impl PodTopologySpread {
             },
             system_defaulted: system,
             sources: RwLock::new(SelectorSources::default()),
+            memo: Mutex::new(None),
         })
     }
 
@@ -221,7 +226,7 @@ fn has_own_constraints(pod: &PodInfo) -> bool {
 struct DefaultSelector(Selector);
 
 /// One constraint, compiled for the incoming pod (upstream `topologySpreadConstraint`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Constraint {
     max_skew: i64,
     topology_key: String,
@@ -381,19 +386,211 @@ fn count_matching(pods: &[Arc<PodInfo>], selector: &Selector, namespace: &str) -
         .count() as i64
 }
 
+/// What PreFilter's counts depend on besides the nodes: pods with equal keys get equal counts.
+#[derive(Debug, PartialEq)]
+struct CountKey {
+    namespace: String,
+    /// Topology key, selector and node inclusion policies of each constraint.
+    constraints: Vec<(String, Selector, bool, bool)>,
+    node_selector: Option<std::collections::BTreeMap<String, String>>,
+    required: Option<k8s_openapi::api::core::v1::NodeSelector>,
+    tolerations: Vec<Toleration>,
+}
+
+impl CountKey {
+    fn of(pod: &PodInfo, constraints: &[Constraint], inclusion: &Inclusion) -> Self {
+        let spec = pod.pod.spec.as_ref();
+        CountKey {
+            namespace: pod.key.namespace.clone(),
+            constraints: constraints
+                .iter()
+                .map(|c| {
+                    (
+                        c.topology_key.clone(),
+                        c.selector.clone(),
+                        c.honor_node_affinity,
+                        c.honor_node_taints,
+                    )
+                })
+                .collect(),
+            node_selector: inclusion.affinity.node_selector.clone(),
+            required: spec
+                .and_then(|s| s.affinity.as_ref())
+                .and_then(|a| a.node_affinity.as_ref())
+                .and_then(|na| {
+                    na.required_during_scheduling_ignored_during_execution
+                        .clone()
+                }),
+            tolerations: inclusion.tolerations.clone(),
+        }
+    }
+}
+
+/// Per-domain counts of one [`CountKey`] and what each node contributed to them.
+#[derive(Debug, Clone, Default)]
+struct Counted {
+    /// Constraints per node (the stride of `matches` and `eligible`).
+    stride: usize,
+    /// Per node: the address of the `NodeInfo` counted, to tell a node changed within the
+    /// cycle (preemption's dry runs, nominated pods) from the counted one.
+    ptrs: Vec<usize>,
+    /// The same addresses as a set, so Filter's check reads neither the node's name nor a
+    /// second cache line per node.
+    counted: rustc_hash::FxHashSet<usize>,
+    /// Per node and constraint: its matching pods.
+    matches: Vec<i64>,
+    /// Per node and constraint: whether the node counts for the constraint.
+    eligible: Vec<bool>,
+    /// Per constraint: matching pods per domain of the eligible nodes.
+    counts: Vec<HashMap<String, i64>>,
+    /// Per constraint: eligible nodes per domain, to drop a domain with its last node.
+    domain_nodes: Vec<HashMap<String, usize>>,
+    /// Per constraint: the smallest count over its domains (upstream critical path).
+    min: Vec<i64>,
+}
+
+impl Counted {
+    fn new(nodes: &[Arc<NodeInfo>], s: &Inputs<'_>) -> Self {
+        let stride = s.constraints.len();
+        let mut c = Counted {
+            stride,
+            ptrs: vec![0; nodes.len()],
+            matches: vec![0; nodes.len() * stride],
+            eligible: vec![false; nodes.len() * stride],
+            counted: rustc_hash::FxHashSet::default(),
+            counts: vec![HashMap::new(); stride],
+            domain_nodes: vec![HashMap::new(); stride],
+            min: Vec::new(),
+        };
+        c.counted.reserve(nodes.len());
+        for (i, n) in nodes.iter().enumerate() {
+            c.add(i, n, s);
+        }
+        c.update_min();
+        c
+    }
+
+    /// Counts node `i` as `node`.
+    fn add(&mut self, i: usize, node: &Arc<NodeInfo>, s: &Inputs<'_>) {
+        self.ptrs[i] = Arc::as_ptr(node) as usize;
+        self.counted.insert(self.ptrs[i]);
+        let all_keys = has_all_keys(node, s.constraints);
+        for (k, c) in s.constraints.iter().enumerate() {
+            let at = i * self.stride + k;
+            let found = count_matching(&node.pods, &c.selector, s.namespace);
+            self.matches[at] = found;
+            self.eligible[at] = all_keys && s.inclusion.includes(c, node);
+            if !self.eligible[at] {
+                continue;
+            }
+            let value = node_label(node, &c.topology_key).expect("has_all_keys");
+            match self.counts[k].get_mut(value) {
+                Some(n) => *n += found,
+                None => {
+                    self.counts[k].insert(value.clone(), found);
+                }
+            }
+            *self.domain_nodes[k].entry(value.clone()).or_default() += 1;
+        }
+    }
+
+    /// Takes back what node `i`, counted as `node`, contributed.
+    fn remove(&mut self, i: usize, node: &NodeInfo, s: &Inputs<'_>) {
+        self.counted.remove(&self.ptrs[i]);
+        for (k, c) in s.constraints.iter().enumerate() {
+            let at = i * self.stride + k;
+            if !self.eligible[at] {
+                continue;
+            }
+            let value = node_label(node, &c.topology_key).expect("counted as eligible");
+            if let Some(n) = self.counts[k].get_mut(value) {
+                *n -= self.matches[at];
+            }
+            if let Some(n) = self.domain_nodes[k].get_mut(value) {
+                *n -= 1;
+                if *n == 0 {
+                    self.domain_nodes[k].remove(value);
+                    self.counts[k].remove(value);
+                }
+            }
+        }
+    }
+
+    fn update_min(&mut self) {
+        self.min = self
+            .counts
+            .iter()
+            .map(|m| m.values().copied().min().unwrap_or(NO_MINIMUM))
+            .collect();
+    }
+}
+
+/// What the counts are computed from, borrowed for a count.
+struct Inputs<'a> {
+    constraints: &'a [Constraint],
+    inclusion: &'a Inclusion,
+    namespace: &'a str,
+}
+
+/// The counts of the last PreFilter with the node versions they were counted from, so the
+/// next pod with the same [`CountKey`] (replicas of one workload) recounts only the nodes that
+/// changed since, instead of every pod on every node.
+#[derive(Debug)]
+struct SpreadMemo {
+    key: CountKey,
+    /// The snapshot's name index when counted: a new one means nodes came or went.
+    index: Arc<HashMap<String, usize>>,
+    /// The nodes as counted (held, so their addresses in `counted.ptrs` stay theirs).
+    nodes: Vec<Arc<NodeInfo>>,
+    counted: Arc<Counted>,
+}
+
+impl PodTopologySpread {
+    /// The counts for `key` over the snapshot's nodes: the memo's, brought up to date node by
+    /// node, or counted afresh.
+    fn count(&self, key: CountKey, snapshot: &Snapshot, s: &Inputs<'_>) -> Arc<Counted> {
+        let mut memo = self.memo.lock();
+        if let Some(m) = memo.as_mut()
+            && m.key == key
+            && Arc::ptr_eq(&m.index, &snapshot.index)
+            && m.nodes.len() == snapshot.nodes.len()
+        {
+            let mut changed = false;
+            for (i, (old, new)) in m.nodes.iter_mut().zip(&snapshot.nodes).enumerate() {
+                if Arc::ptr_eq(old, new) {
+                    continue;
+                }
+                // Copies the counts only when an earlier cycle's state still holds them.
+                let counted = Arc::make_mut(&mut m.counted);
+                counted.remove(i, old, s);
+                counted.add(i, new, s);
+                *old = new.clone();
+                changed = true;
+            }
+            if changed {
+                Arc::make_mut(&mut m.counted).update_min();
+            }
+            return m.counted.clone();
+        }
+        let counted = Arc::new(Counted::new(&snapshot.nodes, s));
+        *memo = Some(SpreadMemo {
+            key,
+            index: snapshot.index.clone(),
+            nodes: snapshot.nodes.clone(),
+            counted: counted.clone(),
+        });
+        counted
+    }
+}
+
 /// Filter's counts for one pod (upstream `preFilterState`).
 struct PreFilterState {
     constraints: Vec<Constraint>,
-    /// Per constraint: matching pods per domain of the eligible nodes.
-    counts: Vec<HashMap<String, i64>>,
-    /// Per constraint: the smallest count over its domains (upstream critical path).
-    min: Vec<i64>,
     inclusion: Inclusion,
     namespace: String,
-    /// The nodes as counted, to tell a node changed within the cycle from the counted one.
-    nodes: Arc<Vec<Arc<NodeInfo>>>,
-    counted: HashSet<usize>,
-    by_name: OnceLock<HashMap<String, usize>>,
+    /// The snapshot's node index, to find a node's counted contribution by name.
+    index: Arc<HashMap<String, usize>>,
+    counted: Arc<Counted>,
 }
 
 impl PreFilterState {
@@ -403,28 +600,23 @@ impl PreFilterState {
     }
 
     /// How many more matching pods the node has now than when it was counted, per constraint
-    /// (0 for a node Filter gets as it was counted).
+    /// (`None` for a node Filter gets as it was counted).
     fn deltas(&self, node: &Arc<NodeInfo>) -> Option<Vec<i64>> {
-        if self.counted.contains(&(Arc::as_ptr(node) as usize)) {
+        if self.counted.counted.contains(&(Arc::as_ptr(node) as usize)) {
             return None;
         }
-        let by_name = self.by_name.get_or_init(|| {
-            self.nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.name.clone(), i))
-                .collect()
-        });
-        let original = &self.nodes[*by_name.get(&node.name)?];
+        let &i = self.index.get(&node.name)?;
+        let stride = self.counted.stride;
         Some(
             self.constraints
                 .iter()
-                .map(|c| {
+                .enumerate()
+                .map(|(k, c)| {
                     if !self.eligible(node, c) {
                         return 0;
                     }
                     count_matching(&node.pods, &c.selector, &self.namespace)
-                        - count_matching(&original.pods, &c.selector, &self.namespace)
+                        - self.counted.matches[i * stride + k]
                 })
                 .collect(),
         )
@@ -434,13 +626,14 @@ impl PreFilterState {
     /// `minDomains` (upstream `minMatchNum`).
     fn min_match(&self, i: usize, domain: &str, delta: i64) -> i64 {
         let c = &self.constraints[i];
-        if (self.counts[i].len() as i64) < c.min_domains {
+        let counts = &self.counted.counts[i];
+        if (counts.len() as i64) < c.min_domains {
             return 0;
         }
         if delta == 0 {
-            return self.min[i];
+            return self.counted.min[i];
         }
-        self.counts[i]
+        counts
             .iter()
             .map(|(v, n)| if v == domain { n + delta } else { *n })
             .min()
@@ -529,8 +722,12 @@ impl Plugin for PodTopologySpread {
                 node_names: None,
             };
         }
-        let nodes = Arc::new(snapshot.nodes.clone());
-        state.write(ALL_NODES_KEY, AllNodes(nodes.clone()));
+        // PreScore needs every node only for ScheduleAnyway constraints (or to report their
+        // error); copying 5000 node handles per cycle is not free.
+        let scoring = self.constraints(pod, SCHEDULE_ANYWAY, default_selector.as_ref());
+        if !matches!(&scoring, Ok(c) if c.is_empty()) {
+            state.write(ALL_NODES_KEY, AllNodes(Arc::new(snapshot.nodes.clone())));
+        }
         let constraints = self.constraints(pod, DO_NOT_SCHEDULE, default_selector.as_ref());
         if let Some(selector) = default_selector {
             state.write(DEFAULT_SELECTOR_KEY, DefaultSelector(selector));
@@ -552,37 +749,21 @@ impl Plugin for PodTopologySpread {
         }
         let inclusion = Inclusion::of(pod);
         let namespace = pod.key.namespace.clone();
-        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
-        let mut counted = HashSet::with_capacity(nodes.len());
-        for n in nodes.iter() {
-            counted.insert(Arc::as_ptr(n) as usize);
-            if !has_all_keys(n, &constraints) {
-                continue;
-            }
-            for (i, c) in constraints.iter().enumerate() {
-                if !inclusion.includes(c, n) {
-                    continue;
-                }
-                let value = node_label(n, &c.topology_key).expect("has_all_keys");
-                let found = count_matching(&n.pods, &c.selector, &namespace);
-                *counts[i].entry(value.clone()).or_default() += found;
-            }
-        }
-        let min = counts
-            .iter()
-            .map(|m| m.values().copied().min().unwrap_or(NO_MINIMUM))
-            .collect();
+        let key = CountKey::of(pod, &constraints, &inclusion);
+        let inputs = Inputs {
+            constraints: &constraints,
+            inclusion: &inclusion,
+            namespace: &namespace,
+        };
+        let counted = self.count(key, snapshot, &inputs);
         state.write(
             PRE_FILTER_STATE_KEY,
             PreFilterState {
                 constraints,
-                counts,
-                min,
                 inclusion,
                 namespace,
-                nodes,
+                index: snapshot.index.clone(),
                 counted,
-                by_name: OnceLock::new(),
             },
         );
         PreFilterResult::default()
@@ -602,7 +783,7 @@ impl Plugin for PodTopologySpread {
                     };
                     let delta = deltas.as_ref().map_or(0, |d| d[i]);
                     let min = s.min_match(i, value, delta);
-                    let matching = s.counts[i].get(value).copied().unwrap_or(0) + delta;
+                    let matching = s.counted.counts[i].get(value).copied().unwrap_or(0) + delta;
                     let skew = matching + i64::from(c.self_match) - min;
                     if skew > c.max_skew {
                         return Status::unschedulable(ERR_REASON_CONSTRAINTS_NOT_MATCH);

@@ -434,3 +434,111 @@ fn the_four_kinds_are_watched_only_with_default_constraints() {
     let listed = PodTopologySpread::new(&serde_json::json!({"defaultingType": "List"})).unwrap();
     assert!(listed.subscriptions().is_empty());
 }
+
+/// The counts and minimums PreFilter leaves for Filter.
+fn counted(
+    pl: &PodTopologySpread,
+    p: &PodInfo,
+    snapshot: &Snapshot,
+) -> (Vec<Vec<(String, i64)>>, Vec<i64>) {
+    let mut state = CycleState::default();
+    assert!(pl.pre_filter(&mut state, p, snapshot).status.is_success());
+    let s = state.read::<PreFilterState>(PRE_FILTER_STATE_KEY).unwrap();
+    let counts = s
+        .counted
+        .counts
+        .iter()
+        .map(|m| {
+            let mut v: Vec<_> = m.iter().map(|(k, n)| (k.clone(), *n)).collect();
+            v.sort();
+            v
+        })
+        .collect();
+    (counts, s.counted.min.clone())
+}
+
+/// The memo recounts only nodes whose `NodeInfo` changed since the last PreFilter; whatever
+/// changes (matching pods come and go, a node loses its zone label and so its domain), the
+/// counts must be those of a fresh count.
+#[test]
+fn counts_kept_across_cycles_equal_a_fresh_count() {
+    let both = "{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}, {maxSkew: 2, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}";
+    let p = spread_pod(both);
+    let mut snapshot = Snapshot::from_nodes(vec![
+        zone_node("a", "z1", 1),
+        zone_node("b", "z1", 0),
+        zone_node("x", "z2", 2),
+        zone_node("y", "z3", 0),
+    ]);
+    let kept = plugin();
+    assert_eq!(
+        counted(&kept, &p, &snapshot),
+        counted(&plugin(), &p, &snapshot)
+    );
+    let changes = [
+        (1, zone_node("b", "z1", 3)),
+        (3, zone_node("y", "z3", 1)),
+        (
+            2,
+            Arc::new(node_info(
+                "metadata: {name: x, labels: {kubernetes.io/hostname: x}}",
+                &[],
+            )),
+        ),
+        (0, zone_node("a", "z2", 0)),
+        (2, zone_node("x", "z2", 1)),
+    ];
+    for (i, node) in changes {
+        snapshot.set_node(i, node);
+        let fresh = counted(&plugin(), &p, &snapshot);
+        assert_eq!(
+            counted(&kept, &p, &snapshot),
+            fresh,
+            "after changing node {i}"
+        );
+        // The memo holds the node versions it counted, so the next count starts from them.
+        let memo = kept.memo.lock();
+        let m = memo.as_ref().unwrap();
+        assert!(Arc::ptr_eq(&m.nodes[i], &snapshot.nodes[i]));
+        assert!(Arc::ptr_eq(&m.index, &snapshot.index));
+    }
+    // z2 lost node x's label and then got it back; z3's only node y counts 1.
+    let (counts, min) = counted(&kept, &p, &snapshot);
+    assert_eq!(
+        counts[0],
+        [
+            ("z1".to_string(), 3),
+            ("z2".to_string(), 1),
+            ("z3".to_string(), 1)
+        ]
+    );
+    assert_eq!(min, [1, 0]);
+}
+
+/// A pod with other constraints (or a new snapshot index: nodes came or went) is counted
+/// afresh, not from the memo of another key.
+#[test]
+fn a_different_selector_or_node_set_is_counted_afresh() {
+    let kept = plugin();
+    let nodes = vec![zone_node("a", "z1", 2), zone_node("x", "z2", 0)];
+    let snapshot = Snapshot::from_nodes(nodes.clone());
+    let web = spread_pod(ZONE_SKEW_1);
+    let db = spread_pod(
+        "{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: db}}}",
+    );
+    assert_eq!(
+        counted(&kept, &web, &snapshot).0[0],
+        [("z1".to_string(), 2), ("z2".to_string(), 0)]
+    );
+    assert_eq!(
+        counted(&kept, &db, &snapshot).0[0],
+        [("z1".to_string(), 0), ("z2".to_string(), 0)]
+    );
+    let mut more = nodes;
+    more.push(zone_node("m", "z3", 1));
+    let bigger = Snapshot::from_nodes(more);
+    assert_eq!(
+        counted(&kept, &web, &bigger),
+        counted(&plugin(), &web, &bigger)
+    );
+}
