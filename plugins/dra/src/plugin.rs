@@ -693,6 +693,29 @@ impl DraPlugin {
     ///
     /// Devices with binding conditions (KEP-5007) copy them into their result; a device with
     /// `bindsToNode` limits the allocation to `node`.
+    /// What an allocation takes until it is confirmed: the keys of the devices it takes whole,
+    /// and the shares (key and consumed capacity) of devices with `allowMultipleAllocations`.
+    #[allow(clippy::type_complexity)]
+    fn taken(&self, a: &ClaimAllocation) -> (Vec<String>, Vec<(String, Vec<(String, i128)>)>) {
+        let inv = self.state.inventory();
+        let devices = a
+            .results
+            .iter()
+            .filter(|r| r.consumed.is_none())
+            .map(|r| inv.devices[r.device as usize].key.clone())
+            .collect();
+        let shared = a
+            .results
+            .iter()
+            .filter_map(|r| {
+                let d = &inv.devices[r.device as usize];
+                let names = d.capacity.iter().map(|(n, _)| n.clone());
+                Some((d.key.clone(), names.zip(r.consumed.clone()?).collect()))
+            })
+            .collect();
+        (devices, shared)
+    }
+
     fn allocation_json(&self, a: &ClaimAllocation, claim_uid: &str, node: &str) -> Value {
         let inv = self.state.inventory();
         let results: Vec<Value> = a
@@ -813,22 +836,7 @@ impl DraPlugin {
                 &p.uid,
                 extended::pod_status(&name, &v.mappings),
             ));
-            let inv = self.state.inventory();
-            let devices = a
-                .results
-                .iter()
-                .filter(|r| r.consumed.is_none())
-                .map(|r| inv.devices[r.device as usize].key.clone())
-                .collect();
-            let shared = a
-                .results
-                .iter()
-                .filter_map(|r| {
-                    let d = &inv.devices[r.device as usize];
-                    let names = d.capacity.iter().map(|(n, _)| n.clone());
-                    Some((d.key.clone(), names.zip(r.consumed.clone()?).collect()))
-                })
-                .collect();
+            let (devices, shared) = self.taken(a);
             let key = (p.namespace.clone(), name);
             records.push(Reservation {
                 key: key.clone(),
@@ -1270,22 +1278,7 @@ impl Plugin for DraPlugin {
             let allocation = match (new, pending) {
                 (Some(a), _) => {
                     let json = self.allocation_json(a, &claim.uid, node);
-                    let inv = self.state.inventory();
-                    let devices = a
-                        .results
-                        .iter()
-                        .filter(|r| r.consumed.is_none())
-                        .map(|r| inv.devices[r.device as usize].key.clone())
-                        .collect();
-                    let shared = a
-                        .results
-                        .iter()
-                        .filter_map(|r| {
-                            let d = &inv.devices[r.device as usize];
-                            let names = d.capacity.iter().map(|(n, _)| n.clone());
-                            Some((d.key.clone(), names.zip(r.consumed.clone()?).collect()))
-                        })
-                        .collect();
+                    let (devices, shared) = self.taken(a);
                     added.push((
                         claim.uid.clone(),
                         InFlight {
