@@ -2315,6 +2315,24 @@ async fn special_claim_goes_with_its_pod(mode: Mode) {
     c.invariants().await;
 }
 
+/// A pod that arrives before the DeviceClass mapping its extended resource is rejected by
+/// NodeResourcesFit; the class's arrival must requeue it (no node would ever list the resource).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_came_before_its_device_class_is_placed_once_the_class_maps_its_resource() {
+    let c = Cluster::start(Mode::Native, "").await;
+    c.load(&[
+        namespace(),
+        node("node-a"),
+        gpus("node-a", 1),
+        pod_requesting("early", &[("example.com/gpu", 1)]),
+    ])
+    .await;
+    wait_for(|| async { c.message("early").contains("Insufficient example.com/gpu") }).await;
+    c.load(&[gpu_class_for("example.com/gpu")]).await;
+    c.wait_bound(1).await;
+    c.invariants().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_plugin_node_is_used_through_fit_and_too_big_requests_stay_pending() {
     let c = Cluster::start(Mode::Native, "").await;

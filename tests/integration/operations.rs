@@ -894,6 +894,49 @@ spec:
             .any(|p| p.metadata.name.as_deref() == Some("preemptor") && is_bound(p))
     })
     .await;
+    // Extended resources backed by DRA: the pod's special claim is created.
+    let extended = r#"
+apiVersion: resource.k8s.io/v1
+kind: DeviceClass
+metadata: {name: ext.example.com}
+spec:
+  extendedResourceName: example.com/ext-gpu
+  selectors: [{cel: {expression: 'device.driver == "ext.example.com"'}}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-ext, labels: {kubernetes.io/hostname: node-ext}}
+status: {allocatable: {cpu: "4", memory: 8Gi, pods: "10"}}
+---
+apiVersion: resource.k8s.io/v1
+kind: ResourceSlice
+metadata: {name: node-ext-slice}
+spec:
+  driver: ext.example.com
+  nodeName: node-ext
+  pool: {name: node-ext, generation: 1, resourceSliceCount: 1}
+  devices: [{name: dev-0}, {name: dev-1}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ext-user, namespace: default}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    resources:
+      requests: {example.com/ext-gpu: "1"}
+      limits: {example.com/ext-gpu: "1"}
+"#;
+    server
+        .load_manifest_str("extended.yaml", extended)
+        .await
+        .expect("the extended-resource manifest loads");
+    wait_for(&admin, TIMEOUT, |pods| {
+        pods.iter()
+            .any(|p| p.metadata.name.as_deref() == Some("ext-user") && is_bound(p))
+    })
+    .await;
     a.shutdown().await.unwrap();
 
     let records: Vec<RequestRecord> = server

@@ -478,6 +478,13 @@ impl Plugin for NodeResourcesFit {
                 resource: ResourceKind::node(),
                 actions: vec![EventAction::Added, EventAction::Modified],
             },
+            // A class that starts mapping an extended resource leaves it to DRA: a pod rejected
+            // for "Insufficient example.com/gpu" may fit now (upstream registers DeviceClass
+            // add/update with DRAExtendedResource too).
+            ClusterEvent {
+                resource: ResourceKind::device_class(),
+                actions: vec![EventAction::Added, EventAction::Modified],
+            },
         ]
     }
 
