@@ -338,6 +338,13 @@ fn swap_rows() {
 }
 
 fn main() {
+    // `RUST_LOG=wasm_scheduler=info` shows each swap's compile/start split.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     // `cargo bench` passes `--bench`; a filter argument selects `load` or `swap`.
     let filter: Vec<String> = std::env::args()
         .skip(1)

@@ -583,9 +583,15 @@ impl Cluster {
     }
 
     async fn idle(&self) {
-        tokio::time::timeout(TIMEOUT, self.sched.wait_idle())
+        if tokio::time::timeout(TIMEOUT, self.sched.wait_idle())
             .await
-            .expect("scheduler did not become idle");
+            .is_err()
+        {
+            panic!(
+                "scheduler not idle within {TIMEOUT:?}: {:?}",
+                self.sched.busy()
+            );
+        }
     }
 
     async fn pods(&self) -> Vec<Pod> {

@@ -151,9 +151,15 @@ impl TestCluster {
     /// # Panics
     /// After [`TIMEOUT`].
     pub async fn wait_idle(&self) {
-        tokio::time::timeout(TIMEOUT, self.scheduler.wait_idle())
+        if tokio::time::timeout(TIMEOUT, self.scheduler.wait_idle())
             .await
-            .expect("scheduler became idle in time");
+            .is_err()
+        {
+            panic!(
+                "scheduler not idle within {TIMEOUT:?}: {:?}",
+                self.scheduler.busy()
+            );
+        }
     }
 
     /// A pod by namespace and name.

@@ -546,6 +546,8 @@ impl SchedulingQueue {
                 let seq = s.seq;
                 s.pods.get_mut(uid).expect("slot exists").seq = seq;
                 s.backoff.push(Reverse((at, seq, uid.to_string())));
+                // `pop` may be asleep until a later deadline (or none): it must see this one.
+                self.wake.notify_one();
             }
             Place::Unschedulable(since) => {
                 s.seq += 1;

@@ -294,6 +294,32 @@ async fn pop_sleeps_until_the_backoff_expires() {
     assert!(start.elapsed() >= Duration::from_secs(1));
 }
 
+/// A spec update that sends an unschedulable pod to backoff must wake a sleeping `pop`, which
+/// would otherwise sleep until the pool's 5-minute flush (it once did: a flaky idle wait).
+#[tokio::test]
+async fn pop_wakes_for_a_backoff_an_update_started() {
+    let q = Arc::new(SchedulingQueue::new(QueueConfig::default()));
+    q.add_or_update(pod("a", 0), false);
+    let p = q.pop().await.unwrap();
+    q.requeue_failed(&p, Code::Unschedulable, HashSet::new());
+    assert_eq!(q.stats().unschedulable, 1);
+    let q2 = q.clone();
+    let popper = tokio::spawn(async move { q2.pop().await.map(|p| p.attempts) });
+    // One thread: the popper runs until it sleeps (only the 5-minute deadline ahead).
+    tokio::task::yield_now().await;
+    q.add_or_update(pod("a", 0), true);
+    assert_eq!(
+        q.stats().backoff,
+        1,
+        "the failure was just now: the update backs off"
+    );
+    let attempts = tokio::time::timeout(Duration::from_secs(60), popper)
+        .await
+        .expect("popped when the 1s backoff expired, not at the 5-minute flush")
+        .unwrap();
+    assert_eq!(attempts, Some(2));
+}
+
 #[tokio::test]
 async fn pop_wakes_when_a_pod_is_added_and_stops_when_closed() {
     let q = Arc::new(SchedulingQueue::new(QueueConfig::default()));

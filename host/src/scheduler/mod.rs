@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::cache::{Cache, CacheEvents, PendingWork};
+use crate::cache::{Cache, CacheEvents};
 use crate::framework::{
     BindContext, EventAction, Framework, Nominator, PodActivator, PodInfo, ResourceKind, Status,
 };
@@ -426,21 +426,47 @@ impl Scheduler {
 
     /// True when nothing can make progress on its own: the cache is synced, no pod is active,
     /// backing off, being scheduled or bound, or waiting at Permit, every assumption was
-    /// confirmed by the watch, and no plugin has API work in flight (preemption's evictions). Pods left are unschedulable until a cluster event.
+    /// confirmed by the watch, and no plugin has API work in flight (preemption's evictions).
+    /// Pods left are unschedulable until a cluster event.
     pub fn is_idle(&self) -> bool {
+        self.busy().is_empty()
+    }
+
+    /// What keeps the scheduler from being idle (empty when [`Scheduler::is_idle`]), e.g.
+    /// `["backoff: 1", "assumed intents: 2"]`: for timeouts that say what was still going on.
+    pub fn busy(&self) -> Vec<String> {
         let s = &self.shared;
         let q = s.queue.stats();
-        s.cache.is_synced()
-            && q.active == 0
-            && q.backoff == 0
-            && q.in_flight == 0
-            && q.recheck_pending == 0
-            && s.bindings.load(Ordering::Acquire) == 0
-            && s.waiting.is_empty()
-            && s.cache.pending_work() == PendingWork::default()
-            && s.profiles
-                .values()
-                .all(|f| f.plugins().iter().all(|p| p.background_work() == 0))
+        let work = s.cache.pending_work();
+        let counts = [
+            ("active", q.active),
+            ("backoff", q.backoff),
+            ("in flight", q.in_flight),
+            ("gated awaiting re-check", q.recheck_pending),
+            ("binding cycles", s.bindings.load(Ordering::Acquire)),
+            ("waiting at Permit", s.waiting.len()),
+            ("assumed pods", work.assumed_pods),
+            ("assumed intents", work.assumed_intents),
+        ];
+        let mut busy: Vec<String> = (!s.cache.is_synced())
+            .then(|| "cache not synced".to_string())
+            .into_iter()
+            .chain(
+                counts
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(what, n)| format!("{what}: {n}")),
+            )
+            .collect();
+        for f in s.profiles.values() {
+            for p in f.plugins() {
+                let n = p.background_work();
+                if n > 0 {
+                    busy.push(format!("{} background work: {n}", p.name()));
+                }
+            }
+        }
+        busy
     }
 
     /// Waits until [`Scheduler::is_idle`].

@@ -238,6 +238,7 @@ async fn reload(State(plugins): State<WasmPlugins>, Path(name): Path<String>) ->
         Ok(Ok(o)) => Json(serde_json::json!({
             "plugin": o.plugin, "swapped": o.swapped, "sha256": o.sha256,
             "previousSha256": o.previous_sha256, "version": o.version, "instances": o.instances,
+            "compileMs": o.compile.as_millis() as u64, "startMs": o.start.as_millis() as u64,
         }))
         .into_response(),
         Ok(Err(e @ WasmError::UnknownPlugin(_))) => (

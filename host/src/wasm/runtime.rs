@@ -86,6 +86,10 @@ pub struct ReloadOutcome {
     pub instances: usize,
     /// The version the new module reports.
     pub version: String,
+    /// Time spent compiling the new module (or loading it from a cache).
+    pub compile: std::time::Duration,
+    /// Time spent starting, feeding and health-checking the new instances and swapping them in.
+    pub start: std::time::Duration,
 }
 
 /// A snapshot of one plugin's state and counters.
@@ -402,7 +406,7 @@ impl WasmPlugins {
         match &result {
             Ok(o) if o.swapped => {
                 entry.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(plugin = name, sha256 = %o.sha256, previous = %o.previous_sha256, version = %o.version, instances = o.instances, "hot-swapped Wasm plugin");
+                tracing::info!(plugin = name, sha256 = %o.sha256, previous = %o.previous_sha256, version = %o.version, instances = o.instances, compile_ms = o.compile.as_millis() as u64, start_ms = o.start.as_millis() as u64, "hot-swapped Wasm plugin");
             }
             Ok(_) => tracing::debug!(plugin = name, "plugin file unchanged; nothing to reload"),
             Err(e) => {
@@ -429,12 +433,17 @@ impl WasmPlugins {
             swapped: false,
             instances: 0,
             version: String::new(),
+            compile: std::time::Duration::ZERO,
+            start: std::time::Duration::ZERO,
         };
         if outcome.sha256 == old.sha256 {
             return Ok(outcome);
         }
+        let at = std::time::Instant::now();
         let module = Arc::new(self.inner.build(src, &bytes, &outcome.sha256)?);
+        outcome.compile = at.elapsed();
         let instances = swap_slots(entry, &module)?;
+        outcome.start = at.elapsed() - outcome.compile;
         outcome.instances = instances.len();
         outcome.version = instances.first().cloned().unwrap_or_default();
         let tier = module.tier;
