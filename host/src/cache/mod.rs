@@ -635,11 +635,15 @@ impl Cache {
             EventAction::Added
         };
         let before = store.pending_count();
+        let seen = store.get(&key).map(|e| e.effective().clone());
         let effective = store.watched(key, obj);
         let settled = store.pending_count() < before;
         drop(store);
         drop(objects);
-        if self.has_subscribers(kind) {
+        // The watch confirming what plugins already saw assumed (the same object, only a newer
+        // resourceVersion) is not repeated: each write of a claim would cost them two events.
+        let repeat = seen.is_some_and(|s| same_but_version(&s, &effective));
+        if !repeat && self.has_subscribers(kind) {
             self.deliver(kind, action, effective.to_string());
         }
         drop(_order);
@@ -796,3 +800,30 @@ impl serde::Serialize for AssumedPod<'_> {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether two states of an object differ in nothing but `metadata.resourceVersion` (and
+/// `metadata.managedFields`, which plugins never see change anything).
+fn same_but_version(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let volatile = |k: &String| k == "resourceVersion" || k == "managedFields";
+    let meta_eq = |x: Option<&Value>, y: Option<&Value>| match (
+        x.and_then(Value::as_object),
+        y.and_then(Value::as_object),
+    ) {
+        (Some(x), Some(y)) => {
+            x.iter().filter(|(k, _)| !volatile(k)).count()
+                == y.iter().filter(|(k, _)| !volatile(k)).count()
+                && x.iter()
+                    .filter(|(k, _)| !volatile(k))
+                    .all(|(k, v)| y.get(k) == Some(v))
+        }
+        _ => x == y,
+    };
+    a.len() == b.len()
+        && meta_eq(a.get("metadata"), b.get("metadata"))
+        && a.iter()
+            .filter(|(k, _)| *k != "metadata")
+            .all(|(k, v)| b.get(k) == Some(v))
+}

@@ -107,6 +107,57 @@ fn subscribed_plugins_get_real_and_assumed_changes_in_order() {
     assert_eq!(cache.pending_work(), PendingWork::default());
 }
 
+/// The watch showing an assumed write back (only the resourceVersion is new) is no event for
+/// plugins; a real change after it is.
+#[test]
+fn the_watch_confirming_an_assumed_write_is_not_delivered_twice() {
+    let (cache, rec, _) = setup();
+    let kind = ResourceKind::resource_claim();
+    cache.apply_object(&kind, "d/c".into(), claim(1));
+    let intent = PatchIntent {
+        target: ObjectRef {
+            resource: kind.clone(),
+            namespace: Some("d".into()),
+            name: "c".into(),
+            uid: "cu".into(),
+        },
+        subresource: Some("status".into()),
+        patch_kind: PatchKind::Merge,
+        body: r#"{"status":{"allocation":{"devices":{"results":[{"request":"r","driver":"d","pool":"p","device":"x"}]}}}}"#.into(),
+    };
+    let ids = cache
+        .assume_intents("pod-1", std::slice::from_ref(&intent))
+        .unwrap();
+    cache.intent_applied(&intent, ids[0].unwrap(), Some("2"));
+    let mut written = claim(2);
+    written["status"] = json!({"allocation": {"devices": {"results": [
+        {"request": "r", "driver": "d", "pool": "p", "device": "x"}
+    ]}}});
+    cache.apply_object(&kind, "d/c".into(), written.clone());
+    assert_eq!(cache.pending_work(), PendingWork::default());
+    assert_eq!(rec.events.lock().len(), 2, "added, then the assumed write");
+    written["metadata"]["resourceVersion"] = json!("3");
+    written["metadata"]["labels"] = json!({"a": "b"});
+    cache.apply_object(&kind, "d/c".into(), written);
+    let events = rec.events.lock();
+    assert_eq!(events.len(), 3, "a real change is delivered");
+    assert!(events[2].object.contains(r#""resourceVersion":"3""#));
+}
+
+#[test]
+fn same_but_version_ignores_only_the_version_and_managed_fields() {
+    let a = claim(1);
+    let mut b = claim(2);
+    b["metadata"]["managedFields"] = json!([{"manager": "m"}]);
+    assert!(same_but_version(&a, &b));
+    b["metadata"]["labels"] = json!({"x": "y"});
+    assert!(!same_but_version(&a, &b));
+    let mut c = claim(1);
+    c["status"] = json!({});
+    assert!(!same_but_version(&a, &c));
+    assert!(!same_but_version(&c, &a));
+}
+
 #[test]
 fn an_intent_for_an_untracked_kind_is_only_applied_later() {
     let (cache, _, _) = setup();
