@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::DynamicObject;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 use tokio::task::JoinHandle;
 
 use crate::framework::ResourceKind;
@@ -36,6 +36,13 @@ enum Msg {
     Object(usize, Event<DynamicObject>),
     /// A failure of the stream with this index.
     Failed(usize, WatchError),
+}
+
+/// Drops `metadata.managedFields` as an object arrives (kube-scheduler does so for pods): the
+/// scheduler never reads them, and on a real cluster they are a large part of every object kept
+/// in the cache and of every event a Wasm plugin parses.
+fn strip_managed_fields<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
 }
 
 /// Which stream a message came from (for sync and relist bookkeeping).
@@ -76,6 +83,7 @@ impl Cache {
         let on_err = failed(0, "Pod");
         streams.push(
             watcher(Api::<Pod>::all(client.clone()), config.clone())
+                .modify(strip_managed_fields)
                 .default_backoff()
                 .map_ok(Msg::Pod)
                 .map(move |r| r.unwrap_or_else(&on_err))
@@ -84,6 +92,7 @@ impl Cache {
         let on_err = failed(1, "Node");
         streams.push(
             watcher(Api::<Node>::all(client.clone()), config.clone())
+                .modify(strip_managed_fields)
                 .default_backoff()
                 .map_ok(Msg::Node)
                 .map(move |r| r.unwrap_or_else(&on_err))
@@ -94,6 +103,7 @@ impl Cache {
             let on_err = failed(2 + i, &kind.kind);
             streams.push(
                 watcher(api, config.clone())
+                    .modify(strip_managed_fields)
                     .default_backoff()
                     .map_ok(move |e| Msg::Object(i, e))
                     .map(move |r| r.unwrap_or_else(&on_err))
@@ -219,6 +229,39 @@ impl Cache {
         if synced.len() == total && !self.is_synced() {
             tracing::debug!("cache synced");
             self.set_synced();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the watch streams in `start` do to each arriving object.
+    #[tokio::test]
+    async fn arriving_objects_lose_their_managed_fields_and_nothing_else() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "d", "labels": {"a": "b"}, "managedFields": [
+                {"manager": "kubectl", "operation": "Update", "apiVersion": "v1",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}}}]},
+            "spec": {"containers": [{"name": "c"}]}
+        }))
+        .unwrap();
+        let events: Vec<Result<Event<Pod>, watcher::Error>> =
+            vec![Ok(Event::Apply(pod.clone())), Ok(Event::InitApply(pod))];
+        let out: Vec<Event<Pod>> = futures::stream::iter(events)
+            .modify(strip_managed_fields)
+            .try_collect()
+            .await
+            .unwrap();
+        for e in out {
+            let (Event::Apply(p) | Event::InitApply(p)) = e else {
+                panic!("unexpected event");
+            };
+            let json = serde_json::to_value(&p).unwrap();
+            assert!(json["metadata"].get("managedFields").is_none(), "{json}");
+            assert_eq!(json["metadata"]["labels"]["a"], "b");
+            assert_eq!(json["spec"]["containers"][0]["name"], "c");
         }
     }
 }
