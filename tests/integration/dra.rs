@@ -583,15 +583,7 @@ impl Cluster {
     }
 
     async fn idle(&self) {
-        if tokio::time::timeout(TIMEOUT, self.sched.wait_idle())
-            .await
-            .is_err()
-        {
-            panic!(
-                "scheduler not idle within {TIMEOUT:?}: {:?}",
-                self.sched.busy()
-            );
-        }
+        integration_tests::wait_idle(&self.sched, TIMEOUT).await;
     }
 
     async fn pods(&self) -> Vec<Pod> {

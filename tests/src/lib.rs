@@ -151,15 +151,7 @@ impl TestCluster {
     /// # Panics
     /// After [`TIMEOUT`].
     pub async fn wait_idle(&self) {
-        if tokio::time::timeout(TIMEOUT, self.scheduler.wait_idle())
-            .await
-            .is_err()
-        {
-            panic!(
-                "scheduler not idle within {TIMEOUT:?}: {:?}",
-                self.scheduler.busy()
-            );
-        }
+        wait_idle(&self.scheduler, TIMEOUT).await;
     }
 
     /// A pod by namespace and name.
@@ -176,6 +168,22 @@ impl TestCluster {
             .outcomes()
             .into_iter()
             .find(|o| o.namespace == namespace && o.name == name)
+    }
+}
+
+/// Waits until `scheduler` is idle.
+///
+/// # Panics
+/// After `timeout`, naming what kept it busy ([`Scheduler::busy`]).
+pub async fn wait_idle(scheduler: &Scheduler, timeout: Duration) {
+    if tokio::time::timeout(timeout, scheduler.wait_idle())
+        .await
+        .is_err()
+    {
+        panic!(
+            "scheduler not idle within {timeout:?}: {:?}",
+            scheduler.busy()
+        );
     }
 }
 

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use parking_lot::{Mutex, RwLock};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
 use crate::framework::{
@@ -804,26 +804,23 @@ mod tests;
 /// Whether two states of an object differ in nothing but `metadata.resourceVersion` (and
 /// `metadata.managedFields`, which plugins never see change anything).
 fn same_but_version(a: &Value, b: &Value) -> bool {
+    fn same_except(x: &Map<String, Value>, y: &Map<String, Value>, skip: &[&str]) -> bool {
+        let kept = |m: &'_ Map<String, Value>| {
+            m.iter()
+                .filter(|(k, _)| !skip.contains(&k.as_str()))
+                .count()
+        };
+        kept(x) == kept(y)
+            && x.iter()
+                .all(|(k, v)| skip.contains(&k.as_str()) || y.get(k) == Some(v))
+    }
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
         return a == b;
     };
-    let volatile = |k: &String| k == "resourceVersion" || k == "managedFields";
-    let meta_eq = |x: Option<&Value>, y: Option<&Value>| match (
-        x.and_then(Value::as_object),
-        y.and_then(Value::as_object),
-    ) {
-        (Some(x), Some(y)) => {
-            x.iter().filter(|(k, _)| !volatile(k)).count()
-                == y.iter().filter(|(k, _)| !volatile(k)).count()
-                && x.iter()
-                    .filter(|(k, _)| !volatile(k))
-                    .all(|(k, v)| y.get(k) == Some(v))
+    let (ma, mb) = (a.get("metadata"), b.get("metadata"));
+    same_except(a, b, &["metadata"])
+        && match (ma.and_then(Value::as_object), mb.and_then(Value::as_object)) {
+            (Some(x), Some(y)) => same_except(x, y, &["resourceVersion", "managedFields"]),
+            _ => ma == mb,
         }
-        _ => x == y,
-    };
-    a.len() == b.len()
-        && meta_eq(a.get("metadata"), b.get("metadata"))
-        && a.iter()
-            .filter(|(k, _)| *k != "metadata")
-            .all(|(k, v)| b.get(k) == Some(v))
 }

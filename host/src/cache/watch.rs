@@ -39,8 +39,8 @@ enum Msg {
 }
 
 /// Drops `metadata.managedFields` as an object arrives (kube-scheduler does so for pods): the
-/// scheduler never reads them, and on a real cluster they are a large part of every object kept
-/// in the cache and of every event a Wasm plugin parses.
+/// scheduler never reads them, and on a real cluster every object carries them: kept, they
+/// would sit in the cache and in every event a Wasm plugin parses.
 fn strip_managed_fields<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
 }
