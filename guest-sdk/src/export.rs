@@ -1,4 +1,4 @@
-//! The guest side of the Wasm boundary (WIT 0.2.0): conversions between the generated WIT types
+//! The guest side of the Wasm boundary (WIT 0.3.0): conversions between the generated WIT types
 //! and the SDK types, and one dispatch function per export, called by the code `export_plugin!`
 //! expands to. Conversions move fields; node indices become the names the host announced
 //! (`nodes-added`), so plugins keep seeing `&[String]`, and Filter sends back only the nodes
@@ -72,7 +72,16 @@ pub fn expect_init<P>(p: Option<&mut P>) -> &mut P {
 
 pub fn metadata<P: Plugin>(p: &mut P) -> wit::Metadata {
     let m = p.metadata();
+    let fields = p
+        .fields()
+        .into_iter()
+        .map(|f| wit::FieldSelection {
+            resource: kind_out(f.resource),
+            paths: f.paths,
+        })
+        .collect();
     wit::Metadata {
+        fields,
         name: m.name,
         version: m.version,
         extension_points: m.extension_points.into_iter().map(point_out).collect(),

@@ -20,6 +20,17 @@ pub trait Plugin: Send + 'static {
     /// Describes the plugin: name, version, extension points, subscriptions, patchable kinds.
     fn metadata(&self) -> Metadata;
 
+    /// The fields the plugin reads of its subscribed kinds (none: every kind is sent whole).
+    /// The host then sends objects of a listed kind with only these fields (and
+    /// `metadata.name`, `metadata.namespace`, `metadata.uid`), and no `Modified` event when none
+    /// of them changed: a pod's status updates cost a plugin that reads only its spec nothing.
+    /// A field read but not listed is missing from every event, so list each one the plugin's
+    /// parsing looks at. The same holds for the plugin built natively, so its tests show a
+    /// missing field.
+    fn fields(&self) -> Vec<FieldSelection> {
+        Vec::new()
+    }
+
     /// Receives a change of an object of a subscribed kind, once per change, including objects
     /// the host assumed from patch intents. State kept by the plugin must be rebuildable from
     /// these events alone, so that a new instance can take over after a hot swap.

@@ -303,6 +303,27 @@ pub struct Metadata {
     pub requeue_on: Vec<ClusterEvent>,
 }
 
+/// The fields a plugin reads of one subscribed kind (see [`crate::Plugin::fields`]). Since
+/// WIT 0.3.0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldSelection {
+    /// The kind; one of the plugin's subscriptions.
+    pub resource: ResourceKind,
+    /// Dot-separated paths from the object's root, each keeping that field whole, e.g.
+    /// `spec.nodeName`. A path through a list applies to each item: `spec.containers.name`.
+    pub paths: Vec<String>,
+}
+
+impl FieldSelection {
+    /// The selection of `paths` of `resource`.
+    pub fn new(resource: ResourceKind, paths: &[&str]) -> Self {
+        FieldSelection {
+            resource,
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+}
+
 /// Severity of a plugin's log line (see [`crate::log`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum LogLevel {

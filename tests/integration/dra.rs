@@ -2226,7 +2226,7 @@ async fn an_extended_resource_request_gets_a_special_claim_that_goes_with_its_po
     special_claim_goes_with_its_pod(Mode::Native).await;
 }
 
-/// The same through the Wasm component: the create intent crosses WIT 0.2.0.
+/// The same through the Wasm component: the create intent crosses the WIT boundary (0.2.0 and later).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_wasm_an_extended_resource_request_gets_a_special_claim_too() {
     special_claim_goes_with_its_pod(Mode::Wasm).await;

@@ -149,7 +149,7 @@ fn a_broken_module_is_rejected_at_its_step_and_the_old_one_keeps_serving() {
         (
             std::fs::read(wasm_file("wrong_wit_plugin")).unwrap(),
             "wit-version",
-            "component exports kube-scheduler:plugin/plugin-api@0.3.0, host supports 0.2.0, 0.1.0",
+            "component exports kube-scheduler:plugin/plugin-api@0.4.0, host supports 0.3.0, 0.2.0, 0.1.0",
         ),
         (
             std::fs::read(wasm_file("hostile_plugin")).unwrap(),

@@ -262,6 +262,55 @@ fn every_extension_point_crosses_the_wasm_boundary() {
 }
 
 #[test]
+fn a_plugin_gets_only_the_fields_it_reads_and_no_event_when_they_did_not_change() {
+    // The probe (WIT 0.3.0) reads only node labels.
+    let (p, _state, _nodes) = probe();
+    let with_status: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "labels": {"probe": "yes"}, "resourceVersion": "9"},
+        "status": {"allocatable": {"cpu": "4"}, "conditions": [{"type": "Ready", "status": "True"}]},
+    }))
+    .unwrap();
+    p.on_event(&node_event(EventAction::Modified, &with_status));
+    p.on_event(&node_event(
+        EventAction::Modified,
+        &node("n2", &[("probe", "yes")]),
+    ));
+    p.on_event(&node_event(
+        EventAction::Deleted,
+        &node("n3", &[("probe", "yes")]),
+    ));
+
+    let events = p.pre_enqueue(&pod_info("events")).reasons;
+    let replayed = &events[..3];
+    assert!(
+        replayed.iter().all(|e| e.starts_with("Added ")),
+        "{events:?}"
+    );
+    assert_eq!(
+        &events[3..],
+        [
+            r#"Modified {"metadata":{"labels":{"probe":"yes"},"name":"n2"}}"#,
+            r#"Deleted {"metadata":{"labels":{"probe":"yes"},"name":"n3"}}"#,
+        ],
+        "n1's status-only change is no event"
+    );
+    assert!(
+        events.iter().all(|e| !e.contains("apiVersion")),
+        "{events:?}"
+    );
+    let pre = p.pre_filter(
+        &mut CycleState::default(),
+        &pod_info("p"),
+        &Snapshot::default(),
+    );
+    assert_eq!(
+        pre.node_names,
+        Some(vec!["n1".to_string(), "n2".to_string()])
+    );
+}
+
+#[test]
 fn filter_and_score_run_over_a_batch_of_500_nodes_in_one_call() {
     let plugins =
         WasmPlugins::load(&settings(&[("NodeLabel", wasm_file("node_label_plugin"))])).unwrap();
@@ -407,7 +456,7 @@ fn errors_when_a_component_targets_another_wit_version() {
     assert!(matches!(err, WasmError::WitVersion { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "plugin Future: component exports kube-scheduler:plugin/plugin-api@0.3.0, host supports 0.2.0, 0.1.0"
+        "plugin Future: component exports kube-scheduler:plugin/plugin-api@0.4.0, host supports 0.3.0, 0.2.0, 0.1.0"
     );
 }
 
@@ -659,16 +708,18 @@ async fn a_wasm_plugin_from_the_configuration_places_pods_end_to_end() {
 }
 
 #[test]
-fn a_0_1_0_component_still_loads_next_to_0_2_0_ones_and_both_decide() {
+fn components_of_every_served_wit_version_load_side_by_side_and_decide() {
     use wasm_scheduler::wasm::bindings::WitVersion;
     let plugins = WasmPlugins::load(&settings(&[
         ("LegacyZone", wasm_file("legacy_v0_1_plugin")),
+        ("LegacyAvoid", wasm_file("legacy_v0_2_plugin")),
         ("NodeLabel", wasm_file("node_label_plugin")),
     ]))
     .unwrap();
     let wit = |name: &str| plugins.status(name).unwrap().wit;
     assert_eq!(wit("LegacyZone"), WitVersion::V0_1);
-    assert_eq!(wit("NodeLabel"), WitVersion::V0_2);
+    assert_eq!(wit("LegacyAvoid"), WitVersion::V0_2);
+    assert_eq!(wit("NodeLabel"), WitVersion::V0_3);
 
     let state = Arc::new(TestState::default());
     let nodes = zoned_nodes(90);
@@ -708,5 +759,19 @@ fn a_0_1_0_component_still_loads_next_to_0_2_0_ones_and_both_decide() {
     assert_eq!(
         legacy.score(&cs, &pod, &infos[..90]).unwrap(),
         current.score(&cs, &pod, &infos[..90]).unwrap()
+    );
+
+    // 0.2.0: nodes by index, only the failing ones returned.
+    let avoid = infos[7].name.clone();
+    let v0_2 = plugins
+        .create("LegacyAvoid", &json!(avoid), Arc::new(TestState::default()))
+        .unwrap();
+    let st = v0_2.filter(&cs, &pod, &infos);
+    assert_eq!(st.len(), infos.len());
+    let failed: Vec<usize> = (0..st.len()).filter(|&i| !st[i].is_success()).collect();
+    assert_eq!(failed, [7]);
+    assert_eq!(
+        st[7].reasons,
+        [legacy_v0_2_plugin::REASON_AVOIDED.to_string()]
     );
 }

@@ -90,7 +90,7 @@ pub struct NodeInfo {
     /// `status.images`: each name with the image's size in bytes (upstream `ImageStates`),
     /// shared until the node object's image list changes.
     pub images: Arc<Vec<(String, i64)>>,
-    /// The node's index on the WIT 0.2.0 boundary, looked up once per NodeInfo, so batches
+    /// The node's index on the WIT boundary (0.2.0 and later), looked up once per NodeInfo, so batches
     /// to Wasm plugins do not hash every name per call.
     pub(crate) wasm_index: std::sync::OnceLock<u32>,
 }

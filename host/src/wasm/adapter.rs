@@ -1,7 +1,7 @@
 //! [`WasmPlugin`]: a Wasm component behind the framework's [`Plugin`] trait.
 //!
 //! Calls carry references only: the pod's namespace/name/uid and nodes (by name for WIT 0.1.0
-//! components, by index for 0.2.0). Objects reach the
+//! components, by index since 0.2.0). Objects reach the
 //! guest through [`Plugin::on_event`] pushes. The instance a scheduling cycle starts with is
 //! pinned in its [`CycleState`] at PreFilter, and the instance that reserved a pod is kept until
 //! its binding cycle ends, so a hot swap never splits a cycle and in-flight bindings finish on

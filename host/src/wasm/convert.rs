@@ -1,7 +1,7 @@
 //! Conversions between the generated WIT types of each served version and the SDK types the
-//! framework speaks. The records both versions share have the same shape, so one macro writes
-//! their conversions for each version's module; what differs (how nodes are passed, the
-//! `create` intent) is written per version below it.
+//! framework speaks. The records all versions share have the same shape, so one macro writes
+//! their conversions for each version's module, another what 0.2.0 and later share (how nodes
+//! are passed, the `create` intent); what is left (field selection) is written per version.
 
 use std::sync::Arc;
 
@@ -199,6 +199,96 @@ pub mod v0_1 {
     pub fn filtered(v: Vec<wit::Status>, _batch: &[String]) -> Result<Vec<sdk::Status>, String> {
         Ok(v.into_iter().map(status).collect())
     }
+
+    /// The plugin's metadata; 0.1.0 has no field selection.
+    pub fn described(m: wit::Metadata) -> (sdk::Metadata, Vec<sdk::FieldSelection>) {
+        (metadata(m), Vec::new())
+    }
+}
+
+/// What the versions since 0.2.0 share: nodes by index, only the statuses of nodes that did
+/// not pass, `create` intents.
+macro_rules! indexed {
+    () => {
+        fn patch_kind(k: wit::PatchKind) -> sdk::PatchKind {
+            match k {
+                wit::PatchKind::Json => sdk::PatchKind::Json,
+                wit::PatchKind::Merge => sdk::PatchKind::Merge,
+                wit::PatchKind::StrategicMerge => sdk::PatchKind::StrategicMerge,
+                wit::PatchKind::Create => sdk::PatchKind::Create,
+            }
+        }
+
+        pub fn nodes(nodes: &[Arc<NodeInfo>]) -> Vec<u32> {
+            nodes
+                .iter()
+                .map(|n| *n.wasm_index.get_or_init(|| node_index::index(&n.name)))
+                .collect()
+        }
+
+        pub fn node(name: &str) -> u32 {
+            node_index::index(name)
+        }
+
+        pub fn rejected(rejected: &[(String, sdk::Status)]) -> Vec<wit::NodeStatus> {
+            let nodes = node_index::indices(rejected.iter().map(|(n, _)| n.as_str()));
+            nodes
+                .into_iter()
+                .zip(rejected)
+                .map(|(node, (_, s))| wit::NodeStatus {
+                    node,
+                    status: status_out(s),
+                })
+                .collect()
+        }
+
+        /// The full status list of a batch from the failing nodes the guest returned; every other
+        /// node passed. A node outside the batch, listed twice, or with a success status is a
+        /// broken answer.
+        pub fn filtered(
+            failing: Vec<wit::NodeStatus>,
+            batch: &[u32],
+        ) -> Result<Vec<sdk::Status>, String> {
+            let mut out = vec![sdk::Status::success(); batch.len()];
+            let mut seen = vec![false; batch.len()];
+            // The SDK answers in batch order, so a cursor finds each node without a map.
+            let mut cursor = 0;
+            let mut by_index: Option<std::collections::HashMap<u32, usize>> = None;
+            for ns in failing {
+                let pos = if batch.get(cursor) == Some(&ns.node) {
+                    Some(cursor)
+                } else if let Some(p) = batch[cursor.min(batch.len())..]
+                    .iter()
+                    .position(|&n| n == ns.node)
+                {
+                    Some(cursor + p)
+                } else {
+                    by_index
+                        .get_or_insert_with(|| {
+                            batch.iter().enumerate().map(|(i, &n)| (n, i)).collect()
+                        })
+                        .get(&ns.node)
+                        .copied()
+                };
+                let Some(pos) = pos else {
+                    return Err(format!(
+                        "returned node index {} that is not in the batch",
+                        ns.node
+                    ));
+                };
+                if std::mem::replace(&mut seen[pos], true) {
+                    return Err(format!("returned node index {} twice", ns.node));
+                }
+                let st = status(ns.status);
+                if st.is_success() {
+                    return Err(format!("returned node index {} with code success", ns.node));
+                }
+                out[pos] = st;
+                cursor = pos + 1;
+            }
+            Ok(out)
+        }
+    };
 }
 
 /// 0.2.0: nodes by index, only the statuses of nodes that did not pass.
@@ -206,89 +296,38 @@ pub mod v0_2 {
     use super::*;
 
     shared!(v0_2);
+    indexed!();
 
-    fn patch_kind(k: wit::PatchKind) -> sdk::PatchKind {
-        match k {
-            wit::PatchKind::Json => sdk::PatchKind::Json,
-            wit::PatchKind::Merge => sdk::PatchKind::Merge,
-            wit::PatchKind::StrategicMerge => sdk::PatchKind::StrategicMerge,
-            wit::PatchKind::Create => sdk::PatchKind::Create,
-        }
+    /// The plugin's metadata; 0.2.0 has no field selection.
+    pub fn described(m: wit::Metadata) -> (sdk::Metadata, Vec<sdk::FieldSelection>) {
+        (metadata(m), Vec::new())
     }
+}
 
-    pub fn nodes(nodes: &[Arc<NodeInfo>]) -> Vec<u32> {
-        nodes
-            .iter()
-            .map(|n| *n.wasm_index.get_or_init(|| node_index::index(&n.name)))
-            .collect()
-    }
+/// 0.3.0: as 0.2.0, with field selection.
+pub mod v0_3 {
+    use super::*;
 
-    pub fn node(name: &str) -> u32 {
-        node_index::index(name)
-    }
+    shared!(v0_3);
+    indexed!();
 
-    pub fn rejected(rejected: &[(String, sdk::Status)]) -> Vec<wit::NodeStatus> {
-        let nodes = node_index::indices(rejected.iter().map(|(n, _)| n.as_str()));
-        nodes
+    /// The plugin's metadata and its field selections.
+    pub fn described(mut m: wit::Metadata) -> (sdk::Metadata, Vec<sdk::FieldSelection>) {
+        let fields = std::mem::take(&mut m.fields)
             .into_iter()
-            .zip(rejected)
-            .map(|(node, (_, s))| wit::NodeStatus {
-                node,
-                status: status_out(s),
+            .map(|f| sdk::FieldSelection {
+                resource: kind(f.resource),
+                paths: f.paths,
             })
-            .collect()
-    }
-
-    /// The full status list of a batch from the failing nodes the guest returned; every other
-    /// node passed. A node outside the batch, listed twice, or with a success status is a
-    /// broken answer.
-    pub fn filtered(
-        failing: Vec<wit::NodeStatus>,
-        batch: &[u32],
-    ) -> Result<Vec<sdk::Status>, String> {
-        let mut out = vec![sdk::Status::success(); batch.len()];
-        let mut seen = vec![false; batch.len()];
-        // The SDK answers in batch order, so a cursor finds each node without a map.
-        let mut cursor = 0;
-        let mut by_index: Option<std::collections::HashMap<u32, usize>> = None;
-        for ns in failing {
-            let pos = if batch.get(cursor) == Some(&ns.node) {
-                Some(cursor)
-            } else if let Some(p) = batch[cursor.min(batch.len())..]
-                .iter()
-                .position(|&n| n == ns.node)
-            {
-                Some(cursor + p)
-            } else {
-                by_index
-                    .get_or_insert_with(|| batch.iter().enumerate().map(|(i, &n)| (n, i)).collect())
-                    .get(&ns.node)
-                    .copied()
-            };
-            let Some(pos) = pos else {
-                return Err(format!(
-                    "returned node index {} that is not in the batch",
-                    ns.node
-                ));
-            };
-            if std::mem::replace(&mut seen[pos], true) {
-                return Err(format!("returned node index {} twice", ns.node));
-            }
-            let st = status(ns.status);
-            if st.is_success() {
-                return Err(format!("returned node index {} with code success", ns.node));
-            }
-            out[pos] = st;
-            cursor = pos + 1;
-        }
-        Ok(out)
+            .collect();
+        (metadata(m), fields)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::v0_2::*;
-    use crate::wasm::bindings::v0_2::wit;
+    use super::v0_3::*;
+    use crate::wasm::bindings::v0_3::wit;
 
     fn failing(node: u32) -> wit::NodeStatus {
         wit::NodeStatus {

@@ -14,15 +14,16 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wasm_scheduler_sdk::{
-    Metadata, ObjectEvent, PatchIntent, PermitResult, PodRef, PostFilterResult, PreFilterResult,
-    Status,
+    FieldSelection, Metadata, ObjectEvent, PatchIntent, PermitResult, PodRef, PostFilterResult,
+    PreFilterResult, Status,
 };
 use wasmtime::Store;
 
-use super::bindings::{v0_1, v0_2};
+use super::bindings::{v0_1, v0_2, v0_3};
 use super::convert;
 use super::engine::{self, deadline_ticks};
 use super::error::{WasmError, chain};
+use super::fields::Selection;
 use super::module::{Module, Pre};
 use super::node_index;
 use super::quarantine::ObjectKey;
@@ -98,6 +99,11 @@ enum Api {
         /// How many node indices the instance has heard through `nodes-added`.
         announced: u32,
     },
+    V0_3 {
+        plugin: v0_3::Plugin,
+        /// As for 0.2.0.
+        announced: u32,
+    },
 }
 
 struct Live {
@@ -105,19 +111,16 @@ struct Live {
     api: Api,
 }
 
-/// Tells a 0.2.0 instance the node names it has not heard yet (every index given out so far).
+/// Tells an instance of 0.2.0 or later the node names it has not heard yet (every index given
+/// out so far), through `nodes_added(store, first, names)`.
 fn announce(
-    plugin: &v0_2::Plugin,
     announced: &mut u32,
     store: &mut Store<HostState>,
+    nodes_added: impl FnOnce(&mut Store<HostState>, u32, &[String]) -> wasmtime::Result<()>,
 ) -> wasmtime::Result<()> {
     if *announced < node_index::len() {
         let names = node_index::names_from(*announced);
-        plugin.kube_scheduler_plugin_plugin_api().call_nodes_added(
-            &mut *store,
-            *announced,
-            &names,
-        )?;
+        nodes_added(&mut *store, *announced, &names)?;
         *announced += names.len() as u32;
     }
     Ok(())
@@ -145,8 +148,23 @@ macro_rules! by_version {
                 #[allow(unused_imports)]
                 use convert::v0_2 as $c;
                 let $args = $make;
-                announce(p, announced, $store)?;
                 let $g = p.kube_scheduler_plugin_plugin_api();
+                announce(announced, $store, |s, first, names| {
+                    $g.call_nodes_added(s, first, names)
+                })?;
+                $call
+            }
+            Api::V0_3 {
+                plugin: p,
+                announced,
+            } => {
+                #[allow(unused_imports)]
+                use convert::v0_3 as $c;
+                let $args = $make;
+                let $g = p.kube_scheduler_plugin_plugin_api();
+                announce(announced, $store, |s, first, names| {
+                    $g.call_nodes_added(s, first, names)
+                })?;
                 $call
             }
         }
@@ -161,6 +179,8 @@ pub struct Instance {
     pub module: Arc<Module>,
     /// What it reported from `metadata()` after `init`.
     pub metadata: Metadata,
+    /// The fields it reads (WIT 0.3.0), applied to every event it is pushed.
+    selection: Selection,
     budget: Budget,
     live: Mutex<Live>,
     /// Events pushed while the instance was busy, delivered before its next call.
@@ -214,6 +234,10 @@ impl Instance {
                 plugin,
                 announced: 0,
             }),
+            Pre::V0_3(pre) => pre.instantiate(&mut store).map(|plugin| Api::V0_3 {
+                plugin,
+                announced: 0,
+            }),
         };
         let mut live = match api {
             Ok(api) => Live { store, api },
@@ -228,17 +252,20 @@ impl Instance {
             Err(e) => return Err(fail("init", e, &mut live.store)),
         }
         live.store.set_epoch_deadline(deadline_ticks(budget.setup));
-        let metadata = (|live: &mut Live| -> wasmtime::Result<Metadata> {
-            by_version!(live, |g, c, store| _args = () => g.call_metadata(&mut *store).map(c::metadata))
+        let described = (|live: &mut Live| -> wasmtime::Result<(Metadata, Vec<FieldSelection>)> {
+            by_version!(live, |g, c, store| _args = () => g.call_metadata(&mut *store).map(c::described))
         })(&mut live);
-        let metadata = match metadata {
+        let (metadata, fields) = match described {
             Ok(m) => m,
             Err(e) => return Err(fail("metadata", e, &mut live.store)),
         };
+        let selection = Selection::new(&fields, &metadata.subscriptions)
+            .map_err(|m| WasmError::step(name, "metadata", m))?;
         Ok(Instance {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             module: module.clone(),
             metadata,
+            selection,
             budget,
             live: Mutex::new(live),
             queued: Mutex::new(Vec::new()),
@@ -457,6 +484,9 @@ impl Instance {
         if self.is_poisoned() {
             return Ok(()); // its replacement is fed the whole state
         }
+        let Some(event) = self.selection.event(event) else {
+            return Ok(()); // nothing it reads changed
+        };
         self.queued.lock().push(event);
         match self.live.try_lock() {
             Some(mut live) if !self.is_poisoned() => self.deliver_queued(&mut live),
@@ -509,7 +539,11 @@ impl Instance {
             return Err(CallError::new(UNUSABLE));
         }
         self.deliver_queued(&mut live)?;
-        self.deliver(&mut live, deadline, batch)
+        let batch = self.selection.events(batch);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.deliver(&mut live, deadline, &batch)
     }
 
     /// Calls `health()` with the setup deadline.

@@ -1,8 +1,8 @@
 //! # The Wasm plugin runtime
 //!
 //! Runs scheduler plugins built as WebAssembly components against the WIT world
-//! `kube-scheduler:plugin/plugin@0.2.0` (`wit/plugin.wit`) and its frozen predecessor 0.1.0,
-//! side by side. Three types matter:
+//! `kube-scheduler:plugin/plugin@0.3.0` (`wit/plugin.wit`) and its frozen predecessors 0.2.0
+//! and 0.1.0, side by side. Three types matter:
 //!
 //! - [`WasmPlugins`]: the configured modules, loaded once ([`WasmPlugins::load`]); gives the
 //!   registry a factory per plugin and hot-swaps a plugin with [`WasmPlugins::reload`].
@@ -45,6 +45,7 @@ pub mod bindings;
 mod convert;
 pub mod engine;
 mod error;
+pub mod fields;
 mod instance;
 pub mod limits;
 mod metrics;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 
-use super::bindings::{PACKAGE, VERSIONS, WitVersion, v0_1, v0_2};
+use super::bindings::{PACKAGE, VERSIONS, WitVersion, v0_1, v0_2, v0_3};
 use super::engine::{self, Tier};
 use super::error::{WasmError, chain};
 use super::sandbox::{self, HostState};
@@ -32,6 +32,7 @@ pub struct Module {
 pub(crate) enum Pre {
     V0_1(v0_1::PluginPre<HostState>),
     V0_2(v0_2::PluginPre<HostState>),
+    V0_3(v0_3::PluginPre<HostState>),
 }
 
 impl std::fmt::Debug for Module {
@@ -90,6 +91,7 @@ impl Module {
             .and_then(|pre| match wit {
                 WitVersion::V0_1 => v0_1::PluginPre::new(pre).map(Pre::V0_1),
                 WitVersion::V0_2 => v0_2::PluginPre::new(pre).map(Pre::V0_2),
+                WitVersion::V0_3 => v0_3::PluginPre::new(pre).map(Pre::V0_3),
             })
             .map_err(|e| WasmError::step(plugin, "link", chain(&e)))?;
         Ok(Module {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
 use wasm_scheduler_sdk as sdk;
 
+use super::fields::Selection;
 use super::limits;
 use crate::framework::PluginRef;
 use crate::framework::{
@@ -22,6 +23,8 @@ use crate::plugins::{FactoryContext, PluginFactory, Registry, RegistryError};
 pub struct NativeSdkPlugin<P> {
     name: String,
     metadata: sdk::Metadata,
+    /// The fields it reads, applied to its events as for its Wasm build.
+    selection: Selection,
     pre_bind_timeout: std::time::Duration,
     inner: Mutex<P>,
     queued: Mutex<Vec<ObjectEvent>>,
@@ -43,12 +46,23 @@ impl<P: sdk::Plugin> NativeSdkPlugin<P> {
             message,
         })?;
         let metadata = plugin.metadata();
-        for event in ctx.state.replay(&metadata.subscriptions) {
-            plugin.on_event(&event);
+        let selection =
+            Selection::new(&plugin.fields(), &metadata.subscriptions).map_err(|message| {
+                RegistryError::InvalidArgs {
+                    plugin: name.to_string(),
+                    message,
+                }
+            })?;
+        for event in selection
+            .events(&ctx.state.replay(&metadata.subscriptions))
+            .iter()
+        {
+            plugin.on_event(event);
         }
         Ok(NativeSdkPlugin {
             name: name.to_string(),
             metadata,
+            selection,
             pre_bind_timeout: pre_bind_timeout(&json),
             inner: Mutex::new(plugin),
             queued: Mutex::new(Vec::new()),
@@ -160,7 +174,10 @@ impl<P: sdk::Plugin> Plugin for NativeSdkPlugin<P> {
         if !self.metadata.subscriptions.contains(&event.resource) {
             return;
         }
-        self.queued.lock().push(event.clone());
+        let Some(event) = self.selection.event(event.clone()) else {
+            return; // nothing it reads changed
+        };
+        self.queued.lock().push(event);
         if let Some(mut p) = self.inner.try_lock() {
             self.deliver_queued(&mut p);
         }

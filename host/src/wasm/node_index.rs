@@ -1,4 +1,4 @@
-//! Node indices for WIT 0.2.0: every node name the host passes to a plugin gets a `u32` once,
+//! Node indices for WIT 0.2.0 and later: every node name the host passes to a plugin gets a `u32` once,
 //! for the life of the process, and each instance is told the names it has not heard yet
 //! before a call uses them ([`names_from`]). Indices are never reused, so an index an instance
 //! holds always means the same node; a deleted node's entry stays (a few bytes per name ever

@@ -28,7 +28,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
 use wasm_scheduler_sdk::LogLevel;
 
-use super::bindings::{v0_1, v0_2};
+use super::bindings::{v0_1, v0_2, v0_3};
 
 /// Longest log line kept from a plugin, in bytes; longer lines are cut (on a character
 /// boundary) and marked.
@@ -230,6 +230,7 @@ macro_rules! host_imports {
 
 host_imports!(v0_1);
 host_imports!(v0_2);
+host_imports!(v0_3);
 
 /// The linker shared by all modules of one engine: the `host` interface and the harmless WASI
 /// functions. Per module, [`module_linker`] adds trapping stubs for whatever else it imports.
@@ -237,6 +238,7 @@ pub fn base_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostSta
     let mut linker = Linker::new(engine);
     v0_1::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     v0_2::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    v0_3::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
     let mut env = linker.instance("wasi:cli/environment@0.2.6")?;
     env.func_wrap("get-environment", |_, (): ()| {

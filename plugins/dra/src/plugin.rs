@@ -22,8 +22,8 @@ use std::collections::{HashMap, HashSet};
 use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 use wasm_scheduler_sdk::{
-    ClusterEvent, Code, EventAction, ExtensionPoint, Metadata, ObjectEvent, PatchIntent, Plugin,
-    PodRef, PostFilterResult, PreFilterResult, ResourceKind, Status,
+    ClusterEvent, Code, EventAction, ExtensionPoint, FieldSelection, Metadata, ObjectEvent,
+    PatchIntent, Plugin, PodRef, PostFilterResult, PreFilterResult, ResourceKind, Status,
 };
 
 use crate::allocator::{self, ClaimAllocation, PlannedClaim, Scratch, Usage};
@@ -957,6 +957,15 @@ impl Plugin for DraPlugin {
                 ev(ResourceKind::pod(), &[EventAction::Deleted]),
             ],
         }
+    }
+
+    /// Pods and nodes change often for reasons DRA does not see (conditions, container and
+    /// node status): only the fields it parses are sent, and no event when none changed.
+    fn fields(&self) -> Vec<FieldSelection> {
+        vec![
+            FieldSelection::new(ResourceKind::pod(), crate::state::POD_FIELDS),
+            FieldSelection::new(ResourceKind::node(), crate::state::NODE_FIELDS),
+        ]
     }
 
     /// Called once the state is replayed, before the instance serves: builds the inventory and

@@ -97,6 +97,24 @@ struct PodJson {
     status: PodStatusJson,
 }
 
+/// The pod fields [`PodJson`] reads: the host sends pods with only these (see
+/// `Plugin::fields`), so a field read here must be listed here.
+pub const POD_FIELDS: &[&str] = &[
+    "spec.nodeName",
+    "spec.resourceClaims",
+    "spec.initContainers.name",
+    "spec.initContainers.restartPolicy",
+    "spec.initContainers.resources.requests",
+    "spec.containers.name",
+    "spec.containers.restartPolicy",
+    "spec.containers.resources.requests",
+    "status.resourceClaimStatuses",
+    "status.extendedResourceClaimStatus",
+];
+
+/// The node fields [`NodeJson`] reads (names are always sent).
+pub const NODE_FIELDS: &[&str] = &["metadata.labels", "status.allocatable"];
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct MetaJson {

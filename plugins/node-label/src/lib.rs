@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 use wasm_scheduler_sdk::{
-    ClusterEvent, EventAction, ExtensionPoint, Metadata, ObjectEvent, Plugin, PodRef, ResourceKind,
-    Status, export_plugin,
+    ClusterEvent, EventAction, ExtensionPoint, FieldSelection, Metadata, ObjectEvent, Plugin,
+    PodRef, ResourceKind, Status, export_plugin,
 };
 
 pub use args::{Args, Operator, Preference, Requirement};
@@ -100,6 +100,14 @@ impl Plugin for NodeLabel {
             patches: Vec::new(),
             requeue_on: vec![node_changes],
         }
+    }
+
+    /// Only labels are read, so status updates (heartbeats, allocatable) never reach the plugin.
+    fn fields(&self) -> Vec<FieldSelection> {
+        vec![FieldSelection::new(
+            ResourceKind::node(),
+            &["metadata.labels"],
+        )]
     }
 
     fn on_event(&mut self, event: &ObjectEvent) {

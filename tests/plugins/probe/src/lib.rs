@@ -9,14 +9,16 @@
 //! - PreScore: `Skip` for pods named `noscore*`. Score: 100 minus 10 × position in the batch.
 //! - Reserve / Unreserve / PreBind: one ResourceClaim intent each, naming the pod and node.
 //! - Permit: pods named `wait*` wait 1234 ms; others pass and allow the uid `friend`.
+//! - Fields (WIT 0.3.0): it reads only the labels of nodes; a pod named `events` gets the node
+//!   events it was sent (`<action> <object JSON>`) as its reasons.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use wasm_scheduler_sdk::{
-    EventAction, ExtensionPoint, Metadata, ObjectEvent, ObjectRef, PatchIntent, PatchKind,
-    PermitResult, Plugin, PodRef, PostFilterResult, PreFilterResult, ResourceKind, Status,
-    export_plugin,
+    EventAction, ExtensionPoint, FieldSelection, Metadata, ObjectEvent, ObjectRef, PatchIntent,
+    PatchKind, PermitResult, Plugin, PodRef, PostFilterResult, PreFilterResult, ResourceKind,
+    Status, export_plugin,
 };
 
 /// The probe.
@@ -24,6 +26,7 @@ use wasm_scheduler_sdk::{
 pub struct Probe {
     probe_nodes: BTreeMap<String, bool>,
     post_binds: Vec<String>,
+    events: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -75,7 +78,16 @@ impl Plugin for Probe {
         }
     }
 
+    fn fields(&self) -> Vec<FieldSelection> {
+        vec![FieldSelection::new(
+            ResourceKind::node(),
+            &["metadata.labels"],
+        )]
+    }
+
     fn on_event(&mut self, event: &ObjectEvent) {
+        self.events
+            .push(format!("{:?} {}", event.action, event.object));
         let Ok(node) = serde_json::from_str::<NodeView>(&event.object) else {
             return;
         };
@@ -94,6 +106,12 @@ impl Plugin for Probe {
     fn pre_enqueue(&mut self, pod: &PodRef) -> Status {
         if pod.name.starts_with("gated") {
             return Status::pending("gated by probe");
+        }
+        if pod.name == "events" {
+            return Status {
+                code: wasm_scheduler_sdk::Code::Success,
+                reasons: self.events.clone(),
+            };
         }
         if pod.name == "stats" {
             return Status {

@@ -1,11 +1,11 @@
-//! A component that targets a future version of the plugin package, `kube-scheduler:plugin@0.3.0`.
-//! The host serves 0.1.0 and 0.2.0 and must refuse it by name before running any of its code.
+//! A component that targets a future version of the plugin package, `kube-scheduler:plugin@0.4.0`.
+//! The host serves 0.1.0, 0.2.0 and 0.3.0 and must refuse it by name before running any of its code.
 
 #[cfg(target_arch = "wasm32")]
 mod component {
     wit_bindgen::generate!({
         inline: "
-            package kube-scheduler:plugin@0.3.0;
+            package kube-scheduler:plugin@0.4.0;
 
             interface plugin-api {
                 init: func(args-json: string) -> result<_, string>;
