@@ -22,9 +22,11 @@ Scheduler benchmarks shaped like Kubernetes scheduler_perf, on the embedded API 
 Options (each also as an environment variable):
   --quick               1/10 of every size, 2 s steady state          (BENCH_QUICK=1)
   --scale <F>           multiply every size by F                       (BENCH_SCALE)
-  --workload <A,B,..>   SchedulingBasic, SchedulingWithResourceClaimTemplate,
-                        SchedulingWithSharedClaim, SteadyStateDRA,     (BENCH_WORKLOADS)
-                        PreemptionBasic, PreemptionAsync
+  --workload <A,B,..>   SchedulingBasic, SchedulingWithResourceClaimTemplate, (BENCH_WORKLOADS)
+                        SchedulingWithResourceClaimTemplatePartitionable,
+                        SchedulingWithSharedClaim, SteadyStateDRA,
+                        PreemptionBasic, PreemptionAsync, TopologySpreading,
+                        SchedulingPodAntiAffinity [default: all]
   --mode <native,wasm>  how the DynamicResources plugin runs           (BENCH_MODES)
   --wasm <PATH>         the DRA plugin component                       (BENCH_WASM)
                         [default: target/wasm32-wasip2/plugin/dra_plugin.wasm]
@@ -407,6 +409,16 @@ mod tests {
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn usage_names_every_workload() {
+        for w in ALL_WORKLOADS {
+            let listed = USAGE
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|word| word == w.name());
+            assert!(listed, "--help does not list {}", w.name());
+        }
     }
 
     #[test]

@@ -375,6 +375,21 @@ pub async fn run(
         ),
     );
     rss("init pods scheduled");
+    // A component no cache knew serves baseline code while Cranelift compiles it on another
+    // thread; measure the code a running scheduler settles on, without that compile's CPU.
+    if let Some(wasm) = scheduler.wasm() {
+        let wasm = wasm.clone();
+        let settled =
+            tokio::task::spawn_blocking(move || wasm.wait_optimized(Duration::from_secs(300)))
+                .await
+                .unwrap_or(false);
+        if !settled {
+            progress(
+                &spec,
+                "optimized code not ready after 300s; measuring baseline code",
+            );
+        }
+    }
     let load_average = measure::load_average().unwrap_or(0.0);
 
     // The measured phase.
