@@ -12,12 +12,14 @@ WORKDIR /src
 RUN rustup target add wasm32-wasip2
 COPY . .
 # The release profile for the binary, the `plugin` profile (small components) for the plugins (see
-# Cargo.toml); the caches make rebuilds incremental.
+# Cargo.toml), each plugin as a cdylib only, as scripts/setup does; the caches make rebuilds
+# incremental.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p wasm-scheduler --bin wasm-scheduler \
- && cargo build --profile plugin --locked --target wasm32-wasip2 \
-      -p dra-plugin -p node-label-plugin -p gang-permit-plugin \
+ && for p in dra-plugin node-label-plugin gang-permit-plugin; do \
+      cargo rustc --locked --profile plugin --target wasm32-wasip2 -p "$p" --lib --crate-type cdylib; \
+    done \
  && mkdir -p /out/plugins \
  && cp target/release/wasm-scheduler /out/ \
  && cp target/wasm32-wasip2/plugin/dra_plugin.wasm \

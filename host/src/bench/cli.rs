@@ -272,13 +272,18 @@ fn ensure_wasm(o: &Options) {
     eprintln!("{} is missing; building it", o.wasm.display());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
+        // As `scripts/setup dra-plugin`: the `plugin` profile, as a cdylib only.
         .args([
-            "build",
-            "--release",
+            "rustc",
+            "--profile",
+            "plugin",
             "--target",
             "wasm32-wasip2",
             "-p",
             "dra-plugin",
+            "--lib",
+            "--crate-type",
+            "cdylib",
         ])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .status();

@@ -65,7 +65,7 @@ pub enum BenchError {
     #[error(transparent)]
     Build(#[from] crate::scheduler::BuildError),
     /// The DRA plugin component is not built.
-    #[error("{} is missing: run `cargo build --profile plugin --target wasm32-wasip2 -p dra-plugin`", .0.display())]
+    #[error("{} is missing: run `scripts/setup dra-plugin`", .0.display())]
     MissingWasm(PathBuf),
     /// A phase did not finish in time.
     #[error("{phase} did not finish: {done} of {expected} ({detail})")]

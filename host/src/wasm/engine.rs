@@ -68,7 +68,10 @@ pub fn engine_for(tier: Tier) -> &'static Engine {
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
-            .parallel_compilation(true);
+            .parallel_compilation(true)
+            // Trap reasons name functions, not wasm offsets; without the map a DRA compile
+            // is ~10% shorter (Winch 290 → 260 ms on 2 cores).
+            .generate_address_map(false);
         match tier {
             Tier::Optimized => {
                 config.cranelift_opt_level(OptLevel::Speed);

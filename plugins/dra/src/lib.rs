@@ -2,7 +2,7 @@
 //!
 //! Kubernetes Dynamic Resource Allocation with structured parameters (resource.k8s.io/v1) as a
 //! scheduler plugin written with `wasm-scheduler-sdk`: it builds as a Wasm component
-//! (`cargo build --profile plugin --target wasm32-wasip2 -p dra-plugin`) and natively.
+//! (`scripts/setup dra-plugin`) and natively.
 //!
 //! Start with [`DraPlugin`] (the extension points, [`plugin`]), then:
 //! - [`allocator`]: picks devices for claims on a node (`exactly`, `firstAvailable`, `All`,
