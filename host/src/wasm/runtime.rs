@@ -152,6 +152,34 @@ struct Inner {
     optimized: parking_lot::Condvar,
 }
 
+/// The one thread that compiles optimized code in the background, one module at a time.
+/// wasmtime's parallel compilation runs on the rayon pool it is called from, so Cranelift keeps
+/// to this thread and leaves the other cores to scheduling cycles and to Winch compiling a
+/// newer module (which, on the shared pool, used to queue behind it: a hot swap during an
+/// optimizing compile took 2.9 s instead of 0.5 s).
+fn optimizer_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "wasm-optimize".into())
+            .start_handler(|_| lower_priority())
+            .build()
+            .expect("start the optimizing compile thread")
+    })
+}
+
+/// Puts the calling thread at nice 10, below scheduling cycles and baseline compiles: tier-up
+/// is an optimization and may wait for a free core. Best effort (Linux nices threads singly).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread; no memory is passed.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
 /// The configured Wasm plugins. Cheap to clone; all clones share the plugins.
 #[derive(Clone)]
 pub struct WasmPlugins {
@@ -230,29 +258,26 @@ impl WasmPlugins {
         Ok(plugins)
     }
 
-    /// Compiles the optimized code of a plugin that serves baseline code, on a background
-    /// thread, then swaps every instance to it (same path as a reload) unless the plugin was
-    /// reloaded meanwhile. A failure leaves the baseline code serving and is logged.
+    /// Compiles the optimized code of a plugin that serves baseline code, in the background,
+    /// then swaps every instance to it (same path as a reload) unless the plugin was reloaded
+    /// meanwhile. A failure leaves the baseline code serving and is logged.
     fn optimize_later(&self, name: &str, bytes: Vec<u8>, sha256: String) {
         *self.inner.optimizing.lock() += 1;
         let this = self.clone();
         let plugin = name.to_string();
-        let spawned = std::thread::Builder::new()
-            .name("wasm-optimize".into())
-            .spawn(move || {
-                this.optimize(&plugin, &bytes, &sha256);
-                let mut n = this.inner.optimizing.lock();
-                *n -= 1;
-                this.inner.optimized.notify_all();
-            });
-        if let Err(e) = spawned {
-            tracing::error!(plugin = name, error = %e, "cannot start the optimizing compile; baseline code keeps serving");
-            *self.inner.optimizing.lock() -= 1;
-        }
+        optimizer_pool().spawn(move || {
+            this.optimize(&plugin, &bytes, &sha256);
+            let mut n = this.inner.optimizing.lock();
+            *n -= 1;
+            this.inner.optimized.notify_all();
+        });
     }
 
     fn optimize(&self, name: &str, bytes: &[u8], sha256: &str) {
         let Ok(entry) = self.entry(name) else { return };
+        if entry.module.load().sha256 != sha256 {
+            return; // replaced while queued: the newer module has its own optimizing compile
+        }
         let start = std::time::Instant::now();
         let module = match self
             .inner
