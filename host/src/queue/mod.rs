@@ -118,11 +118,40 @@ struct State {
     seq: u64,
     /// Bumped by every cluster event some plugin cares about.
     move_cycle: u64,
-    /// Gated pods an event may have released, waiting for their PreEnqueue re-check.
-    stale_gated: HashSet<String>,
+    /// The distinct events since the last PreEnqueue re-check of gated pods. Recording the
+    /// event, not every gated pod it may release, keeps an event O(1) however many pods wait
+    /// (a burst of pods whose claims do not exist yet): the pods are matched at the re-check.
+    stale_events: Vec<(ResourceKind, EventAction)>,
     /// When gated pods were last re-checked.
     last_gated_recheck: Option<Instant>,
     closed: bool,
+}
+
+/// Whether `plugin` registered for one of `events` (a plugin without hints wants them all).
+fn interested(
+    hints: &HashMap<String, Vec<ClusterEvent>>,
+    plugin: &str,
+    events: &[(ResourceKind, EventAction)],
+) -> bool {
+    match hints.get(plugin) {
+        Some(registered) if !registered.is_empty() => registered.iter().any(|e| {
+            events
+                .iter()
+                .any(|(resource, action)| e.resource == *resource && e.actions.contains(action))
+        }),
+        _ => true,
+    }
+}
+
+/// Whether one of `events` may make a parked pod schedulable: one of the plugins that turned
+/// it away is interested (a pod no plugin named is moved by any event).
+fn wants(
+    hints: &HashMap<String, Vec<ClusterEvent>>,
+    slot: &Slot,
+    events: &[(ResourceKind, EventAction)],
+) -> bool {
+    let plugins = &slot.info.unschedulable_plugins;
+    plugins.is_empty() || plugins.iter().any(|p| interested(hints, p, events))
 }
 
 /// The scheduling queue. Cheap to share (`Arc`); all methods take `&self`.
@@ -168,9 +197,21 @@ impl SchedulingQueue {
         &self.changed
     }
 
-    fn settled(s: &State) -> bool {
+    fn settled(&self, s: &State) -> bool {
         // active + backoff + in flight, and no gated pod waiting for its re-check
-        s.counts[0] + s.counts[1] + s.counts[4] == 0 && s.stale_gated.is_empty()
+        s.counts[0] + s.counts[1] + s.counts[4] == 0 && self.recheck_pending(s) == 0
+    }
+
+    /// Gated pods that an event since the last re-check may have released.
+    fn recheck_pending(&self, s: &State) -> usize {
+        if s.stale_events.is_empty() || s.counts[3] == 0 {
+            return 0;
+        }
+        let hints = self.hints.read();
+        s.pods
+            .values()
+            .filter(|slot| slot.place == Place::Gated && wants(&hints, slot, &s.stale_events))
+            .count()
     }
 
     fn notify_if(&self, settled: bool) {
@@ -188,7 +229,7 @@ impl SchedulingQueue {
             unschedulable: s.counts[2],
             gated: s.counts[3],
             in_flight: s.counts[4],
-            recheck_pending: s.stale_gated.len(),
+            recheck_pending: self.recheck_pending(&s),
         }
     }
 
@@ -236,7 +277,7 @@ impl SchedulingQueue {
             );
             s.counts[Place::InFlight.index()] += 1;
             self.enter_active(&mut s, &uid, now);
-            let settled = Self::settled(&s);
+            let settled = self.settled(&s);
             drop(s);
             self.notify_if(settled);
             return;
@@ -254,7 +295,7 @@ impl SchedulingQueue {
             }
             _ => {}
         }
-        let settled = Self::settled(&s);
+        let settled = self.settled(&s);
         drop(s);
         self.notify_if(settled);
     }
@@ -264,7 +305,7 @@ impl SchedulingQueue {
         let mut s = self.state.lock();
         if let Some(slot) = s.pods.remove(uid) {
             s.counts[slot.place.index()] -= 1;
-            let settled = Self::settled(&s);
+            let settled = self.settled(&s);
             drop(s);
             self.notify_if(settled);
         }
@@ -283,7 +324,7 @@ impl SchedulingQueue {
             return;
         }
         self.enter_active(&mut s, uid, Instant::now());
-        let settled = Self::settled(&s);
+        let settled = self.settled(&s);
         drop(s);
         self.wake.notify_one();
         self.notify_if(settled);
@@ -306,7 +347,7 @@ impl SchedulingQueue {
                 let popped = self.try_pop_locked(&mut s, now);
                 // Also when nothing was popped: the flush may have settled the queue (a
                 // coalesced re-check of gated pods).
-                let settled = Self::settled(&s);
+                let settled = self.settled(&s);
                 if let Some(p) = popped {
                     drop(s);
                     self.notify_if(settled);
@@ -389,7 +430,7 @@ impl SchedulingQueue {
             Place::Unschedulable(now)
         };
         self.place(&mut s, uid, place);
-        let settled = Self::settled(&s);
+        let settled = self.settled(&s);
         drop(s);
         self.wake.notify_one();
         self.notify_if(settled);
@@ -407,47 +448,39 @@ impl SchedulingQueue {
     }
 
     fn on_event_at(&self, resource: &ResourceKind, action: EventAction, now: Instant) {
-        let hints = self.hints.read();
-        let matches = |e: &ClusterEvent| &e.resource == resource && e.actions.contains(&action);
-        let interested = |plugin: &str| match hints.get(plugin) {
-            Some(events) if !events.is_empty() => events.iter().any(matches),
-            _ => true,
-        };
-        // Cheap exit: no plugin cares about this event and no pod waits for "any event".
-        let any_plugin_cares = hints.is_empty() || hints.keys().any(|p| interested(p));
+        let event = [(resource.clone(), action)];
+        // Lock order: state, then hints (never held while taking state).
         let mut s = self.state.lock();
-        if any_plugin_cares {
+        let hints = self.hints.read();
+        // Cheap exit: no plugin cares about this event and no pod waits for "any event".
+        if hints.is_empty() || hints.keys().any(|p| interested(&hints, p, &event)) {
             s.move_cycle += 1;
         }
+        // counts: 2 unschedulable, 3 gated
         if s.counts[2] + s.counts[3] == 0 {
             return;
         }
         let mut to_move = Vec::new();
-        let mut gated = Vec::new();
-        for (uid, slot) in &s.pods {
-            let plugins = &slot.info.unschedulable_plugins;
-            if !(plugins.is_empty() || plugins.iter().any(|p| interested(p))) {
-                continue;
-            }
-            match slot.place {
-                Place::Unschedulable(_) => to_move.push(uid.clone()),
-                Place::Gated => gated.push(uid.clone()),
-                _ => {}
+        if s.counts[2] > 0 {
+            for (uid, slot) in &s.pods {
+                if matches!(slot.place, Place::Unschedulable(_)) && wants(&hints, slot, &event) {
+                    to_move.push(uid.clone());
+                }
             }
         }
         drop(hints);
-        if to_move.is_empty() && gated.is_empty() {
-            return;
-        }
         for uid in &to_move {
             self.move_out(&mut s, uid, now);
         }
         // Re-running PreEnqueue for every gated pod on every event is quadratic when many pods
         // wait for their objects (a burst of claims from templates). The re-checks are coalesced:
         // at once while activeQ is empty, else at most every GATED_RECHECK_INTERVAL, at a pop.
-        s.stale_gated.extend(gated);
+        if s.counts[3] > 0 && !s.stale_events.contains(&event[0]) {
+            let [e] = event;
+            s.stale_events.push(e);
+        }
         self.recheck_gated(&mut s, now);
-        let settled = Self::settled(&s);
+        let settled = self.settled(&s);
         drop(s);
         self.wake.notify_one();
         self.notify_if(settled);
@@ -456,7 +489,7 @@ impl SchedulingQueue {
     /// Re-runs PreEnqueue for the gated pods events may have released, if activeQ is empty or
     /// the last re-check is older than [`GATED_RECHECK_INTERVAL`].
     fn recheck_gated(&self, s: &mut State, now: Instant) {
-        if s.stale_gated.is_empty() {
+        if s.stale_events.is_empty() {
             return;
         }
         let due = s.counts[0] == 0
@@ -466,10 +499,17 @@ impl SchedulingQueue {
             return;
         }
         s.last_gated_recheck = Some(now);
-        for uid in std::mem::take(&mut s.stale_gated) {
-            if matches!(s.pods.get(&uid), Some(slot) if slot.place == Place::Gated) {
-                self.move_out(s, &uid, now);
-            }
+        let events = std::mem::take(&mut s.stale_events);
+        let released: Vec<String> = {
+            let hints = self.hints.read();
+            s.pods
+                .iter()
+                .filter(|(_, slot)| slot.place == Place::Gated && wants(&hints, slot, &events))
+                .map(|(uid, _)| uid.clone())
+                .collect()
+        };
+        for uid in released {
+            self.move_out(s, &uid, now);
         }
     }
 

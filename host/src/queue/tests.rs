@@ -241,7 +241,7 @@ fn gated_pods_are_rechecked_once_per_interval_while_active_has_work() {
     }
     assert_eq!(calls(), 201, "the first event re-checks, the next 49 wait");
     assert_eq!(q.stats().recheck_pending, 100);
-    assert!(!SchedulingQueue::settled(&q.state.lock()));
+    assert!(!q.settled(&q.state.lock()));
     // Past the interval, the next pop re-checks the pods once more.
     let later = t + GATED_RECHECK_INTERVAL;
     assert_eq!(names(&q, later), ["ok-busy"]);
@@ -330,4 +330,40 @@ async fn pop_wakes_when_a_pod_is_added_and_stops_when_closed() {
     assert_eq!(popper.await.unwrap().as_deref(), Some("a"));
     q.close();
     assert!(q.pop().await.is_none());
+}
+
+#[test]
+fn gated_pods_are_rechecked_only_for_events_their_plugin_registered() {
+    let q = SchedulingQueue::new(QueueConfig::default());
+    q.set_hints(HashMap::from([(
+        "Gate".to_string(),
+        vec![ClusterEvent {
+            resource: ResourceKind::node(),
+            actions: vec![EventAction::Added],
+        }],
+    )]));
+    let gate = Arc::new(CountingGate(Default::default()));
+    q.set_pre_enqueue(gate.clone());
+    let calls = || gate.0.load(std::sync::atomic::Ordering::Relaxed);
+    let t = Instant::now();
+    for i in 0..20 {
+        q.add_or_update_at(pod(&format!("gated-{i}"), 0), false, t);
+    }
+    q.add_or_update_at(pod("ok-busy", 0), false, t);
+    assert_eq!(calls(), 21);
+    // Node updates do not interest the gate: nothing waits for a re-check, nothing re-runs.
+    for _ in 0..30 {
+        q.on_event_at(&ResourceKind::node(), EventAction::Modified, t);
+    }
+    assert_eq!((q.stats().recheck_pending, calls()), (0, 21));
+    // A node added does: the first event past the interval re-checks all 20 at once; repeats
+    // within the next interval are one pending re-check of the same 20, done at the next pop.
+    let later = t + GATED_RECHECK_INTERVAL;
+    for _ in 0..30 {
+        q.on_event_at(&ResourceKind::node(), EventAction::Added, later);
+    }
+    assert_eq!((q.stats().recheck_pending, calls()), (20, 41));
+    assert_eq!(names(&q, later + GATED_RECHECK_INTERVAL), ["ok-busy"]);
+    assert_eq!((q.stats().recheck_pending, calls()), (0, 61));
+    assert_eq!(q.stats().gated, 20);
 }
