@@ -28,7 +28,8 @@ pub const PERFMAP_ENV: &str = "WASM_SCHEDULER_PERFMAP";
 /// A module that no cache knows first runs as [`Tier::Baseline`] code (Winch, wasmtime's
 /// single-pass compiler: milliseconds for a large component, slower code), while Cranelift
 /// compiles the [`Tier::Optimized`] code in the background; the plugin is then swapped again.
-/// Only optimized code is cached on disk.
+/// Both are cached on disk (baseline code until the optimized code replaces it), memory holds
+/// optimized code only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
@@ -134,13 +135,20 @@ pub fn default_cache_dir() -> Option<PathBuf> {
         .or_else(|| env("HOME").map(|h| h.join(".cache").join("wasm-scheduler")))
 }
 
-/// Hex sha256 of everything of the engine that changes machine code (wasmtime version, target,
-/// compiler settings), the second half of every cache key.
-pub fn compatibility_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
+/// Hex sha256 of everything of a tier's engine that changes machine code (wasmtime version,
+/// target, compiler and its settings), the second half of every cache key.
+pub fn compatibility_hash(tier: Tier) -> &'static str {
+    static OPTIMIZED: OnceLock<String> = OnceLock::new();
+    static BASELINE: OnceLock<String> = OnceLock::new();
+    let cell = match tier {
+        Tier::Optimized => &OPTIMIZED,
+        Tier::Baseline => &BASELINE,
+    };
+    cell.get_or_init(|| {
         let mut h = ShaHasher(Sha256::new());
-        engine().precompile_compatibility_hash().hash(&mut h);
+        engine_for(tier)
+            .precompile_compatibility_hash()
+            .hash(&mut h);
         hex::encode(h.0.finalize())
     })
 }
@@ -173,7 +181,7 @@ pub struct CacheStats {
     pub corrupt: u64,
 }
 
-/// Compiled components by key (component sha256 + [`compatibility_hash`]): in memory, and on
+/// Compiled components by key (component sha256 + [`compatibility_hash`] of the tier): in memory, and on
 /// disk in a directory if one is usable. A disk entry is `MAGIC`, the sha256 of the serialized
 /// artifact, then the artifact; it is only deserialized when that hash matches.
 #[derive(Debug)]
@@ -181,6 +189,8 @@ pub struct CompileCache {
     dir: Option<PathBuf>,
     memory: Mutex<VecDeque<(String, Component)>>,
     stats: Mutex<CacheStats>,
+    /// Baseline entries being written in the background.
+    writes: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl CompileCache {
@@ -198,6 +208,7 @@ impl CompileCache {
             dir,
             memory: Mutex::default(),
             stats: Mutex::default(),
+            writes: Mutex::default(),
         }
     }
 
@@ -211,6 +222,14 @@ impl CompileCache {
         self.dir.as_deref()
     }
 
+    /// Waits until the entries written in the background are on disk.
+    pub fn flush(&self) {
+        let writes = std::mem::take(&mut *self.writes.lock());
+        for w in writes {
+            let _ = w.join();
+        }
+    }
+
     /// The counts so far.
     pub fn stats(&self) -> CacheStats {
         *self.stats.lock()
@@ -219,7 +238,7 @@ impl CompileCache {
     /// Whether memory or the disk holds optimized code for `sha256` (not verified or counted:
     /// a corrupt entry is found out, and replaced, by [`CompileCache::compile`]).
     pub fn contains(&self, sha256: &str) -> bool {
-        let key = key(sha256);
+        let key = key(sha256, Tier::Optimized);
         self.memory.lock().iter().any(|(k, _)| *k == key)
             || self
                 .dir
@@ -230,7 +249,7 @@ impl CompileCache {
     /// The optimized code of the component whose hex sha256 is `sha256`, if memory or a
     /// verified disk entry has it (counted as a hit); none otherwise (not counted).
     fn cached(&self, sha256: &str) -> Option<Component> {
-        let key = key(sha256);
+        let key = key(sha256, Tier::Optimized);
         if let Some(c) = self.from_memory(&key) {
             self.stats.lock().memory_hits += 1;
             tracing::debug!(sha256, "compiled component from memory");
@@ -238,7 +257,7 @@ impl CompileCache {
         }
         let start = Instant::now();
         let path = self.dir.as_ref()?.join(format!("{key}.cwasm"));
-        let c = self.from_disk(&path)?;
+        let c = self.from_disk(&path, Tier::Optimized)?;
         self.stats.lock().disk_hits += 1;
         tracing::info!(sha256, took_ms = start.elapsed().as_millis() as u64, path = %path.display(), "compiled component from the disk cache");
         self.remember(key, c.clone());
@@ -247,13 +266,32 @@ impl CompileCache {
 
     /// The compiled `bytes` (whose hex sha256 is `sha256`) at `tier`. Optimized code comes from
     /// memory, from a verified disk entry, or is compiled now (and then stored in both).
-    /// Baseline code is compiled every time (it takes milliseconds) and never stored.
+    /// Baseline code comes from a verified disk entry or is compiled now and stored on disk, so
+    /// a scheduler restarted before its tier-up finished does not compile again; the optimized
+    /// entry, once written, replaces it.
     ///
     /// # Errors
     /// The component does not compile.
     pub fn compile(&self, bytes: &[u8], sha256: &str, tier: Tier) -> wasmtime::Result<Component> {
         if tier == Tier::Baseline {
+            let path = self
+                .dir
+                .as_ref()
+                .map(|d| d.join(file_name(sha256, Tier::Baseline)));
             let start = Instant::now();
+            if let Some(c) = path
+                .as_ref()
+                .and_then(|p| self.from_disk(p, Tier::Baseline))
+            {
+                self.stats.lock().disk_hits += 1;
+                tracing::info!(
+                    sha256,
+                    took_ms = start.elapsed().as_millis() as u64,
+                    tier = "baseline",
+                    "compiled component from the disk cache"
+                );
+                return Ok(c);
+            }
             let component = Component::new(engine_for(Tier::Baseline), bytes)?;
             self.stats.lock().baseline_compiles += 1;
             tracing::info!(
@@ -261,6 +299,17 @@ impl CompileCache {
                 took_ms = start.elapsed().as_millis() as u64,
                 "compiled Wasm component with the baseline compiler"
             );
+            if let Some(path) = path {
+                // Off the load's path: serializing and writing cost as much as a third of
+                // the compile, and only a later start needs the file.
+                let c = component.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("wasm-cache-write".into())
+                    .spawn(move || store(&path, &c));
+                if let Ok(handle) = spawned {
+                    self.writes.lock().push(handle);
+                }
+            }
             return Ok(component);
         }
         if let Some(c) = self.cached(sha256) {
@@ -274,9 +323,12 @@ impl CompileCache {
             took_ms = start.elapsed().as_millis() as u64,
             "compiled Wasm component (cache miss)"
         );
-        let key = key(sha256);
+        let key = key(sha256, Tier::Optimized);
         if let Some(dir) = &self.dir {
             store(&dir.join(format!("{key}.cwasm")), &component);
+            // Best effort: the baseline entry is of no use once optimized code is stored.
+            self.flush();
+            let _ = std::fs::remove_file(dir.join(file_name(sha256, Tier::Baseline)));
         }
         self.remember(key, component.clone());
         Ok(component)
@@ -302,7 +354,7 @@ impl CompileCache {
     }
 
     /// A verified disk entry, or none (missing, or rejected and counted as corrupt).
-    fn from_disk(&self, path: &Path) -> Option<Component> {
+    fn from_disk(&self, path: &Path, tier: Tier) -> Option<Component> {
         let data = match std::fs::read(path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -322,16 +374,25 @@ impl CompileCache {
         // SAFETY: `deserialize` must only see artifacts this wasmtime produced. The bytes are
         // exactly what `serialize` wrote (their sha256 matches the one stored with them), under
         // a key naming this engine's compatibility hash; wasmtime checks its own header too.
-        match unsafe { Component::deserialize(engine(), payload) } {
+        match unsafe { Component::deserialize(engine_for(tier), payload) } {
             Ok(c) => Some(c),
             Err(_) => reject("not loadable by this engine"),
         }
     }
 }
 
-/// The cache key of a component: its sha256 and the engine's [`compatibility_hash`].
-fn key(sha256: &str) -> String {
-    format!("{sha256}-{}", &compatibility_hash()[..16])
+/// The cache key of a component's code at `tier`: its sha256 and the tier's
+/// [`compatibility_hash`].
+fn key(sha256: &str, tier: Tier) -> String {
+    format!("{sha256}-{}", &compatibility_hash(tier)[..16])
+}
+
+/// The disk entry's file name; baseline entries say so in the name.
+fn file_name(sha256: &str, tier: Tier) -> String {
+    match tier {
+        Tier::Optimized => format!("{}.cwasm", key(sha256, tier)),
+        Tier::Baseline => format!("{}.baseline.cwasm", key(sha256, tier)),
+    }
 }
 
 /// The artifact of a cache file if its header and checksum are right.
@@ -408,6 +469,44 @@ mod tests {
                 ..CacheStats::default()
             }
         );
+    }
+
+    #[test]
+    fn baseline_code_is_reused_by_a_restart_until_optimized_code_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = component();
+        let sha = crate::wasm::sha256_hex(&bytes);
+        let baseline_file = dir.path().join(file_name(&sha, Tier::Baseline));
+        let first = CompileCache::new(Some(dir.path().to_path_buf()));
+        first.compile(&bytes, &sha, Tier::Baseline).unwrap();
+        first.flush();
+        assert_eq!(first.stats().baseline_compiles, 1);
+        assert!(baseline_file.is_file());
+        // Restarted before tier-up: the baseline entry serves, nothing compiles, and it does not
+        // pass for optimized code.
+        let restarted = CompileCache::new(Some(dir.path().to_path_buf()));
+        assert!(!restarted.contains(&sha));
+        restarted.compile(&bytes, &sha, Tier::Baseline).unwrap();
+        assert_eq!(
+            restarted.stats(),
+            CacheStats {
+                disk_hits: 1,
+                ..CacheStats::default()
+            }
+        );
+        // A corrupt baseline entry is rejected and recompiled.
+        std::fs::write(&baseline_file, b"short").unwrap();
+        let again = CompileCache::new(Some(dir.path().to_path_buf()));
+        again.compile(&bytes, &sha, Tier::Baseline).unwrap();
+        again.flush();
+        assert_eq!(
+            (again.stats().corrupt, again.stats().baseline_compiles),
+            (1, 1)
+        );
+        // Tier-up stores the optimized code and drops the baseline entry.
+        again.compile(&bytes, &sha, Tier::Optimized).unwrap();
+        assert!(again.contains(&sha));
+        assert!(!baseline_file.exists());
     }
 
     #[test]
