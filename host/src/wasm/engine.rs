@@ -58,13 +58,8 @@ pub fn engine() -> &'static Engine {
 /// The process-wide engine of a tier (each has its own epoch ticker thread). Modules, linkers
 /// and stores of one engine never mix with the other's.
 pub fn engine_for(tier: Tier) -> &'static Engine {
-    static OPTIMIZED: OnceLock<Engine> = OnceLock::new();
-    static BASELINE: OnceLock<Engine> = OnceLock::new();
-    let cell = match tier {
-        Tier::Optimized => &OPTIMIZED,
-        Tier::Baseline => &BASELINE,
-    };
-    cell.get_or_init(|| {
+    static ENGINES: [OnceLock<Engine>; 2] = [const { OnceLock::new() }; 2];
+    ENGINES[tier as usize].get_or_init(|| {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -138,13 +133,8 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 /// Hex sha256 of everything of a tier's engine that changes machine code (wasmtime version,
 /// target, compiler and its settings), the second half of every cache key.
 pub fn compatibility_hash(tier: Tier) -> &'static str {
-    static OPTIMIZED: OnceLock<String> = OnceLock::new();
-    static BASELINE: OnceLock<String> = OnceLock::new();
-    let cell = match tier {
-        Tier::Optimized => &OPTIMIZED,
-        Tier::Baseline => &BASELINE,
-    };
-    cell.get_or_init(|| {
+    static HASHES: [OnceLock<String>; 2] = [const { OnceLock::new() }; 2];
+    HASHES[tier as usize].get_or_init(|| {
         let mut h = ShaHasher(Sha256::new());
         engine_for(tier)
             .precompile_compatibility_hash()
