@@ -104,11 +104,8 @@ impl Selection {
         let Ok(object) = project(&event.object, tree) else {
             return Some(event);
         };
-        let key = (
-            event.resource.clone(),
-            name_of(&object, "namespace"),
-            name_of(&object, "name"),
-        );
+        let (namespace, name) = names_of(&object);
+        let key = (event.resource.clone(), namespace, name);
         let mut last = self.last.lock();
         match event.action {
             EventAction::Deleted => {
@@ -137,16 +134,22 @@ impl Selection {
     }
 }
 
-/// `metadata.<field>` of a projected object (which keeps the names).
-fn name_of(object: &str, field: &str) -> String {
-    #[derive(serde::Deserialize)]
-    struct Meta {
-        #[serde(default)]
-        metadata: BTreeMap<String, serde_json::Value>,
+/// `metadata.namespace` and `metadata.name` of a projected object (which keeps the names), in
+/// one pass that skips every other field.
+fn names_of(object: &str) -> (String, String) {
+    #[derive(Default, serde::Deserialize)]
+    #[serde(default)]
+    struct Names {
+        namespace: String,
+        name: String,
     }
-    serde_json::from_str::<Meta>(object)
-        .ok()
-        .and_then(|m| m.metadata.get(field)?.as_str().map(str::to_owned))
+    #[derive(serde::Deserialize)]
+    struct Object {
+        #[serde(default)]
+        metadata: Names,
+    }
+    serde_json::from_str::<Object>(object)
+        .map(|o| (o.metadata.namespace, o.metadata.name))
         .unwrap_or_default()
 }
 

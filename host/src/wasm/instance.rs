@@ -141,33 +141,22 @@ macro_rules! by_version {
                 let $g = p.kube_scheduler_plugin_plugin_api();
                 $call
             }
-            Api::V0_2 {
-                plugin: p,
-                announced,
-            } => {
-                #[allow(unused_imports)]
-                use convert::v0_2 as $c;
-                let $args = $make;
-                let $g = p.kube_scheduler_plugin_plugin_api();
-                announce(announced, $store, |s, first, names| {
-                    $g.call_nodes_added(s, first, names)
-                })?;
-                $call
+            Api::V0_2 { plugin, announced } => {
+                by_version!(@indexed v0_2, plugin, announced, |$g, $c, $store| $args = $make => $call)
             }
-            Api::V0_3 {
-                plugin: p,
-                announced,
-            } => {
-                #[allow(unused_imports)]
-                use convert::v0_3 as $c;
-                let $args = $make;
-                let $g = p.kube_scheduler_plugin_plugin_api();
-                announce(announced, $store, |s, first, names| {
-                    $g.call_nodes_added(s, first, names)
-                })?;
-                $call
+            Api::V0_3 { plugin, announced } => {
+                by_version!(@indexed v0_3, plugin, announced, |$g, $c, $store| $args = $make => $call)
             }
         }
+    }};
+    // The versions with node indices: the instance hears new node names before the call.
+    (@indexed $ver:ident, $p:ident, $announced:ident, |$g:ident, $c:ident, $store:ident| $args:ident = $make:expr => $call:expr) => {{
+        #[allow(unused_imports)]
+        use convert::$ver as $c;
+        let $args = $make;
+        let $g = $p.kube_scheduler_plugin_plugin_api();
+        announce($announced, $store, |s, first, names| $g.call_nodes_added(s, first, names))?;
+        $call
     }};
 }
 

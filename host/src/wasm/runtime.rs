@@ -157,16 +157,19 @@ struct Inner {
 /// to this thread and leaves the other cores to scheduling cycles and to Winch compiling a
 /// newer module (which, on the shared pool, used to queue behind it: a hot swap during an
 /// optimizing compile took 2.9 s instead of 0.5 s).
-fn optimizer_pool() -> &'static rayon::ThreadPool {
-    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+/// None if the thread cannot be started (then baseline code keeps serving).
+fn optimizer_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .thread_name(|_| "wasm-optimize".into())
             .start_handler(|_| lower_priority())
             .build()
-            .expect("start the optimizing compile thread")
+            .map_err(|e| tracing::error!(error = %e, "cannot start the optimizing compile thread"))
+            .ok()
     })
+    .as_ref()
 }
 
 /// Puts the calling thread at nice 10, below scheduling cycles and baseline compiles: tier-up
@@ -265,7 +268,15 @@ impl WasmPlugins {
         *self.inner.optimizing.lock() += 1;
         let this = self.clone();
         let plugin = name.to_string();
-        optimizer_pool().spawn(move || {
+        let Some(pool) = optimizer_pool() else {
+            tracing::error!(
+                plugin = name,
+                "no optimizing compile; baseline code keeps serving"
+            );
+            *self.inner.optimizing.lock() -= 1;
+            return;
+        };
+        pool.spawn(move || {
             this.optimize(&plugin, &bytes, &sha256);
             let mut n = this.inner.optimizing.lock();
             *n -= 1;
