@@ -29,6 +29,9 @@ fn hostile_with(mode: &str, call_timeout: Duration) -> (WasmPlugins, WasmPlugin)
     s.call_timeout = call_timeout;
     s.memory_limit_bytes = 32 << 20;
     let plugins = WasmPlugins::load(&s).unwrap();
+    // Tier-up replaces instances too; let it finish so that a replacement after a trap can only
+    // be the respawn these tests count (on a cold cache it raced one, under load).
+    assert!(plugins.wait_optimized(Duration::from_secs(300)));
     let p = plugins
         .create(
             "Hostile",
